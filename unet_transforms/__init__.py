@@ -1,0 +1,26 @@
+"""Overlap-tile mirroring, tiling and stitching for U-Net style segmentation.
+
+The public API: :class:`TileGeometry` (a network's tile sizes), :class:`TileGrid` (the
+overlap-tile plan of one image), :func:`mirror_pad`, and the torchvision v2 transforms
+:class:`MirrorExtrapolate`, :class:`OverlapTileCrop` and :class:`PairedTileCrop`.
+"""
+
+from .functional import crop_tile, mirror_pad
+from .geometry import TileGeometry
+from .grid import Tile, TileGrid, TileIndexError, tile_at
+from .transforms import MirrorExtrapolate, OverlapTileCrop, PairedTileCrop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MirrorExtrapolate",
+    "OverlapTileCrop",
+    "PairedTileCrop",
+    "Tile",
+    "TileGeometry",
+    "TileGrid",
+    "TileIndexError",
+    "crop_tile",
+    "mirror_pad",
+    "tile_at",
+]

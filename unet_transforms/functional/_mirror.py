@@ -1,0 +1,238 @@
+"""Mirror extrapolation as index arithmetic: reflections of any width, cost of the output."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+__all__ = ["MirrorMode", "mirror_index", "mirror_pad", "normalize_padding", "check_mode"]
+
+MirrorMode = Literal["reflect", "symmetric"]
+_MODES = ("reflect", "symmetric")
+
+# numpy dtypes that torch.from_numpy accepts; used to allocate big outputs through numpy,
+# whose allocator asks the kernel for huge pages (a fresh torch.empty of hundreds of MB
+# spends most of its time in page faults).
+_NUMPY_DTYPES = {
+    torch.float64: np.float64,
+    torch.float32: np.float32,
+    torch.float16: np.float16,
+    torch.int64: np.int64,
+    torch.int32: np.int32,
+    torch.int16: np.int16,
+    torch.int8: np.int8,
+    torch.uint8: np.uint8,
+    torch.bool: np.bool_,
+    torch.complex64: np.complex64,
+    torch.complex128: np.complex128,
+}
+_NUMPY_ALLOC_MIN_BYTES = 1 << 20
+
+
+def check_mode(mode: object) -> MirrorMode:
+    """Validates a mirroring mode and returns it."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'reflect' or 'symmetric', got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def mirror_index(
+    positions: torch.Tensor | range, size: int, mode: MirrorMode = "reflect"
+) -> torch.Tensor:
+    """Maps positions on an infinite mirrored axis to indices into ``[0, size)``.
+
+    ``reflect`` mirrors about the edge pixel (period ``2 * size - 2``), ``symmetric``
+    repeats it (period ``2 * size``); both match :func:`numpy.pad` for any width.
+
+    Args:
+        positions: Integer positions (may be negative or ``>= size``).
+        size: Length of the axis (``>= 1``).
+        mode: ``"reflect"`` or ``"symmetric"``.
+
+    Returns:
+        int64 tensor of indices in ``[0, size)``, same shape as ``positions``.
+
+    Example:
+        >>> mirror_index(range(-3, 6), 4).tolist()
+        [3, 2, 1, 0, 1, 2, 3, 2, 1]
+        >>> mirror_index(range(-3, 6), 4, "symmetric").tolist()
+        [2, 1, 0, 0, 1, 2, 3, 3, 2]
+    """
+    check_mode(mode)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if isinstance(positions, range):
+        positions = torch.arange(positions.start, positions.stop, positions.step)
+    pos = positions.to(torch.int64)
+    if mode == "reflect":
+        if size == 1:
+            return torch.zeros_like(pos)
+        period = 2 * size - 2
+        m = torch.remainder(pos, period)
+        return torch.where(m < size, m, period - m)
+    period = 2 * size
+    m = torch.remainder(pos, period)
+    return torch.where(m < size, m, period - 1 - m)
+
+
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")
+
+
+def normalize_padding(padding: object, name: str = "padding") -> tuple[tuple[int, int], ...]:
+    """Validates a sequence of per-axis ``(before, after)`` pairs and returns it as tuples."""
+    if not isinstance(padding, Sequence) or isinstance(padding, str) or not padding:
+        raise TypeError(
+            f"{name} must be a non-empty sequence of (before, after) pairs, got {padding!r}"
+        )
+    pairs = []
+    for axis, pair in enumerate(padding):
+        if (
+            not isinstance(pair, Sequence)
+            or isinstance(pair, str)
+            or len(pair) != 2
+            or not all(_is_int(p) for p in pair)
+        ):
+            raise TypeError(
+                f"{name} must be a sequence of (before, after) int pairs, got {pair!r} for "
+                f"axis {axis}"
+            )
+        before, after = (operator.index(p) for p in pair)
+        if before < 0 or after < 0:
+            raise ValueError(
+                f"{name} must be non-negative, got ({before}, {after}) for axis {axis}"
+            )
+        pairs.append((before, after))
+    return tuple(pairs)
+
+
+def empty_like_shape(
+    shape: Sequence[int], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Allocates an uninitialised tensor, through numpy's allocator for big CPU buffers."""
+    np_dtype = _NUMPY_DTYPES.get(dtype)
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if device.type == "cpu" and np_dtype is not None and nbytes >= _NUMPY_ALLOC_MIN_BYTES:
+        return torch.from_numpy(np.empty(tuple(shape), dtype=np_dtype))
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
+def mirror_pad(
+    x: torch.Tensor,
+    padding: Sequence[tuple[int, int]],
+    mode: MirrorMode = "reflect",
+) -> torch.Tensor:
+    """Mirror-extends the trailing ``len(padding)`` axes of a tensor.
+
+    Equals ``numpy.pad(x, [(0, 0)] * lead + padding, mode=mode)`` for every size,
+    including pads wider than the axis (the image is mirrored again and again) and axes
+    of length 1. Works for any dtype and device, any number of leading axes, never
+    round-trips through numpy, and keeps autograd working for float inputs.
+
+    Args:
+        x: Tensor ``(..., *spatial)``.
+        padding: One ``(before, after)`` pair per trailing axis, in axis order.
+        mode: ``"reflect"`` (edge pixel not repeated, numpy's and torch's ``reflect``) or
+            ``"symmetric"`` (edge pixel repeated).
+
+    Returns:
+        A new tensor ``(..., *[before + size + after])``; ``x`` is not modified. A
+        :class:`torchvision.tv_tensors.TVTensor` input comes back as the same type.
+
+    Raises:
+        TypeError: If ``x`` is not a tensor or ``padding`` is not a sequence of int pairs.
+        ValueError: On negative pads, an empty padded axis, too many padded axes or an
+            unknown mode.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[1, 2, 3]])
+        >>> mirror_pad(x, [(0, 0), (4, 2)])
+        tensor([[1, 2, 3, 2, 1, 2, 3, 2, 1]])
+        >>> mirror_pad(x, [(1, 1), (2, 2)], mode="symmetric")
+        tensor([[2, 1, 1, 2, 3, 3, 2],
+                [2, 1, 1, 2, 3, 3, 2],
+                [2, 1, 1, 2, 3, 3, 2]])
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    pads = normalize_padding(padding)
+    check_mode(mode)
+    n = len(pads)
+    if n > x.ndim:
+        raise ValueError(
+            f"padding has {n} (before, after) pairs but x has only {x.ndim} axes "
+            f"(shape {tuple(x.shape)})"
+        )
+    spatial = tuple(x.shape[x.ndim - n :])
+    if 0 in spatial:
+        raise ValueError(f"cannot mirror an empty axis: x has shape {tuple(x.shape)}")
+    out = _mirror_pad_tensor(x.as_subclass(torch.Tensor), pads, mode)
+    if type(x) is not torch.Tensor:
+        from torchvision import tv_tensors
+
+        if isinstance(x, tv_tensors.TVTensor):
+            return tv_tensors.wrap(out, like=x)
+    return out
+
+
+def _mirror_pad_tensor(
+    x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
+) -> torch.Tensor:
+    n = len(pads)
+    lead = x.ndim - n
+    if all(b == 0 and a == 0 for b, a in pads):
+        return x.clone()
+    if x.requires_grad and torch.is_grad_enabled():
+        # Differentiable path: one gather per padded axis.
+        out = x
+        for axis, (before, after) in enumerate(pads):
+            if before or after:
+                size = x.shape[lead + axis]
+                idx = mirror_index(range(-before, size + after), size, mode).to(x.device)
+                out = out.index_select(lead + axis, idx)
+        return out
+    # Fast path: copy the image into the centre of the output once, then fill each
+    # padded strip from the already-filled part of the output (last axis first, so
+    # later strips include the corners).
+    shape = list(x.shape)
+    for axis, (before, after) in enumerate(pads):
+        shape[lead + axis] += before + after
+    out = empty_like_shape(shape, x.dtype, x.device)
+    centre = [slice(None)] * lead + [
+        slice(b, b + s) for (b, _), s in zip(pads, x.shape[lead:], strict=True)
+    ]
+    out[tuple(centre)] = x
+    for axis in reversed(range(n)):
+        before, after = pads[axis]
+        if not (before or after):
+            continue
+        dim = lead + axis
+        size = x.shape[dim]
+        # region: centre along earlier (not yet filled) axes, everything along later ones
+        region = [slice(None)] * lead + [
+            slice(b, b + s) if k < axis else slice(None)
+            for k, ((b, _), s) in enumerate(zip(pads, x.shape[lead:], strict=True))
+        ]
+        view = out[tuple(region)]
+        src = view.narrow(dim, before, size)
+        for start, positions in ((0, range(-before, 0)), (before + size, range(size, size + after))):
+            if len(positions) == 0:
+                continue
+            dst = view.narrow(dim, start, len(positions))
+            if len(positions) < size and mode == "reflect":
+                # a plain flip of a strip next to the edge
+                lo = 1 if start == 0 else size - 1 - len(positions)
+                dst.copy_(src.narrow(dim, lo, len(positions)).flip(dim))
+            elif len(positions) <= size and mode == "symmetric":
+                lo = 0 if start == 0 else size - len(positions)
+                dst.copy_(src.narrow(dim, lo, len(positions)).flip(dim))
+            else:
+                idx = mirror_index(positions, size, mode).to(x.device)
+                dst.copy_(src.index_select(dim, idx))
+    return out

@@ -1,0 +1,292 @@
+"""Cropping a window that may reach outside the image: crop first, then mirror."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import PIL.Image
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as tvF
+
+from ._mirror import MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
+
+__all__ = ["Box", "crop_tile", "register_kernel", "spatial_shape", "to_tensor_region"]
+
+Box = tuple[tuple[int, int], ...]
+"""Per-axis ``(start, stop)`` pairs in image coordinates (may reach outside the image)."""
+
+_AXES = {2: ("H", "W"), 3: ("D", "H", "W")}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# Our own kernel registry: torchvision's ``register_kernel`` only accepts torchvision's
+# functionals, so ours keep a table per functional, looked up along the input's MRO.
+_KERNELS: dict[Callable[..., Any], dict[type, Callable[..., Any]]] = {}
+
+
+def register_kernel(functional: Callable[..., Any], input_type: type) -> Callable[[_F], _F]:
+    """Registers a kernel of one of this library's functionals for an input type.
+
+    Use it to teach :func:`crop_tile` (and so every transform of this library) a custom
+    :class:`torchvision.tv_tensors.TVTensor` subclass. The kernel receives the input
+    and the functional's arguments and returns the transformed input.
+
+    Args:
+        functional: The functional, e.g. :func:`crop_tile`.
+        input_type: The type the kernel handles (subclasses included).
+
+    Returns:
+        A decorator registering the kernel.
+
+    Example:
+        >>> import torch
+        >>> from torchvision import tv_tensors
+        >>> class Heatmap(tv_tensors.Mask):
+        ...     pass
+        >>> @register_kernel(crop_tile, Heatmap)
+        ... def _crop_heatmap(inpt, box, mode="reflect", fill=None):
+        ...     out = crop_tile(inpt.as_subclass(torch.Tensor), box, mode, fill=0)
+        ...     return tv_tensors.wrap(out, like=inpt)
+        >>> crop_tile(Heatmap(torch.ones(1, 4, 4)), ((-1, 3), (0, 4))).sum().item()
+        12.0
+    """
+    if functional not in _KERNELS:
+        raise ValueError(
+            f"functional must be one of {sorted(f.__name__ for f in _KERNELS)}, "
+            f"got {getattr(functional, '__name__', functional)!r}"
+        )
+    if not isinstance(input_type, type):
+        raise TypeError(f"input_type must be a type, got {input_type!r}")
+
+    def decorator(kernel: _F) -> _F:
+        _KERNELS[functional][input_type] = kernel
+        return kernel
+
+    return decorator
+
+
+def _kernel_for(functional: Callable[..., Any], inpt: object) -> Callable[..., Any] | None:
+    table = _KERNELS[functional]
+    for cls in type(inpt).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
+def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
+    """Spatial size (last ``ndim`` axes) of a tensor, tv_tensor, PIL image or array."""
+    if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.KeyPoints)):
+        if ndim != 2:
+            raise TypeError(f"{type(inpt).__name__} are 2-D; they cannot follow a {ndim}-D tile")
+        return tuple(inpt.canvas_size)
+    if isinstance(inpt, PIL.Image.Image):
+        if ndim != 2:
+            raise TypeError(f"PIL images are 2-D; they cannot follow a {ndim}-D tile")
+        return (inpt.height, inpt.width)
+    shape = getattr(inpt, "shape", None)
+    if shape is None:
+        raise TypeError(
+            f"expected a tensor, tv_tensor, PIL image or array with .shape, got "
+            f"{type(inpt).__name__}"
+        )
+    if len(shape) < ndim:
+        raise ValueError(
+            f"expected an input with at least {ndim} axes (..., {', '.join(_AXES[ndim])}), "
+            f"got shape {tuple(shape)}"
+        )
+    return tuple(int(s) for s in shape[len(shape) - ndim :])
+
+
+def _normalize_box(box: object, spatial: tuple[int, ...]) -> Box:
+    if not isinstance(box, Sequence) or len(box) != len(spatial):
+        raise ValueError(
+            f"box must have one (start, stop) pair per spatial axis ({len(spatial)}), got {box!r}"
+        )
+    pairs = []
+    for axis, pair in enumerate(box):
+        if not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"box must hold (start, stop) pairs, got {pair!r} for axis {axis}")
+        start, stop = (operator.index(p) for p in pair)
+        if stop <= start:
+            raise ValueError(f"box must have stop > start, got ({start}, {stop}) on axis {axis}")
+        pairs.append((start, stop))
+    return tuple(pairs)
+
+
+def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
+    """Reads ``x[..., *region]`` as a tensor; arrays read only that region (memmap, zarr)."""
+    index = (Ellipsis, *region)
+    if isinstance(x, torch.Tensor):
+        return x.as_subclass(torch.Tensor)[index]
+    arr = np.asarray(x[index])
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype == np.uint16:
+        arr = arr.astype(np.int32)
+    elif arr.dtype == np.uint32:
+        arr = arr.astype(np.int64)
+    # a private, writable copy: memmaps and read-only arrays must not be shared
+    return torch.from_numpy(np.array(arr, copy=True, order="C"))
+
+
+def _crop_tensor(
+    x: Any, box: Sequence[tuple[int, int]], mode: MirrorMode = "reflect", fill: float | None = None
+) -> torch.Tensor:
+    """Tensor/array kernel: the window ``box`` of the trailing axes, mirrored or filled outside."""
+    check_mode(mode)
+    spatial = spatial_shape(x, len(box))
+    if 0 in spatial:
+        raise ValueError(f"cannot crop from an empty image of shape {tuple(x.shape)}")
+    box = _normalize_box(box, spatial)
+    lead = tuple(int(s) for s in x.shape[: len(x.shape) - len(box)])
+    inside = [0 <= a and b <= n for (a, b), n in zip(box, spatial, strict=True)]
+    if all(inside):
+        region = to_tensor_region(x, [slice(a, b) for a, b in box])
+        return region.clone() if isinstance(x, torch.Tensor) else region
+    window = tuple(b - a for a, b in box)
+    if fill is not None:
+        # outside the image: the fill value; inside: a plain copy of the intersection
+        src = to_tensor_region(
+            x, [slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, spatial, strict=True)]
+        )
+        out = torch.full((*lead, *window), fill, dtype=src.dtype, device=src.device)
+        if all(max(a, 0) < min(b, n) for (a, b), n in zip(box, spatial, strict=True)):
+            dst = [slice(max(a, 0) - a, min(b, n) - a) for (a, b), n in zip(box, spatial, strict=True)]
+            out[(Ellipsis, *dst)] = src
+        return out
+    if isinstance(x, torch.Tensor) and all(
+        a <= 0 and b >= n for (a, b), n in zip(box, spatial, strict=True)
+    ):
+        # the window holds the whole image: mirror-pad, the fastest way to fill it
+        pads = tuple((-a, b - n) for (a, b), n in zip(box, spatial, strict=True))
+        return _mirror_pad_tensor(x.as_subclass(torch.Tensor), pads, mode)
+    # crop the smallest region holding every mirrored source pixel, then gather
+    indices: list[torch.Tensor | None] = []
+    region_slices = []
+    for (a, b), n, ok in zip(box, spatial, inside, strict=True):
+        if ok:
+            indices.append(None)
+            region_slices.append(slice(a, b))
+            continue
+        idx = mirror_index(range(a, b), n, mode)
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        indices.append(idx - lo)
+        region_slices.append(slice(lo, hi))
+    out = to_tensor_region(x, region_slices)
+    first = len(lead)
+    for axis, idx in enumerate(indices):
+        if idx is not None:
+            out = out.index_select(first + axis, idx.to(out.device))
+    return out
+
+
+def crop_tile(
+    inpt: Any,
+    box: Sequence[tuple[int, int]],
+    mode: MirrorMode = "reflect",
+    fill: float | None = None,
+) -> Any:
+    """Crops a window of the trailing spatial axes, mirror-extrapolating outside the image.
+
+    The window is read from the unpadded image: the cost is proportional to the
+    window, not the image. Pixels outside the image are mirrored (as
+    :func:`mirror_pad` would) or, with ``fill`` set, take that value.
+
+    Supported inputs: plain tensors and ``Image``/``Video``/``Mask`` tv_tensors (any
+    number of leading axes; ``len(box)`` trailing spatial axes), numpy arrays and
+    array-likes with ``.shape`` and slicing (memmap, zarr, h5py; returned as a tensor,
+    only the needed region is read), PIL images (returned as PIL), and 2-D
+    ``BoundingBoxes``/``KeyPoints`` (translated and clamped, never mirrored).
+
+    Args:
+        inpt: The input.
+        box: Per-axis ``(start, stop)`` window in image coordinates.
+        mode: ``"reflect"`` or ``"symmetric"``.
+        fill: Value for pixels outside the image (e.g. an ignore index for labels);
+            ``None`` mirrors them.
+
+    Returns:
+        The window, of the same type as the input (arrays come back as tensors).
+
+    Raises:
+        TypeError: For unsupported input types.
+        ValueError: For a box that does not match the input's spatial axes, an empty
+            window or image, or an unknown mode.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(4).reshape(1, 4)
+        >>> crop_tile(x, ((0, 1), (-2, 6)))
+        tensor([[2, 1, 0, 1, 2, 3, 2, 1]])
+        >>> crop_tile(x, ((0, 1), (-2, 6)), fill=-1)
+        tensor([[-1, -1,  0,  1,  2,  3, -1, -1]])
+    """
+    kernel = _kernel_for(crop_tile, inpt)
+    if kernel is None:
+        if hasattr(inpt, "shape") and hasattr(inpt, "__getitem__"):
+            return _crop_tensor(inpt, box, mode, fill)
+        raise TypeError(
+            f"crop_tile supports tensors, tv_tensors, PIL images and arrays, got "
+            f"{type(inpt).__name__}"
+        )
+    return kernel(inpt, box, mode, fill)
+
+
+_KERNELS[crop_tile] = {}
+
+
+@register_kernel(crop_tile, torch.Tensor)
+def _crop_plain_or_tv_tensor(
+    inpt: torch.Tensor, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
+) -> torch.Tensor:
+    out = _crop_tensor(inpt.as_subclass(torch.Tensor), box, mode, fill)
+    if isinstance(inpt, tv_tensors.TVTensor):
+        return tv_tensors.wrap(out, like=inpt)
+    return out
+
+
+@register_kernel(crop_tile, PIL.Image.Image)
+def _crop_pil(
+    inpt: PIL.Image.Image, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
+) -> PIL.Image.Image:
+    arr = np.asarray(inpt)
+    x = torch.from_numpy(np.array(arr, copy=True))
+    if x.ndim == 3:  # (H, W, C): crop the two leading axes
+        out = _crop_tensor(x.permute(2, 0, 1), box, mode, fill).permute(1, 2, 0)
+    else:
+        out = _crop_tensor(x, box, mode, fill)
+    image = PIL.Image.fromarray(np.ascontiguousarray(out.numpy()))
+    if inpt.mode == "P":
+        palette = inpt.getpalette()
+        if palette is not None:
+            image.putpalette(palette)
+    elif image.mode != inpt.mode:
+        image = image.convert(inpt.mode)
+    return image
+
+
+def _top_left_size(box: Box) -> tuple[int, int, int, int]:
+    if len(box) != 2:
+        raise TypeError(f"bounding boxes and key points are 2-D; got a {len(box)}-D window")
+    (top, bottom), (left, right) = box
+    return top, left, bottom - top, right - left
+
+
+@register_kernel(crop_tile, tv_tensors.BoundingBoxes)
+def _crop_boxes(
+    inpt: tv_tensors.BoundingBoxes, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
+) -> tv_tensors.BoundingBoxes:
+    top, left, height, width = _top_left_size(box)
+    return tvF.crop(inpt, top=top, left=left, height=height, width=width)  # type: ignore[no-any-return]
+
+
+@register_kernel(crop_tile, tv_tensors.KeyPoints)
+def _crop_keypoints(
+    inpt: tv_tensors.KeyPoints, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
+) -> tv_tensors.KeyPoints:
+    top, left, height, width = _top_left_size(box)
+    return tvF.crop(inpt, top=top, left=left, height=height, width=width)  # type: ignore[no-any-return]
+

@@ -1,0 +1,380 @@
+"""Tile geometry of a segmentation network: input size, output size, margin and stride."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TileGeometry"]
+
+_AXIS_NAMES = {2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")
+
+
+def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
+    """Normalises an int or a sequence of ints to a tuple; validates type and length."""
+    if _is_int(value):
+        return (operator.index(value),) * (ndim or 2)  # type: ignore[call-overload]
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if not all(_is_int(v) for v in value):
+            raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+        sizes = tuple(operator.index(v) for v in value)
+        if len(sizes) not in (2, 3):
+            raise ValueError(
+                f"{name} must have 2 or 3 entries (one per spatial axis), got {len(sizes)}: "
+                f"{value!r}"
+            )
+        if ndim is not None and len(sizes) != ndim:
+            raise ValueError(f"{name} must have {ndim} entries (ndim={ndim}), got {value!r}")
+        return sizes
+    raise TypeError(f"{name} must be an int or a sequence of ints, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, init=False)
+class TileGeometry:
+    """The tile geometry of a network: what goes in, what comes out, and the tile stride.
+
+    A network with unpadded ("valid") convolutions maps an ``input_size`` tile to a
+    smaller ``output_size`` tile, losing ``margin = (input_size - output_size) // 2``
+    pixels on each side. ``step`` is the stride between neighbouring tiles; each tile
+    contributes the centre ``step`` pixels of its output when stitching.
+
+    Args:
+        input_size: Spatial size of an input tile: an int (square, 2-D) or one entry
+            per spatial axis (2 or 3 entries).
+        output_size: Spatial size of the network's output for one input tile.
+        step: Tile stride per axis, ``1 <= step <= output_size``. Defaults to
+            ``output_size`` (the paper's non-overlapping output tiles). Use
+            :meth:`TileGeometry.unet` to get the stride that makes tiled inference
+            exactly equal to a whole-image forward pass.
+
+    Raises:
+        TypeError: If a size is not an int or a sequence of ints.
+        ValueError: If a size is not positive, the lengths differ, ``output_size >
+            input_size``, ``input_size - output_size`` is odd, or ``step`` is outside
+            ``[1, output_size]``.
+
+    Example:
+        >>> g = TileGeometry(572, 388)
+        >>> g.input_size, g.output_size, g.margin, g.step, g.ndim
+        ((572, 572), (388, 388), (92, 92), (388, 388), 2)
+        >>> TileGeometry.unet(input_size=572).step
+        (384, 384)
+    """
+
+    input_size: tuple[int, ...]
+    output_size: tuple[int, ...]
+    step: tuple[int, ...]
+
+    def __init__(
+        self,
+        input_size: int | Sequence[int],
+        output_size: int | Sequence[int],
+        *,
+        step: int | Sequence[int] | None = None,
+    ) -> None:
+        ndim: int | None = None
+        for value in (input_size, output_size, step):
+            if value is not None and not _is_int(value) and isinstance(value, Sequence):
+                ndim = len(value)
+                break
+        inp = _as_sizes("input_size", input_size, ndim)
+        ndim = len(inp)
+        out = _as_sizes("output_size", output_size, ndim)
+        stp = out if step is None else _as_sizes("step", step, ndim)
+        names = _AXIS_NAMES[ndim]
+        for axis, (i, o, s) in enumerate(zip(inp, out, stp, strict=True)):
+            where = f"axis {axis} ({names[axis]})"
+            if i < 1 or o < 1:
+                raise ValueError(
+                    f"input_size and output_size must be positive, got input_size={i} and "
+                    f"output_size={o} on {where}"
+                )
+            if o > i:
+                raise ValueError(
+                    f"output_size must not exceed input_size, got output_size={o} > "
+                    f"input_size={i} on {where}"
+                )
+            if (i - o) % 2:
+                raise ValueError(
+                    f"input_size - output_size must be even (the network must lose the same "
+                    f"margin on both sides), got {i} - {o} = {i - o} on {where}"
+                )
+            if not 1 <= s <= o:
+                raise ValueError(f"step must be in [1, output_size={o}], got {s} on {where}")
+        object.__setattr__(self, "input_size", inp)
+        object.__setattr__(self, "output_size", out)
+        object.__setattr__(self, "step", stp)
+
+    def __repr__(self) -> str:
+        def fmt(v: tuple[int, ...]) -> str:
+            return str(v[0]) if self.ndim == 2 and v[0] == v[1] else str(v)
+
+        step = "" if self.step == self.output_size else f", step={fmt(self.step)}"
+        return f"TileGeometry({fmt(self.input_size)}, {fmt(self.output_size)}{step})"
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes (2 or 3)."""
+        return len(self.input_size)
+
+    @property
+    def margin(self) -> tuple[int, ...]:
+        """Pixels the network loses on each side, per axis: ``(input - output) // 2``."""
+        return tuple((i - o) // 2 for i, o in zip(self.input_size, self.output_size, strict=True))
+
+    @property
+    def keep_offset(self) -> tuple[int, ...]:
+        """Offset of the kept ``step`` pixels inside the output window: ``(output - step) // 2``."""
+        return tuple((o - s) // 2 for o, s in zip(self.output_size, self.step, strict=True))
+
+    # ------------------------------------------------------------------ U-Net sizes
+    @classmethod
+    def unet(
+        cls,
+        *,
+        input_size: int | Sequence[int] | None = None,
+        output_size: int | Sequence[int] | None = None,
+        depth: int = 4,
+        convs_per_level: int = 2,
+        kernel_size: int = 3,
+        ndim: int = 2,
+    ) -> TileGeometry:
+        """Geometry of a valid-convolution U-Net, with the stride that makes tiling exact.
+
+        The network has ``depth`` 2x2 max-poolings on the way down, 2x2 up-convolutions on
+        the way up and ``convs_per_level`` unpadded ``kernel_size`` convolutions per level.
+        ``step`` is the largest multiple of ``2**depth`` that fits in the output, so all
+        tiles sit on the same pooling grid and tiled inference equals one forward pass
+        over the whole mirror-extrapolated image.
+
+        Args:
+            input_size: Input tile size (int or per-axis). Exactly one of ``input_size``
+                and ``output_size`` must be given.
+            output_size: Output tile size (int or per-axis).
+            depth: Number of max-pool / up-conv levels.
+            convs_per_level: Unpadded convolutions per level.
+            kernel_size: Convolution kernel size.
+            ndim: Number of spatial axes when the size is an int (2 or 3).
+
+        Returns:
+            The matching :class:`TileGeometry`.
+
+        Raises:
+            ValueError: If the network cannot take the size (a pooling would see an odd
+                size, or a feature map would vanish); the message names the nearest
+                valid sizes. Also if the output is smaller than ``2**depth``.
+
+        Example:
+            >>> TileGeometry.unet(input_size=572)
+            TileGeometry(572, 388, step=384)
+            >>> TileGeometry.unet(output_size=388).input_size
+            (572, 572)
+            >>> TileGeometry.unet(input_size=(116, 132, 132), depth=3, ndim=3)
+            TileGeometry((116, 132, 132), (28, 44, 44), step=(24, 40, 40))
+        """
+        net = _UNetArithmetic(depth, convs_per_level, kernel_size)
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+        if (input_size is None) == (output_size is None):
+            raise ValueError(
+                "exactly one of input_size and output_size must be given, got "
+                f"input_size={input_size!r} and output_size={output_size!r}"
+            )
+        if input_size is not None:
+            inp = _as_sizes("input_size", input_size, None if _is_int(input_size) else ndim)
+            if _is_int(input_size):
+                inp = inp[:1] * ndim
+            out = tuple(net.output_for(i, axis) for axis, i in enumerate(inp))
+        else:
+            out = _as_sizes("output_size", output_size, None if _is_int(output_size) else ndim)
+            if _is_int(output_size):
+                out = out[:1] * ndim
+            inp = tuple(net.input_for(o, axis) for axis, o in enumerate(out))
+        factor = 2**depth
+        for axis, o in enumerate(out):
+            if o < factor:
+                raise ValueError(
+                    f"output size {o} on axis {axis} is smaller than 2**depth={factor}, so no "
+                    f"tile stride keeps tiled inference exact; use an input size of at least "
+                    f"{net.input_for_min_output(factor)}"
+                )
+        step = tuple(o // factor * factor for o in out)
+        return cls(inp, out, step=step)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        input_size: int | Sequence[int],
+        *,
+        in_channels: int = 1,
+        step: int | Sequence[int] | None = None,
+        device: torch.device | str | None = None,
+    ) -> TileGeometry:
+        """Measures a model's output size by running zeros through it.
+
+        The model runs once on a ``(1, in_channels, *input_size)`` tensor of zeros under
+        :func:`torch.inference_mode` in eval mode; the train/eval flags of every submodule
+        are restored afterwards, and no weights or buffers change.
+
+        For a same-padding network the output equals the input: build the geometry
+        yourself with a smaller output size (e.g. ``TileGeometry(512, 384)``) to discard
+        the less reliable border predictions.
+
+        Args:
+            model: A network taking ``(N, C, *spatial)`` and returning ``(N, C', *spatial')``.
+            input_size: Input tile size (int for square 2-D, or per axis).
+            in_channels: Channels of the zeros tensor.
+            step: Tile stride, see :class:`TileGeometry`.
+            device: Where to run; defaults to the device of the model's first parameter.
+
+        Returns:
+            The measured :class:`TileGeometry`.
+
+        Raises:
+            TypeError: If the model does not return a tensor.
+            ValueError: If the output has the wrong number of axes or a size that is not a
+                centred crop of the input.
+
+        Example:
+            >>> import torch
+            >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 5), torch.nn.Conv2d(2, 2, 3))
+            >>> TileGeometry.from_model(net, 64)
+            TileGeometry(64, 58)
+        """
+        import torch
+
+        inp = _as_sizes("input_size", input_size, None)
+        if not _is_int(in_channels) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else torch.device("cpu")
+        flags = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.inference_mode():
+                out = model(torch.zeros((1, in_channels, *inp), device=device))
+        finally:
+            for m, training in flags:
+                m.training = training
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"model must return a tensor, got {type(out).__name__}")
+        if out.ndim != len(inp) + 2:
+            raise ValueError(
+                f"model output must have shape (N, C, *spatial) with {len(inp)} spatial axes, "
+                f"got shape {tuple(out.shape)} for input {(1, in_channels, *inp)}"
+            )
+        return cls(inp, tuple(out.shape[2:]), step=step)
+
+
+class _UNetArithmetic:
+    """Spatial size arithmetic of a valid-convolution U-Net along one axis."""
+
+    def __init__(self, depth: Any, convs_per_level: Any, kernel_size: Any) -> None:
+        for name, value, low in (
+            ("depth", depth, 0),
+            ("convs_per_level", convs_per_level, 1),
+            ("kernel_size", kernel_size, 1),
+        ):
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.depth = int(depth)
+        self.loss = int(convs_per_level) * (int(kernel_size) - 1)
+        self._min_input = self._find_min_input()
+
+    def forward(self, size: int) -> int | None:
+        """Output size for an input size, or None if the network cannot take it."""
+        skips = []
+        for _ in range(self.depth):
+            size -= self.loss
+            if size < 2 or size % 2:
+                return None
+            skips.append(size)
+            size //= 2
+        size -= self.loss
+        if size < 1:
+            return None
+        for skip in reversed(skips):
+            size = size * 2
+            if size > skip:  # pragma: no cover - cannot happen with valid convolutions
+                return None
+            size -= self.loss
+            if size < 1:
+                return None
+        return size
+
+    def _find_min_input(self) -> int:
+        size = 1
+        while self.forward(size) is None:
+            size += 1
+        return size
+
+    @property
+    def period(self) -> int:
+        return int(2**self.depth)
+
+    @property
+    def total_loss(self) -> int:
+        out = self.forward(self._min_input)
+        assert out is not None
+        return self._min_input - out
+
+    def valid_inputs_around(self, size: int) -> tuple[int | None, int]:
+        """Nearest valid input sizes below and above ``size``."""
+        if size < self._min_input:
+            return None, self._min_input
+        k = (size - self._min_input) // self.period
+        below = self._min_input + k * self.period
+        return below, below + self.period
+
+    def output_for(self, size: int, axis: int) -> int:
+        out = self.forward(size)
+        if out is None:
+            below, above = self.valid_inputs_around(size)
+            near = f"{below} or {above}" if below is not None else f"{above} (the smallest)"
+            raise ValueError(
+                f"input size {size} on axis {axis} is not a valid U-Net input for depth="
+                f"{self.depth} (valid sizes are {self._min_input} + {self.period}k); "
+                f"nearest valid input sizes: {near}"
+            )
+        return out
+
+    def input_for(self, size: int, axis: int) -> int:
+        inp = size + self.total_loss
+        if size < 1 or self.forward(inp) != size:
+            min_out = self._min_input - self.total_loss
+            if size < min_out:
+                raise ValueError(
+                    f"output size {size} on axis {axis} is not a valid U-Net output for "
+                    f"depth={self.depth} (valid sizes are {min_out} + {self.period}k); "
+                    f"smallest valid output size: {min_out}"
+                )
+            k = (size - min_out) // self.period
+            below = min_out + k * self.period
+            raise ValueError(
+                f"output size {size} on axis {axis} is not a valid U-Net output for depth="
+                f"{self.depth} (valid sizes are {min_out} + {self.period}k); nearest valid "
+                f"output sizes: {below} or {below + self.period}"
+            )
+        return inp
+
+    def input_for_min_output(self, min_output: int) -> int:
+        """Smallest valid input size whose output is at least ``min_output``."""
+        size = self._min_input
+        while (out := self.forward(size)) is None or out < min_output:
+            size += self.period
+        return size
+
+    def valid_inputs(self, max_size: int) -> list[int]:
+        """All valid input sizes up to ``max_size``."""
+        return list(range(self._min_input, max_size + 1, self.period))

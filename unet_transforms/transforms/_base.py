@@ -1,0 +1,123 @@
+"""Shared plumbing of the tile transforms: input roles, size checks, validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import PIL.Image
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..functional._mirror import MirrorMode, check_mode
+from ..functional._tile import spatial_shape
+from ..geometry import TileGeometry
+from ..grid import Align
+
+__all__ = ["LabelRole", "TileTransform"]
+
+
+class LabelRole:
+    """Marks a leaf as a label (the ``target`` of an ``(image, target)`` call)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _is_plain(inpt: object) -> bool:
+    return isinstance(inpt, PIL.Image.Image) or (
+        isinstance(inpt, torch.Tensor) and not isinstance(inpt, tv_tensors.TVTensor)
+    )
+
+
+def check_align(align: object) -> Align:
+    if align not in ("center", "start"):
+        raise ValueError(f"align must be 'center' or 'start', got {align!r}")
+    return align  # type: ignore[return-value]
+
+
+def check_geometry(geometry: object) -> TileGeometry:
+    if not isinstance(geometry, TileGeometry):
+        raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
+    return geometry
+
+
+def check_fill(fill: object, name: str = "mask_fill") -> float | None:
+    if fill is None:
+        return None
+    if isinstance(fill, bool) or not isinstance(fill, int | float):
+        raise TypeError(f"{name} must be None or a number, got {type(fill).__name__}")
+    return fill
+
+
+class TileTransform(v2.Transform):
+    """Base of the overlap-tile transforms.
+
+    Roles: a :class:`torchvision.tv_tensors.Mask` is a label; called with two
+    positional plain arguments ``(image, target)`` (tensors or PIL images, as
+    torchvision datasets' ``transforms=`` argument does), the second is the label.
+    Everything else follows torchvision's rules: images, videos, the first plain tensor
+    of a sample without an image, PIL images, bounding boxes and key points are
+    transformed; other leaves pass through unchanged.
+    """
+
+    _transformed_types = (torch.Tensor, PIL.Image.Image, LabelRole)
+
+    def __init__(self, *, mode: MirrorMode, align: Align) -> None:
+        super().__init__()
+        self.mode = check_mode(mode)
+        self.align = check_align(align)
+
+    @property
+    def spatial_ndim(self) -> int:
+        """Number of trailing spatial axes the transform works on."""
+        return 2
+
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) == 2 and _is_plain(inputs[0]) and _is_plain(inputs[1]):
+            return super().forward(inputs[0], LabelRole(inputs[1]))
+        return super().forward(*inputs)
+
+    @staticmethod
+    def unwrap(inpt: Any) -> tuple[Any, bool]:
+        """Returns ``(value, is_label)`` for a leaf."""
+        if isinstance(inpt, LabelRole):
+            return inpt.value, True
+        return inpt, isinstance(inpt, tv_tensors.Mask)
+
+    def spatial_size(self, flat_inputs: list[Any]) -> tuple[int, ...]:
+        """The common spatial size of the inputs to transform; raises if they disagree."""
+        ndim = self.spatial_ndim
+        size: tuple[int, ...] | None = None
+        first: Any = None
+        for inpt in flat_inputs:
+            value, _ = self.unwrap(inpt)
+            this = spatial_shape(value, ndim)
+            if 0 in this:
+                raise ValueError(
+                    f"cannot tile an empty input: {type(value).__name__} of shape "
+                    f"{_describe(value)}"
+                )
+            if size is None:
+                size, first = this, value
+            elif this != size:
+                raise ValueError(
+                    f"{type(first).__name__} {_describe(first)} and {type(value).__name__} "
+                    f"{_describe(value)} differ in their spatial size ({size} vs {this})"
+                )
+        if size is None:
+            raise TypeError(
+                f"{type(self).__name__} found nothing to transform: pass a tensor, "
+                f"tv_tensor or PIL image"
+            )
+        return size
+
+
+def _describe(inpt: Any) -> str:
+    if isinstance(inpt, PIL.Image.Image):
+        return f"(PIL {inpt.mode} {inpt.width}x{inpt.height})"
+    if isinstance(inpt, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
+        return f"(canvas_size {tuple(inpt.canvas_size)})"
+    return str(tuple(getattr(inpt, "shape", ())))

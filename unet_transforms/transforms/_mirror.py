@@ -1,0 +1,138 @@
+"""MirrorExtrapolate: mirror-extend images and labels alike."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from ..functional._mirror import MirrorMode, normalize_padding
+from ..functional._tile import crop_tile
+from ..geometry import TileGeometry
+from ..grid import Align, TileGrid
+from ._base import TileTransform, check_fill, check_geometry
+
+__all__ = ["MirrorExtrapolate"]
+
+
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")
+
+
+def parse_padding(padding: object) -> tuple[tuple[int, int], ...]:
+    """Per-axis ``(before, after)`` pairs from any accepted padding form.
+
+    Accepts an int (all sides of a 2-D image), torchvision's ``[left/right, top/bottom]``
+    or ``[left, top, right, bottom]``, or per-axis ``(before, after)`` pairs (2 or 3).
+    """
+    if _is_int(padding):
+        p = operator.index(padding)  # type: ignore[call-overload]
+        pairs: Any = ((p, p), (p, p))
+    elif isinstance(padding, Sequence) and not isinstance(padding, str):
+        if padding and all(_is_int(v) for v in padding):
+            v = [operator.index(x) for x in padding]
+            if len(v) == 1:
+                pairs = ((v[0], v[0]), (v[0], v[0]))
+            elif len(v) == 2:
+                pairs = ((v[1], v[1]), (v[0], v[0]))
+            elif len(v) == 4:
+                pairs = ((v[1], v[3]), (v[0], v[2]))
+            else:
+                raise ValueError(
+                    "padding as a flat sequence must have 1, 2 ([left/right, top/bottom]) or 4 "
+                    f"([left, top, right, bottom]) ints, got {len(v)}: {padding!r}"
+                )
+        else:
+            pairs = padding
+            if len(pairs) not in (2, 3):
+                raise ValueError(
+                    f"padding as (before, after) pairs must have 2 or 3 pairs (one per spatial "
+                    f"axis), got {len(pairs)}: {padding!r}"
+                )
+    else:
+        raise TypeError(
+            "padding must be an int, a sequence of ints or a sequence of (before, after) "
+            f"pairs, got {type(padding).__name__}"
+        )
+    return normalize_padding(pairs)
+
+
+class MirrorExtrapolate(TileTransform):
+    """Mirror-extrapolates the border of images and labels, for any pad width.
+
+    Unlike ``v2.Pad(padding_mode="reflect")``, pads may be wider than the image (the
+    image is mirrored again and again, as :func:`numpy.pad` does), ``"symmetric"``
+    works for every size, and labels can get an ignore value instead of mirrored
+    labels. Bounding boxes and key points are translated, never mirrored.
+
+    Give exactly one of ``padding`` (fixed) and ``geometry`` (pad to the overlap-tile
+    canvas ``TileGrid(size, geometry, align=align).padding`` of each input's size).
+
+    Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
+    plain arguments ``(image, target)``; other inputs follow torchvision's rules.
+    Spatial axes are the trailing 2 (or 3, for 3-D padding/geometry) axes.
+
+    Args:
+        padding: An int; torchvision's ``[left/right, top/bottom]`` or ``[left, top,
+            right, bottom]``; or per-axis ``(before, after)`` pairs (2 or 3 axes).
+        geometry: A :class:`TileGeometry` whose overlap-tile canvas to pad to.
+        mode: ``"reflect"`` (edge not repeated) or ``"symmetric"`` (edge repeated).
+        align: Grid alignment when ``geometry`` is given: ``"center"`` or ``"start"``.
+        mask_fill: Value for labels in the extrapolated region (an ignore index);
+            ``None`` mirrors labels like images.
+
+    Example:
+        >>> import torch
+        >>> from torchvision import tv_tensors
+        >>> t = MirrorExtrapolate(geometry=TileGeometry(572, 388), align="start")
+        >>> image = tv_tensors.Image(torch.rand(3, 512, 512))
+        >>> mask = tv_tensors.Mask(torch.zeros(512, 512, dtype=torch.int64))
+        >>> out_image, out_mask = t(image, mask)
+        >>> tuple(out_image.shape), tuple(out_mask.shape)
+        ((3, 960, 960), (960, 960))
+    """
+
+    def __init__(
+        self,
+        padding: int | Sequence[int] | Sequence[tuple[int, int]] | None = None,
+        *,
+        geometry: TileGeometry | None = None,
+        mode: MirrorMode = "reflect",
+        align: Align = "center",
+        mask_fill: float | None = None,
+    ) -> None:
+        super().__init__(mode=mode, align=align)
+        if (padding is None) == (geometry is None):
+            raise ValueError(
+                "exactly one of padding and geometry must be given, got "
+                f"padding={padding!r} and geometry={geometry!r}"
+            )
+        self.padding = None if padding is None else parse_padding(padding)
+        self.geometry = None if geometry is None else check_geometry(geometry)
+        self.mask_fill = check_fill(mask_fill)
+
+    @property
+    def spatial_ndim(self) -> int:
+        if self.geometry is not None:
+            return self.geometry.ndim
+        assert self.padding is not None
+        return len(self.padding)
+
+    def extra_repr(self) -> str:
+        what = f"geometry={self.geometry!r}" if self.geometry else f"padding={self.padding}"
+        return f"{what}, mode={self.mode!r}, align={self.align!r}, mask_fill={self.mask_fill!r}"
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        size = self.spatial_size(flat_inputs)
+        if self.geometry is not None:
+            padding = TileGrid(size, self.geometry, align=self.align).padding
+        else:
+            assert self.padding is not None
+            padding = self.padding
+        box = tuple((-b, n + a) for (b, a), n in zip(padding, size, strict=True))
+        return {"box": box, "padding": padding}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        value, is_label = self.unwrap(inpt)
+        fill = self.mask_fill if is_label else None
+        return crop_tile(value, params["box"], self.mode, fill)

@@ -1,0 +1,162 @@
+"""OverlapTileCrop and PairedTileCrop: one tile's windows of images and labels."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Literal
+
+import torch
+from torchvision import tv_tensors
+
+from ..functional._mirror import MirrorMode
+from ..functional._tile import Box, crop_tile
+from ..geometry import TileGeometry
+from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
+from ._base import TileTransform, check_fill, check_geometry
+
+__all__ = ["OverlapTileCrop", "PairedTileCrop"]
+
+TileIndex = int | Literal["random", "all"]
+
+
+def _check_index(index: object) -> TileIndex:
+    if index in ("random", "all"):
+        return index  # type: ignore[return-value]
+    if isinstance(index, bool) or not hasattr(index, "__index__"):
+        raise ValueError(f"index must be 'random', 'all' or an int tile index, got {index!r}")
+    return operator.index(index)  # type: ignore[no-any-return,call-overload]
+
+
+class OverlapTileCrop(TileTransform):
+    """Crops the same overlap-tile input window from every input.
+
+    Every input (image and label alike) gets the tile's *input* window
+    (``geometry.input_size``), mirror-extrapolated where it reaches outside the image.
+    The crop is read from the unpadded image, so the cost is proportional to the tile.
+
+    Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
+    plain arguments ``(image, target)``; other inputs follow torchvision's rules.
+    Spatial axes are the trailing ``geometry.ndim`` axes (2-D for tv_tensors and PIL,
+    3-D for plain tensors). Bounding boxes and key points are translated to the window.
+
+    Args:
+        geometry: The :class:`TileGeometry`.
+        index: ``"random"``: per axis the output window's start is uniform over
+            ``[min(0, size - out), max(0, size - out)]`` (inside the image when it is big
+            enough, otherwise covering all of it), drawn from torch's global RNG;
+            an int: tile ``index`` of ``TileGrid(size, geometry, align=align)``;
+            ``"all"``: every grid tile, stacked on a new leading axis in grid order
+            (PIL images, boxes and key points come back as lists).
+        mode: ``"reflect"`` or ``"symmetric"``.
+        align: Grid alignment for int and ``"all"`` indices: ``"center"`` or ``"start"``.
+
+    Example:
+        >>> import torch
+        >>> t = OverlapTileCrop(TileGeometry(572, 388), index="all")
+        >>> t(torch.rand(3, 500, 700)).shape
+        torch.Size([4, 3, 572, 572])
+    """
+
+    def __init__(
+        self,
+        geometry: TileGeometry,
+        *,
+        index: TileIndex = "random",
+        mode: MirrorMode = "reflect",
+        align: Align = "center",
+    ) -> None:
+        super().__init__(mode=mode, align=align)
+        self.geometry = check_geometry(geometry)
+        self.index = _check_index(index)
+
+    @property
+    def spatial_ndim(self) -> int:
+        return self.geometry.ndim
+
+    def extra_repr(self) -> str:
+        return f"geometry={self.geometry!r}, index={self.index!r}, mode={self.mode!r}, align={self.align!r}"
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        size = self.spatial_size(flat_inputs)
+        if self.index == "random":
+            start = []
+            for n, o in zip(size, self.geometry.output_size, strict=True):
+                lo, hi = min(0, n - o), max(0, n - o)
+                start.append(int(torch.randint(lo, hi + 1, ())))
+            return {"tiles": [tile_at(self.geometry, start)], "stack": False}
+        grid = TileGrid(size, self.geometry, align=self.align)
+        if self.index == "all":
+            return {"tiles": list(grid), "stack": True}
+        try:
+            return {"tiles": [grid[self.index]], "stack": False}
+        except TileIndexError as e:
+            raise ValueError(f"index={self.index} is outside the grid for image size {size}: {e}") from e
+
+    def window(self, tile: Tile, is_label: bool) -> tuple[Box, float | None]:
+        """The window of ``tile`` an input gets, and the fill value outside the image."""
+        return tile.input_box, None
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        value, is_label = self.unwrap(inpt)
+        crops = []
+        for tile in params["tiles"]:
+            box, fill = self.window(tile, is_label)
+            crops.append(crop_tile(value, box, self.mode, fill))
+        if not params["stack"]:
+            return crops[0]
+        if isinstance(value, torch.Tensor) and not isinstance(
+            value, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints
+        ):
+            stacked = torch.stack([c.as_subclass(torch.Tensor) for c in crops])
+            return tv_tensors.wrap(stacked, like=value) if isinstance(value, tv_tensors.TVTensor) else stacked
+        return crops
+
+
+class PairedTileCrop(OverlapTileCrop):
+    """Crops an image's input window and its label's aligned output window.
+
+    As :class:`OverlapTileCrop`, but labels get the *output* window
+    (``geometry.output_size``) of the same tile: exactly the centre of the image's
+    window, which is what a valid-convolution network predicts for it. Labels may get
+    ``mask_fill`` outside the image instead of mirrored labels.
+
+    Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
+    plain arguments ``(image, target)``, as torchvision datasets' ``transforms=``
+    argument passes them; other inputs (images, videos, plain tensors, PIL images,
+    bounding boxes, key points) follow the image window.
+
+    Args:
+        geometry: The :class:`TileGeometry`.
+        index: ``"random"``, an int tile index or ``"all"``, as in :class:`OverlapTileCrop`.
+        mode: ``"reflect"`` or ``"symmetric"``.
+        align: Grid alignment: ``"center"`` or ``"start"``.
+        mask_fill: Value for label pixels outside the image (e.g. 255 or -100 as an
+            ignore index); ``None`` mirrors labels like images.
+
+    Example:
+        >>> import torch
+        >>> t = PairedTileCrop(TileGeometry(572, 388), mask_fill=255)
+        >>> image, label = t(torch.rand(1, 300, 900), torch.zeros(300, 900, dtype=torch.uint8))
+        >>> tuple(image.shape), tuple(label.shape)
+        ((1, 572, 572), (388, 388))
+    """
+
+    def __init__(
+        self,
+        geometry: TileGeometry,
+        *,
+        index: TileIndex = "random",
+        mode: MirrorMode = "reflect",
+        align: Align = "center",
+        mask_fill: float | None = None,
+    ) -> None:
+        super().__init__(geometry, index=index, mode=mode, align=align)
+        self.mask_fill = check_fill(mask_fill)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mask_fill={self.mask_fill!r}"
+
+    def window(self, tile: Tile, is_label: bool) -> tuple[Box, float | None]:
+        if is_label:
+            return tile.output_box, self.mask_fill
+        return tile.input_box, None
