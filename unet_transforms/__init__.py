@@ -5,9 +5,11 @@ overlap-tile plan of one image), :func:`mirror_pad`, and the torchvision v2 tran
 :class:`MirrorExtrapolate`, :class:`OverlapTileCrop` and :class:`PairedTileCrop`.
 """
 
+from .dataset import TiledDataset
 from .functional import crop_tile, mirror_pad
 from .geometry import TileGeometry
 from .grid import Tile, TileGrid, TileIndexError, tile_at
+from .inference import predict_tiled
 from .transforms import MirrorExtrapolate, OverlapTileCrop, PairedTileCrop
 
 __version__ = "0.1.0"
@@ -20,7 +22,9 @@ __all__ = [
     "TileGeometry",
     "TileGrid",
     "TileIndexError",
+    "TiledDataset",
     "crop_tile",
     "mirror_pad",
+    "predict_tiled",
     "tile_at",
 ]

@@ -6,6 +6,7 @@ from typing import Any
 
 import PIL.Image
 import torch
+from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -76,9 +77,20 @@ class TileTransform(v2.Transform):
         return 2
 
     def forward(self, *inputs: Any) -> Any:
+        return super().forward(*self._with_roles(inputs))
+
+    @staticmethod
+    def _with_roles(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
         if len(inputs) == 2 and _is_plain(inputs[0]) and _is_plain(inputs[1]):
-            return super().forward(inputs[0], LabelRole(inputs[1]))
-        return super().forward(*inputs)
+            return (inputs[0], LabelRole(inputs[1]))
+        return inputs
+
+    def sample_size(self, *inputs: Any) -> tuple[int, ...]:
+        """The spatial size the transform sees for a call with ``inputs``."""
+        inputs = self._with_roles(inputs)
+        flat, _ = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
+        needs = self._needs_transform_list(flat)
+        return self.spatial_size([x for x, n in zip(flat, needs, strict=True) if n])
 
     @staticmethod
     def unwrap(inpt: Any) -> tuple[Any, bool]:

@@ -1,0 +1,108 @@
+"""TiledDataset: every overlap tile of every sample, as its own item."""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import torch
+
+from .functional._mirror import MirrorMode, check_mode
+from .geometry import TileGeometry
+from .grid import Align, TileGrid
+from .transforms import PairedTileCrop
+from .transforms._base import check_align, check_fill, check_geometry
+
+__all__ = ["TiledDataset"]
+
+
+class TiledDataset(torch.utils.data.Dataset[Any]):
+    """Yields every grid tile of every sample of a map-style dataset as its own item.
+
+    The "train many times on one image" option: item ``k`` is tile ``t`` of sample
+    ``s``, cropped with :class:`PairedTileCrop` (``index=t``): the image gets the
+    tile's input window, the label its output window. Samples are read once at
+    construction to learn their sizes (and so the number of tiles), then once per item.
+    Works with ``DataLoader(num_workers > 0)``.
+
+    Args:
+        dataset: A map-style dataset (``__len__`` and ``__getitem__``) whose samples are
+            ``(image, mask)`` pairs or any structure :class:`PairedTileCrop` accepts.
+        geometry: The :class:`TileGeometry`.
+        mode: ``"reflect"`` or ``"symmetric"``.
+        align: Grid alignment: ``"center"`` or ``"start"``.
+        mask_fill: Value for label pixels outside the image (an ignore index).
+
+    Example:
+        >>> import torch
+        >>> samples = [(torch.rand(1, 300, 500), torch.zeros(300, 500, dtype=torch.int64))]
+        >>> tiles = TiledDataset(samples, TileGeometry(188, 100))
+        >>> len(tiles), tiles.locate(4)
+        (15, (0, 4))
+        >>> image, label = tiles[4]
+        >>> tuple(image.shape), tuple(label.shape)
+        ((1, 188, 188), (100, 100))
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        geometry: TileGeometry,
+        *,
+        mode: MirrorMode = "reflect",
+        align: Align = "center",
+        mask_fill: float | None = None,
+    ) -> None:
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(
+                "dataset must be a map-style dataset with __len__ and __getitem__, got "
+                f"{type(dataset).__name__}"
+            )
+        self.dataset = dataset
+        self.geometry = check_geometry(geometry)
+        self.mode = check_mode(mode)
+        self.align = check_align(align)
+        self.mask_fill = check_fill(mask_fill)
+        probe = PairedTileCrop(geometry, index=0, mode=mode, align=align, mask_fill=mask_fill)
+        self.grid_shapes: list[tuple[int, ...]] = []
+        self.offsets: list[int] = [0]
+        for s in range(len(dataset)):
+            size = probe.sample_size(*_as_args(dataset[s]))
+            grid = TileGrid(size, geometry, align=align)
+            self.grid_shapes.append(grid.shape)
+            self.offsets.append(self.offsets[-1] + len(grid))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(sample index, tile index)`` of item ``index``."""
+        n = len(self)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"index must be in [{-n}, {n}), got {index}")
+        index %= n
+        sample = bisect.bisect_right(self.offsets, index) - 1
+        return sample, index - self.offsets[sample]
+
+    def __getitem__(self, index: int) -> Any:
+        sample, tile = self.locate(index)
+        crop = PairedTileCrop(
+            self.geometry, index=tile, mode=self.mode, align=self.align, mask_fill=self.mask_fill
+        )
+        return crop(*_as_args(self.dataset[sample]))
+
+    def __repr__(self) -> str:
+        return (
+            f"TiledDataset({len(self.grid_shapes)} samples, {len(self)} tiles, "
+            f"geometry={self.geometry!r}, mode={self.mode!r}, align={self.align!r}, "
+            f"mask_fill={self.mask_fill!r})"
+        )
+
+
+def _as_args(sample: Any) -> tuple[Any, ...]:
+    """A 2-tuple sample is called as ``(image, target)``; anything else as one input."""
+    if isinstance(sample, tuple) and len(sample) == 2:
+        return sample
+    return (sample,)
