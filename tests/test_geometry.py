@@ -1,0 +1,159 @@
+"""TileGeometry: validation, U-Net size arithmetic, measuring a model."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unet_transforms import TileGeometry
+
+
+def unet_forward_size(size: int, depth: int, convs: int, kernel: int) -> int | None:
+    """Independent oracle: simulate the feature-map sizes of a valid U-Net."""
+    loss = convs * (kernel - 1)
+    skips = []
+    for _ in range(depth):
+        size -= loss
+        if size <= 0 or size % 2:
+            return None
+        skips.append(size)
+        size //= 2
+    size -= loss
+    if size <= 0:
+        return None
+    for _ in skips:
+        size = 2 * size - loss
+        if size <= 0:
+            return None
+    return size
+
+
+def test_paper_numbers():
+    g = TileGeometry.unet(input_size=572)
+    assert (g.input_size, g.output_size, g.margin, g.step) == ((572,) * 2, (388,) * 2, (92,) * 2, (384,) * 2)
+    assert TileGeometry.unet(output_size=388).input_size == (572, 572)
+    g3 = TileGeometry.unet(input_size=(116, 132, 132), depth=3, ndim=3)
+    assert g3.output_size == (28, 44, 44) and g3.step == (24, 40, 40) and g3.ndim == 3
+
+
+def test_valid_inputs_of_the_classic_net_are_188_plus_16k():
+    valid = [n for n in range(1, 700) if unet_forward_size(n, 4, 2, 3) is not None]
+    assert valid == list(range(188, 700, 16))
+    for n in valid[1:]:  # 188 gives output 4 < 16: no exact stride exists
+        assert TileGeometry.unet(input_size=n).output_size[0] == unet_forward_size(n, 4, 2, 3)
+
+
+@given(
+    st.integers(1, 400),
+    st.integers(0, 4),
+    st.integers(1, 3),
+    st.sampled_from([1, 3, 5]),
+)
+def test_unet_arithmetic_matches_simulation(size, depth, convs, kernel):
+    expected = unet_forward_size(size, depth, convs, kernel)
+    if expected is None:
+        with pytest.raises(ValueError, match="not a valid U-Net input"):
+            TileGeometry.unet(input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel)
+        return
+    if expected < 2**depth:
+        with pytest.raises(ValueError, match="smaller than 2\\*\\*depth"):
+            TileGeometry.unet(input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel)
+        return
+    g = TileGeometry.unet(input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel)
+    assert g.output_size == (expected, expected)
+    assert g.step[0] % 2**depth == 0 and g.step[0] <= expected < g.step[0] + 2**depth
+    back = TileGeometry.unet(output_size=expected, depth=depth, convs_per_level=convs, kernel_size=kernel)
+    assert back == g
+
+
+def test_invalid_unet_sizes_name_the_nearest_valid_ones():
+    with pytest.raises(ValueError, match=r"input size 570 on axis 0 .* nearest valid input sizes: 556 or 572"):
+        TileGeometry.unet(input_size=570)
+    with pytest.raises(ValueError, match=r"nearest valid output sizes: 388 or 404"):
+        TileGeometry.unet(output_size=390)
+    with pytest.raises(ValueError, match=r"input size 100 .* 188 \(the smallest\)"):
+        TileGeometry.unet(input_size=100)
+    with pytest.raises(ValueError, match=r"axis 1"):
+        TileGeometry.unet(input_size=(572, 571))
+    with pytest.raises(ValueError, match="exactly one of input_size and output_size"):
+        TileGeometry.unet()
+    with pytest.raises(ValueError, match="exactly one of input_size and output_size"):
+        TileGeometry.unet(input_size=572, output_size=388)
+    with pytest.raises(ValueError, match="depth must be an int >= 0, got -1"):
+        TileGeometry.unet(input_size=572, depth=-1)
+    with pytest.raises(ValueError, match="ndim must be 2 or 3, got 4"):
+        TileGeometry.unet(input_size=572, ndim=4)
+    with pytest.raises(ValueError, match=r"smaller than 2\*\*depth=16.*at least 204"):
+        TileGeometry.unet(input_size=188)
+
+
+def test_normalisation_and_value_semantics():
+    g = TileGeometry(572, 388)
+    assert g.step == (388, 388) and g.ndim == 2
+    assert TileGeometry([10, 12, 14], [6, 8, 10], step=4).step == (4, 4, 4)
+    assert g == TileGeometry((572, 572), (388, 388))
+    assert hash(g) == hash(TileGeometry((572, 572), (388, 388)))
+    assert pickle.loads(pickle.dumps(g)) == g
+    with pytest.raises(AttributeError):
+        g.step = (1, 1)  # type: ignore[misc]
+    assert repr(TileGeometry.unet(input_size=572)) == "TileGeometry(572, 388, step=384)"
+    assert eval(repr(TileGeometry((8, 10), (4, 6), step=(2, 3)))) == TileGeometry((8, 10), (4, 6), step=(2, 3))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((0, 0), {}, ValueError, r"must be positive, got input_size=0 and output_size=0 on axis 0"),
+        ((10, 12), {}, ValueError, r"output_size=12 > input_size=10 on axis 0 \(height\)"),
+        ((10, 7), {}, ValueError, r"10 - 7 = 3 on axis 0"),
+        (((10, 10), (8, 7)), {}, ValueError, r"on axis 1 \(width\)"),
+        ((10, 8), {"step": 9}, ValueError, r"step must be in \[1, output_size=8\], got 9"),
+        ((10, 8), {"step": 0}, ValueError, r"step must be in \[1, output_size=8\], got 0"),
+        (((10, 10), (8, 8, 8)), {}, ValueError, r"output_size must have 2 entries"),
+        (((10,), (8,)), {}, ValueError, r"must have 2 or 3 entries"),
+        ((10.0, 8), {}, TypeError, r"input_size must be an int or a sequence of ints, got float"),
+        (("10", 8), {}, TypeError, r"got str"),
+        ((True, 1), {}, TypeError, r"got bool"),
+        (((10, 10.5), 8), {}, TypeError, r"input_size must be an int or a sequence of ints"),
+    ],
+)
+def test_bad_geometries(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TileGeometry(*args, **kwargs)
+
+
+def test_from_model_valid_and_same_padding():
+    valid = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 5))
+    assert TileGeometry.from_model(valid, (40, 30), in_channels=3) == TileGeometry((40, 30), (34, 24))
+    same = torch.nn.Conv3d(1, 1, 3, padding=1)
+    assert TileGeometry.from_model(same, (8, 9, 10)).output_size == (8, 9, 10)
+    assert TileGeometry.from_model(valid, 40, in_channels=3, step=8).step == (8, 8)
+
+
+def test_from_model_keeps_modes_and_buffers():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    net.train()
+    net[1].eval()  # a mixed state must survive
+    running = net[1].running_mean.clone()
+    TileGeometry.from_model(net, 16)
+    assert net.training and not net[1].training
+    assert torch.equal(net[1].running_mean, running)
+
+
+def test_from_model_errors():
+    class TupleNet(torch.nn.Module):
+        def forward(self, x):
+            return (x,)
+
+    with pytest.raises(TypeError, match="model must return a tensor, got tuple"):
+        TileGeometry.from_model(TupleNet(), 8)
+    with pytest.raises(ValueError, match=r"output_size=10 > input_size=8"):
+        TileGeometry.from_model(torch.nn.Upsample(size=(10, 10)), 8)
+    with pytest.raises(ValueError, match=r"2 spatial axes, got shape \(1, 64\)"):
+        TileGeometry.from_model(torch.nn.Flatten(), 8)
+    with pytest.raises(ValueError, match="in_channels must be a positive int, got 0"):
+        TileGeometry.from_model(torch.nn.Identity(), 8, in_channels=0)

@@ -1,0 +1,135 @@
+"""mirror_pad and mirror_index: equal to numpy.pad for every size and pad width."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torchvision import tv_tensors
+
+from common import DTYPES, make_tensor
+from unet_transforms import mirror_pad
+from unet_transforms.functional import mirror_index
+
+MODES = ["reflect", "symmetric"]
+
+
+def numpy_oracle(x: torch.Tensor, padding, mode: str) -> np.ndarray:
+    lead = x.ndim - len(padding)
+    array = x.float().numpy() if x.dtype == torch.bfloat16 else x.numpy()
+    return np.pad(array, [(0, 0)] * lead + [tuple(p) for p in padding], mode=mode)
+
+
+@st.composite
+def shapes_and_pads(draw, max_ndim: int = 3):
+    ndim = draw(st.integers(1, max_ndim))
+    lead = draw(st.lists(st.integers(1, 3), max_size=2))
+    spatial = draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim))
+    pads = draw(
+        st.lists(st.tuples(st.integers(0, 25), st.integers(0, 25)), min_size=ndim, max_size=ndim)
+    )
+    return (*lead, *spatial), pads
+
+
+@given(shapes_and_pads(), st.sampled_from(MODES), st.sampled_from(DTYPES))
+def test_mirror_pad_equals_numpy_pad(shape_pads, mode, dtype):
+    shape, pads = shape_pads
+    x = make_tensor(shape, dtype)
+    out = mirror_pad(x, pads, mode)
+    assert out.dtype == dtype
+    expected = numpy_oracle(x, pads, mode)
+    got = out.float().numpy() if dtype == torch.bfloat16 else out.numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_pads_much_wider_than_the_axis(mode, size):
+    x = torch.arange(size * 2).reshape(2, size)
+    pads = [(0, 0), (5 * size + 3, 4 * size + 1)]
+    np.testing.assert_array_equal(mirror_pad(x, pads, mode).numpy(), np.pad(x.numpy(), pads, mode=mode))
+
+
+def test_large_image_fast_path_equals_numpy():
+    x = make_tensor((3, 300, 500))  # > 1 MiB output: numpy-backed allocation
+    pads = [(92, 100), (7, 600)]
+    np.testing.assert_array_equal(
+        mirror_pad(x, pads).numpy(), np.pad(x.numpy(), [(0, 0), *pads], mode="reflect")
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_autograd_matches_numpy_and_flows(mode):
+    x = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    pads = [(5, 2), (0, 9)]
+    y = mirror_pad(x, pads, mode)
+    np.testing.assert_array_equal(y.detach().numpy(), numpy_oracle(x.detach(), pads, mode))
+    (y * torch.arange(y.numel(), dtype=y.dtype).reshape(y.shape)).sum().backward()
+    assert x.grad is not None
+    # the gradient of a gather is the scatter-add of the output gradient
+    weights = torch.arange(y.numel(), dtype=torch.float64).reshape(y.shape)
+    assert torch.isclose(x.grad.sum(), weights.sum())
+    assert torch.autograd.gradcheck(lambda t: mirror_pad(t, pads, mode), (x,))
+
+
+def test_input_not_modified_and_output_is_new_memory():
+    x = torch.arange(12).reshape(3, 4)
+    before = x.clone()
+    out = mirror_pad(x, [(0, 0), (0, 0)])
+    out += 1
+    assert torch.equal(x, before)
+
+
+def test_tv_tensor_type_is_kept():
+    x = tv_tensors.Mask(torch.zeros(5, 6, dtype=torch.uint8))
+    out = mirror_pad(x, [(1, 2), (3, 4)])
+    assert isinstance(out, tv_tensors.Mask)
+    assert out.shape == (8, 13)
+
+
+@pytest.mark.parametrize(
+    ("padding", "mode", "error", "match"),
+    [
+        ([(-1, 0)], "reflect", ValueError, r"non-negative, got \(-1, 0\) for axis 0"),
+        ([(1, 0)], "wrap", ValueError, r"mode must be 'reflect' or 'symmetric', got 'wrap'"),
+        ([(1, 0), (1, 1), (0, 0)], "reflect", ValueError, r"3 \(before, after\) pairs but x has only 2 axes"),
+        ([1, 2], "reflect", TypeError, r"\(before, after\) int pairs, got 1 for axis 0"),
+        ([(1.5, 2)], "reflect", TypeError, r"int pairs"),
+        ([], "reflect", TypeError, r"non-empty sequence"),
+        ("ab", "reflect", TypeError, r"non-empty sequence"),
+    ],
+)
+def test_bad_arguments(padding, mode, error, match):
+    with pytest.raises(error, match=match):
+        mirror_pad(torch.zeros(3, 4), padding, mode)
+
+
+def test_empty_axis_and_non_tensor():
+    with pytest.raises(ValueError, match=r"cannot mirror an empty axis: x has shape \(3, 0\)"):
+        mirror_pad(torch.zeros(3, 0), [(1, 1)])
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        mirror_pad(np.zeros((3, 3)), [(1, 1)])
+
+
+@given(st.integers(1, 12), st.integers(-40, 40), st.integers(0, 40), st.sampled_from(MODES))
+def test_mirror_index_matches_numpy(size, start, length, mode):
+    positions = range(start, start + length)
+    idx = mirror_index(positions, size, mode)
+    assert idx.dtype == torch.int64
+    if length:
+        assert int(idx.min()) >= 0 and int(idx.max()) < size
+    # numpy oracle: pad an arange wide enough, then read the positions
+    before = max(0, -start)
+    after = max(0, start + length - size)
+    padded = np.pad(np.arange(size), (before, after), mode=mode)
+    expected = padded[np.arange(start, start + length) + before]
+    np.testing.assert_array_equal(idx.numpy(), expected)
+
+
+def test_mirror_index_errors():
+    with pytest.raises(ValueError, match="size must be >= 1, got 0"):
+        mirror_index(range(3), 0)
+    with pytest.raises(ValueError, match="mode must be"):
+        mirror_index(range(3), 2, "edge")
