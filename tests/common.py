@@ -18,7 +18,9 @@ DEFAULT_SIZE = (17, 11)
 DTYPES = [torch.uint8, torch.bool, torch.int64, torch.float16, torch.bfloat16, torch.float32]
 
 
-def make_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+def make_tensor(
+    shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int = 0
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if dtype == torch.bool:
         return torch.randint(0, 2, tuple(shape), generator=g).bool()
@@ -27,7 +29,9 @@ def make_tensor(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: 
     return torch.randint(0, 100, tuple(shape), generator=g).to(dtype)
 
 
-def make_image(size: Sequence[int] = DEFAULT_SIZE, channels: int = 3, dtype: torch.dtype = torch.float32) -> tv_tensors.Image:
+def make_image(
+    size: Sequence[int] = DEFAULT_SIZE, channels: int = 3, dtype: torch.dtype = torch.float32
+) -> tv_tensors.Image:
     return tv_tensors.Image(make_tensor((channels, *size), dtype))
 
 
@@ -35,7 +39,9 @@ def make_video(size: Sequence[int] = DEFAULT_SIZE, frames: int = 2) -> tv_tensor
     return tv_tensors.Video(make_tensor((frames, 3, *size)))
 
 
-def make_mask(size: Sequence[int] = DEFAULT_SIZE, dtype: torch.dtype = torch.int64) -> tv_tensors.Mask:
+def make_mask(
+    size: Sequence[int] = DEFAULT_SIZE, dtype: torch.dtype = torch.int64
+) -> tv_tensors.Mask:
     return tv_tensors.Mask(make_tensor(tuple(size), dtype, seed=1))
 
 

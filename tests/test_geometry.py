@@ -34,7 +34,12 @@ def unet_forward_size(size: int, depth: int, convs: int, kernel: int) -> int | N
 
 def test_paper_numbers():
     g = TileGeometry.unet(input_size=572)
-    assert (g.input_size, g.output_size, g.margin, g.step) == ((572,) * 2, (388,) * 2, (92,) * 2, (384,) * 2)
+    assert (g.input_size, g.output_size, g.margin, g.step) == (
+        (572,) * 2,
+        (388,) * 2,
+        (92,) * 2,
+        (384,) * 2,
+    )
     assert TileGeometry.unet(output_size=388).input_size == (572, 572)
     g3 = TileGeometry.unet(input_size=(116, 132, 132), depth=3, ndim=3)
     assert g3.output_size == (28, 44, 44) and g3.step == (24, 40, 40) and g3.ndim == 3
@@ -57,21 +62,29 @@ def test_unet_arithmetic_matches_simulation(size, depth, convs, kernel):
     expected = unet_forward_size(size, depth, convs, kernel)
     if expected is None:
         with pytest.raises(ValueError, match="not a valid U-Net input"):
-            TileGeometry.unet(input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel)
+            TileGeometry.unet(
+                input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel
+            )
         return
     if expected < 2**depth:
         with pytest.raises(ValueError, match="smaller than 2\\*\\*depth"):
-            TileGeometry.unet(input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel)
+            TileGeometry.unet(
+                input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel
+            )
         return
     g = TileGeometry.unet(input_size=size, depth=depth, convs_per_level=convs, kernel_size=kernel)
     assert g.output_size == (expected, expected)
     assert g.step[0] % 2**depth == 0 and g.step[0] <= expected < g.step[0] + 2**depth
-    back = TileGeometry.unet(output_size=expected, depth=depth, convs_per_level=convs, kernel_size=kernel)
+    back = TileGeometry.unet(
+        output_size=expected, depth=depth, convs_per_level=convs, kernel_size=kernel
+    )
     assert back == g
 
 
 def test_invalid_unet_sizes_name_the_nearest_valid_ones():
-    with pytest.raises(ValueError, match=r"input size 570 on axis 0 .* nearest valid input sizes: 556 or 572"):
+    with pytest.raises(
+        ValueError, match=r"input size 570 on axis 0 .* nearest valid input sizes: 556 or 572"
+    ):
         TileGeometry.unet(input_size=570)
     with pytest.raises(ValueError, match=r"nearest valid output sizes: 388 or 404"):
         TileGeometry.unet(output_size=390)
@@ -101,13 +114,20 @@ def test_normalisation_and_value_semantics():
     with pytest.raises(AttributeError):
         g.step = (1, 1)  # type: ignore[misc]
     assert repr(TileGeometry.unet(input_size=572)) == "TileGeometry(572, 388, step=384)"
-    assert eval(repr(TileGeometry((8, 10), (4, 6), step=(2, 3)))) == TileGeometry((8, 10), (4, 6), step=(2, 3))
+    assert eval(repr(TileGeometry((8, 10), (4, 6), step=(2, 3)))) == TileGeometry(
+        (8, 10), (4, 6), step=(2, 3)
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "match"),
     [
-        ((0, 0), {}, ValueError, r"must be positive, got input_size=0 and output_size=0 on axis 0"),
+        (
+            (0, 0),
+            {},
+            ValueError,
+            r"must be positive, got input_size=0 and output_size=0 on axis 0",
+        ),
         ((10, 12), {}, ValueError, r"output_size=12 > input_size=10 on axis 0 \(height\)"),
         ((10, 7), {}, ValueError, r"10 - 7 = 3 on axis 0"),
         (((10, 10), (8, 7)), {}, ValueError, r"on axis 1 \(width\)"),
@@ -127,8 +147,12 @@ def test_bad_geometries(args, kwargs, error, match):
 
 
 def test_from_model_valid_and_same_padding():
-    valid = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 5))
-    assert TileGeometry.from_model(valid, (40, 30), in_channels=3) == TileGeometry((40, 30), (34, 24))
+    valid = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 5)
+    )
+    assert TileGeometry.from_model(valid, (40, 30), in_channels=3) == TileGeometry(
+        (40, 30), (34, 24)
+    )
     same = torch.nn.Conv3d(1, 1, 3, padding=1)
     assert TileGeometry.from_model(same, (8, 9, 10)).output_size == (8, 9, 10)
     assert TileGeometry.from_model(valid, 40, in_channels=3, step=8).step == (8, 8)

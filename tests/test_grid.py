@@ -8,10 +8,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from common import DTYPES, make_tensor
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import DTYPES, make_tensor
 from unet_transforms import TileGeometry, TileGrid, TileIndexError, mirror_pad
 
 
@@ -67,11 +67,15 @@ def test_keep_windows_partition_the_image(grid):
     coverage = np.zeros(grid.image_size, dtype=np.int64)
     span = [[] for _ in grid.image_size]
     for tile in grid:
-        coverage[window([(max(a, 0), min(b, n)) for (a, b), n in zip(tile.keep_box, grid.image_size)])] += 1
+        coverage[
+            window([(max(a, 0), min(b, n)) for (a, b), n in zip(tile.keep_box, grid.image_size)])
+        ] += 1
         for axis, box in enumerate(tile.keep_box):
             span[axis].append(box)
     assert (coverage == 1).all()
-    for axis, (n, step, origin) in enumerate(zip(grid.image_size, grid.geometry.step, grid.origin)):
+    for axis, (n, step, origin) in enumerate(
+        zip(grid.image_size, grid.geometry.step, grid.origin)
+    ):
         starts = sorted({a for a, _ in span[axis]})
         assert starts == [origin + k * step for k in range(grid.shape[axis])]
         overhang = grid.shape[axis] * step - n
@@ -84,8 +88,16 @@ def test_windows_are_nested_and_centred(grid):
     g = grid.geometry
     for tile in grid:
         for axis in range(g.ndim):
-            (ia, ib), (oa, ob), (ka, kb) = tile.input_box[axis], tile.output_box[axis], tile.keep_box[axis]
-            assert (ib - ia, ob - oa, kb - ka) == (g.input_size[axis], g.output_size[axis], g.step[axis])
+            (ia, ib), (oa, ob), (ka, kb) = (
+                tile.input_box[axis],
+                tile.output_box[axis],
+                tile.keep_box[axis],
+            )
+            assert (ib - ia, ob - oa, kb - ka) == (
+                g.input_size[axis],
+                g.output_size[axis],
+                g.step[axis],
+            )
             assert oa - ia == ib - ob == g.margin[axis]
             assert ka - oa == (g.output_size[axis] - g.step[axis]) // 2
             assert ia <= oa <= ka < kb <= ob <= ib
@@ -119,7 +131,9 @@ def test_round_trip_law(grid, mode):
     g = grid.geometry
     image = make_tensor((3, *grid.image_size), torch.float32)
     centre = tuple(slice(m, m + o) for m, o in zip(g.margin, g.output_size))
-    crops = torch.stack([grid.extract(image, i, mode)[(Ellipsis, *centre)] for i in range(len(grid))])
+    crops = torch.stack(
+        [grid.extract(image, i, mode)[(Ellipsis, *centre)] for i in range(len(grid))]
+    )
     assert torch.equal(grid.stitch(crops), image)
     # a same-padding network returns input-size tiles: stitching centre-crops them
     inputs = torch.stack([grid.extract(image, i, mode) for i in range(len(grid))])
@@ -135,7 +149,9 @@ def test_extract_output_fill_marks_outside_pixels(grid, fill):
         (a0, b0), (a1, b1) = tile.output_box
         rows = torch.arange(a0, b0)[:, None]
         cols = torch.arange(a1, b1)[None, :]
-        inside = (rows >= 0) & (rows < grid.image_size[0]) & (cols >= 0) & (cols < grid.image_size[1])
+        inside = (
+            (rows >= 0) & (rows < grid.image_size[0]) & (cols >= 0) & (cols < grid.image_size[1])
+        )
         assert (out[~inside] == fill).all()
         assert (out[inside] >= 200).all()
         assert torch.equal(out[inside], grid.extract_output(label, tile.index)[inside])
@@ -179,20 +195,30 @@ def test_grid_errors():
         TileGrid(10, (12, 8))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="align must be 'center' or 'start', got 'end'"):
         TileGrid(10, g, align="end")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"image_size must be positive on every axis, got \(0, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"image_size must be positive on every axis, got \(0, 5\)"
+    ):
         TileGrid((0, 5), g)
-    with pytest.raises(ValueError, match=r"image_size must have 2 ints \(geometry.ndim=2\), got \(5, 5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"image_size must have 2 ints \(geometry.ndim=2\), got \(5, 5, 5\)"
+    ):
         TileGrid((5, 5, 5), g)
-    with pytest.raises(TypeError, match="image_size must be an int or a sequence of 2 ints, got float"):
+    with pytest.raises(
+        TypeError, match="image_size must be an int or a sequence of 2 ints, got float"
+    ):
         TileGrid(5.0, g)  # type: ignore[arg-type]
     grid = TileGrid(10, g)
-    with pytest.raises(TileIndexError, match=r"tile index must be in \[-4, 4\) for a \(2, 2\) grid, got 4"):
+    with pytest.raises(
+        TileIndexError, match=r"tile index must be in \[-4, 4\) for a \(2, 2\) grid, got 4"
+    ):
         grid[4]
     with pytest.raises(ValueError, match="tile index must be in"):
         grid.extract(torch.zeros(10, 10), -5)
     with pytest.raises(TypeError, match="tile index must be an int, got str"):
         grid["0"]  # type: ignore[index]
-    with pytest.raises(ValueError, match=r"image has spatial size \(10, 11\) .* planned for \(10, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"image has spatial size \(10, 11\) .* planned for \(10, 10\)"
+    ):
         grid.extract(torch.zeros(3, 10, 11), 0)
     with pytest.raises(ValueError, match=r"expected an input with at least 2 axes"):
         grid.extract(torch.zeros(10), 0)
@@ -202,13 +228,18 @@ def test_grid_errors():
 
 def test_stitch_errors():
     grid = TileGrid(10, TileGeometry(12, 8))
-    with pytest.raises(ValueError, match=r"outputs must have shape \(len\(grid\)=4, \.\.\., \*\(8, 8\)\) or .* got \(3, 2, 8, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"outputs must have shape \(len\(grid\)=4, \.\.\., \*\(8, 8\)\) or .* got \(3, 2, 8, 8\)",
+    ):
         grid.stitch(torch.zeros(3, 2, 8, 8))
     with pytest.raises(ValueError, match=r"got \(4, 2, 9, 8\)"):
         grid.stitch(torch.zeros(4, 2, 9, 8))
     with pytest.raises(ValueError, match="4 tiles of shapes"):
         grid.stitch([torch.zeros(8, 8)] * 3 + [torch.zeros(12, 12)])
-    with pytest.raises(TypeError, match="outputs must be a tensor or a sequence of tensors, got int"):
+    with pytest.raises(
+        TypeError, match="outputs must be a tensor or a sequence of tensors, got int"
+    ):
         grid.stitch(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"spatial size \(8, 8\) \(output_size\) or \(12, 12\)"):
         grid.keep_slices(0, (10, 10))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from common import DTYPES, make_tensor
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 
-from common import DTYPES, make_tensor
 from unet_transforms import mirror_pad
 from unet_transforms.functional import mirror_index
 
@@ -49,7 +49,9 @@ def test_mirror_pad_equals_numpy_pad(shape_pads, mode, dtype):
 def test_pads_much_wider_than_the_axis(mode, size):
     x = torch.arange(size * 2).reshape(2, size)
     pads = [(0, 0), (5 * size + 3, 4 * size + 1)]
-    np.testing.assert_array_equal(mirror_pad(x, pads, mode).numpy(), np.pad(x.numpy(), pads, mode=mode))
+    np.testing.assert_array_equal(
+        mirror_pad(x, pads, mode).numpy(), np.pad(x.numpy(), pads, mode=mode)
+    )
 
 
 def test_large_image_fast_path_equals_numpy():
@@ -94,7 +96,12 @@ def test_tv_tensor_type_is_kept():
     [
         ([(-1, 0)], "reflect", ValueError, r"non-negative, got \(-1, 0\) for axis 0"),
         ([(1, 0)], "wrap", ValueError, r"mode must be 'reflect' or 'symmetric', got 'wrap'"),
-        ([(1, 0), (1, 1), (0, 0)], "reflect", ValueError, r"3 \(before, after\) pairs but x has only 2 axes"),
+        (
+            [(1, 0), (1, 1), (0, 0)],
+            "reflect",
+            ValueError,
+            r"3 \(before, after\) pairs but x has only 2 axes",
+        ),
         ([1, 2], "reflect", TypeError, r"\(before, after\) int pairs, got 1 for axis 0"),
         ([(1.5, 2)], "reflect", TypeError, r"int pairs"),
         ([], "reflect", TypeError, r"non-empty sequence"),
@@ -109,7 +116,7 @@ def test_bad_arguments(padding, mode, error, match):
 def test_empty_axis_and_non_tensor():
     with pytest.raises(ValueError, match=r"cannot mirror an empty axis: x has shape \(3, 0\)"):
         mirror_pad(torch.zeros(3, 0), [(1, 1)])
-    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got ndarray"):
         mirror_pad(np.zeros((3, 3)), [(1, 1)])
 
 

@@ -22,7 +22,7 @@ def _is_int(value: object) -> bool:
 def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
     """Normalises an int or a sequence of ints to a tuple; validates type and length."""
     if _is_int(value):
-        return (operator.index(value),) * (ndim or 2)  # type: ignore[call-overload]
+        return (operator.index(value),) * (ndim or 2)  # type: ignore[arg-type]
     if isinstance(value, Sequence) and not isinstance(value, str):
         if not all(_is_int(v) for v in value):
             raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")

@@ -7,7 +7,7 @@ import math
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 
@@ -24,7 +24,8 @@ class TileIndexError(IndexError, ValueError):
     """A tile index outside the grid (both an ``IndexError`` and a ``ValueError``)."""
 
 
-class Tile(NamedTuple):
+@dataclass(frozen=True)
+class Tile:
     """One tile of a :class:`TileGrid`; boxes are per-axis ``(start, stop)`` in image coordinates.
 
     Attributes:
@@ -89,7 +90,7 @@ def tile_at(
 
 def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
     if not isinstance(image_size, bool) and hasattr(image_size, "__index__"):
-        sizes: tuple[Any, ...] = (operator.index(image_size),) * ndim  # type: ignore[call-overload]
+        sizes: tuple[Any, ...] = (operator.index(image_size),) * ndim
     elif isinstance(image_size, Sequence | torch.Size) and not isinstance(image_size, str):
         sizes = tuple(image_size)
     else:
@@ -181,11 +182,13 @@ class TileGrid:
     def _check_index(self, index: object) -> int:
         if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(f"tile index must be an int, got {type(index).__name__}")
-        i = operator.index(index)  # type: ignore[call-overload]
+        i: int = operator.index(index)
         n = len(self)
         if not -n <= i < n:
-            raise TileIndexError(f"tile index must be in [{-n}, {n}) for a {self.shape} grid, got {i}")
-        return i % n  # type: ignore[no-any-return]
+            raise TileIndexError(
+                f"tile index must be in [{-n}, {n}) for a {self.shape} grid, got {i}"
+            )
+        return i % n
 
     # ------------------------------------------------------------------ canvas
     @property
@@ -194,7 +197,9 @@ class TileGrid:
         first, last = self[0], self[-1]
         return tuple(
             (-a, b - n)
-            for (a, _), (_, b), n in zip(first.input_box, last.input_box, self.image_size, strict=True)
+            for (a, _), (_, b), n in zip(
+                first.input_box, last.input_box, self.image_size, strict=True
+            )
         )
 
     @property
@@ -386,9 +391,13 @@ class TileGrid:
             4
         """
         ndim = self.geometry.ndim
-        size = tuple(tile_output.shape[tile_output.ndim - ndim :]) if tile_size is None else tile_size
+        size = (
+            tuple(tile_output.shape[tile_output.ndim - ndim :]) if tile_size is None else tile_size
+        )
         src, dst = self.keep_slices(index, size)
-        result[(Ellipsis, *dst)] = tile_output[(Ellipsis, *src)]
+        to: tuple[Any, ...] = (Ellipsis, *dst)
+        frm: tuple[Any, ...] = (Ellipsis, *src)
+        result[to] = tile_output[frm]
 
 
 def _unravel(i: int, shape: tuple[int, ...]) -> Iterator[int]:

@@ -54,9 +54,7 @@ def _spatial_ndim_check(image: Any, geometry: TileGeometry) -> tuple[tuple[int, 
         expected = f"(C, {', '.join(['D', 'H', 'W'][-nd:])})"
         if isinstance(image, torch.Tensor):
             expected += f" or (B, C, {', '.join(['D', 'H', 'W'][-nd:])})"
-        raise ValueError(
-            f"image must have shape {expected} for a {nd}-D geometry, got {shape}"
-        )
+        raise ValueError(f"image must have shape {expected} for a {nd}-D geometry, got {shape}")
     if 0 in shape:
         raise ValueError(f"image must not be empty, got shape {shape}")
     return shape, batched
@@ -148,13 +146,15 @@ def predict_tiled(
     grid = TileGrid(shape[-geometry.ndim :], geometry, align=align)
     if batched:
         results = [
-            _predict_one(model, image[b], grid, batch_size, mode, run_device, model_dtype, amp,
-                         progress)
+            _predict_one(
+                model, image[b], grid, batch_size, mode, run_device, model_dtype, amp, progress
+            )
             for b in range(shape[0])
         ]
         return torch.stack(results)
-    return _predict_one(model, image, grid, batch_size, mode, run_device, model_dtype, amp,
-                        progress)
+    return _predict_one(
+        model, image, grid, batch_size, mode, run_device, model_dtype, amp, progress
+    )
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -191,9 +191,7 @@ def _predict_one(
     result_device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
     result: torch.Tensor | None = None
     tile_size: Sequence[int] = ()
-    autocast = (
-        torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
-    )
+    autocast = torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
     with torch.inference_mode(), _progress(len(grid), progress) as bar:
         for batch in _batches(len(grid), batch_size):
             tiles = [grid.extract(image, i, mode) for i in batch]

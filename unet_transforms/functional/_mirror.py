@@ -177,7 +177,8 @@ def mirror_pad(
         from torchvision import tv_tensors
 
         if isinstance(x, tv_tensors.TVTensor):
-            return tv_tensors.wrap(out, like=x)
+            wrapped: torch.Tensor = tv_tensors.wrap(out, like=x)
+            return wrapped
     return out
 
 
@@ -221,7 +222,10 @@ def _mirror_pad_tensor(
         ]
         view = out[tuple(region)]
         src = view.narrow(dim, before, size)
-        for start, positions in ((0, range(-before, 0)), (before + size, range(size, size + after))):
+        for start, positions in (
+            (0, range(-before, 0)),
+            (before + size, range(size, size + after)),
+        ):
             if len(positions) == 0:
                 continue
             dst = view.narrow(dim, start, len(positions))

@@ -118,7 +118,7 @@ def _normalize_box(box: object, spatial: tuple[int, ...]) -> Box:
 
 def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
     """Reads ``x[..., *region]`` as a tensor; arrays read only that region (memmap, zarr)."""
-    index = (Ellipsis, *region)
+    index: tuple[Any, ...] = (Ellipsis, *region)
     if isinstance(x, torch.Tensor):
         return x.as_subclass(torch.Tensor)[index]
     arr = np.asarray(x[index])
@@ -142,7 +142,7 @@ def _crop_tensor(
         raise ValueError(f"cannot crop from an empty image of shape {tuple(x.shape)}")
     box = _normalize_box(box, spatial)
     lead = tuple(int(s) for s in x.shape[: len(x.shape) - len(box)])
-    inside = [0 <= a and b <= n for (a, b), n in zip(box, spatial, strict=True)]
+    inside = [a >= 0 and b <= n for (a, b), n in zip(box, spatial, strict=True)]
     if all(inside):
         region = to_tensor_region(x, [slice(a, b) for a, b in box])
         return region.clone() if isinstance(x, torch.Tensor) else region
@@ -154,8 +154,10 @@ def _crop_tensor(
         )
         out = torch.full((*lead, *window), fill, dtype=src.dtype, device=src.device)
         if all(max(a, 0) < min(b, n) for (a, b), n in zip(box, spatial, strict=True)):
-            dst = [slice(max(a, 0) - a, min(b, n) - a) for (a, b), n in zip(box, spatial, strict=True)]
-            out[(Ellipsis, *dst)] = src
+            dst = [
+                slice(max(a, 0) - a, min(b, n) - a) for (a, b), n in zip(box, spatial, strict=True)
+            ]
+            out[(Ellipsis, *dst)] = src  # type: ignore[index]
         return out
     if isinstance(x, torch.Tensor) and all(
         a <= 0 and b >= n for (a, b), n in zip(box, spatial, strict=True)
@@ -177,9 +179,9 @@ def _crop_tensor(
         region_slices.append(slice(lo, hi))
     out = to_tensor_region(x, region_slices)
     first = len(lead)
-    for axis, idx in enumerate(indices):
-        if idx is not None:
-            out = out.index_select(first + axis, idx.to(out.device))
+    for axis, gather in enumerate(indices):
+        if gather is not None:
+            out = out.index_select(first + axis, gather.to(out.device))
     return out
 
 
@@ -244,7 +246,8 @@ def _crop_plain_or_tv_tensor(
 ) -> torch.Tensor:
     out = _crop_tensor(inpt.as_subclass(torch.Tensor), box, mode, fill)
     if isinstance(inpt, tv_tensors.TVTensor):
-        return tv_tensors.wrap(out, like=inpt)
+        wrapped: torch.Tensor = tv_tensors.wrap(out, like=inpt)
+        return wrapped
     return out
 
 
@@ -277,10 +280,14 @@ def _top_left_size(box: Box) -> tuple[int, int, int, int]:
 
 @register_kernel(crop_tile, tv_tensors.BoundingBoxes)
 def _crop_boxes(
-    inpt: tv_tensors.BoundingBoxes, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
+    inpt: tv_tensors.BoundingBoxes,
+    box: Box,
+    mode: MirrorMode = "reflect",
+    fill: float | None = None,
 ) -> tv_tensors.BoundingBoxes:
     top, left, height, width = _top_left_size(box)
-    return tvF.crop(inpt, top=top, left=left, height=height, width=width)  # type: ignore[no-any-return]
+    out: tv_tensors.BoundingBoxes = tvF.crop(inpt, top=top, left=left, height=height, width=width)
+    return out
 
 
 @register_kernel(crop_tile, tv_tensors.KeyPoints)
@@ -288,5 +295,5 @@ def _crop_keypoints(
     inpt: tv_tensors.KeyPoints, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
 ) -> tv_tensors.KeyPoints:
     top, left, height, width = _top_left_size(box)
-    return tvF.crop(inpt, top=top, left=left, height=height, width=width)  # type: ignore[no-any-return]
-
+    out: tv_tensors.KeyPoints = tvF.crop(inpt, top=top, left=left, height=height, width=width)
+    return out

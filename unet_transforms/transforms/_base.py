@@ -36,7 +36,7 @@ def _is_plain(inpt: object) -> bool:
 def check_align(align: object) -> Align:
     if align not in ("center", "start"):
         raise ValueError(f"align must be 'center' or 'start', got {align!r}")
-    return align  # type: ignore[return-value]
+    return align
 
 
 def check_geometry(geometry: object) -> TileGeometry:

@@ -26,7 +26,7 @@ def parse_padding(padding: object) -> tuple[tuple[int, int], ...]:
     or ``[left, top, right, bottom]``, or per-axis ``(before, after)`` pairs (2 or 3).
     """
     if _is_int(padding):
-        p = operator.index(padding)  # type: ignore[call-overload]
+        p = operator.index(padding)  # type: ignore[arg-type]
         pairs: Any = ((p, p), (p, p))
     elif isinstance(padding, Sequence) and not isinstance(padding, str):
         if padding and all(_is_int(v) for v in padding):

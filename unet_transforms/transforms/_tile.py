@@ -21,10 +21,10 @@ TileIndex = int | Literal["random", "all"]
 
 def _check_index(index: object) -> TileIndex:
     if index in ("random", "all"):
-        return index  # type: ignore[return-value]
+        return index
     if isinstance(index, bool) or not hasattr(index, "__index__"):
         raise ValueError(f"index must be 'random', 'all' or an int tile index, got {index!r}")
-    return operator.index(index)  # type: ignore[no-any-return,call-overload]
+    return operator.index(index)
 
 
 class OverlapTileCrop(TileTransform):
@@ -90,7 +90,9 @@ class OverlapTileCrop(TileTransform):
         try:
             return {"tiles": [grid[self.index]], "stack": False}
         except TileIndexError as e:
-            raise ValueError(f"index={self.index} is outside the grid for image size {size}: {e}") from e
+            raise ValueError(
+                f"index={self.index} is outside the grid for image size {size}: {e}"
+            ) from e
 
     def window(self, tile: Tile, is_label: bool) -> tuple[Box, float | None]:
         """The window of ``tile`` an input gets, and the fill value outside the image."""
@@ -108,7 +110,11 @@ class OverlapTileCrop(TileTransform):
             value, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints
         ):
             stacked = torch.stack([c.as_subclass(torch.Tensor) for c in crops])
-            return tv_tensors.wrap(stacked, like=value) if isinstance(value, tv_tensors.TVTensor) else stacked
+            return (
+                tv_tensors.wrap(stacked, like=value)
+                if isinstance(value, tv_tensors.TVTensor)
+                else stacked
+            )
         return crops
 
 
