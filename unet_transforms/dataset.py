@@ -9,7 +9,7 @@ import torch
 
 from .functional._mirror import MirrorMode, check_mode
 from .geometry import TileGeometry
-from .grid import Align, TileGrid
+from .grid import Align, TileGrid, TileIndexError
 from .transforms import PairedTileCrop
 from .transforms._base import check_align, check_fill, check_geometry
 
@@ -81,7 +81,7 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
         if not -n <= index < n:
-            raise IndexError(f"index must be in [{-n}, {n}), got {index}")
+            raise TileIndexError(f"index must be in [{-n}, {n}), got {index}")
         index %= n
         sample = bisect.bisect_right(self.offsets, index) - 1
         return sample, index - self.offsets[sample]

@@ -1,0 +1,79 @@
+"""TiledDataset: every tile of every sample, mapped without reloading everything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from common import make_image, make_mask, make_tensor
+from unet_transforms import TileGeometry, TiledDataset, TileGrid
+
+GEOMETRY = TileGeometry(20, 8, step=6)
+
+
+class CountingDataset(torch.utils.data.Dataset):
+    def __init__(self, sizes):
+        self.samples = [(make_image(s, channels=1), make_mask(s)) for s in sizes]
+        self.loads = 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        self.loads += 1
+        return self.samples[index]
+
+
+def test_items_are_grid_tiles_of_each_sample():
+    sizes = [(13, 7), (1, 30), (25, 25)]
+    base = CountingDataset(sizes)
+    tiles = TiledDataset(base, GEOMETRY, mask_fill=-1)
+    assert base.loads == len(sizes)  # one read per sample to learn the sizes
+    grids = [TileGrid(s, GEOMETRY) for s in sizes]
+    assert len(tiles) == sum(len(g) for g in grids)
+    k = 0
+    for s, grid in enumerate(grids):
+        image, mask = base.samples[s]
+        for t in range(len(grid)):
+            assert tiles.locate(k) == (s, t)
+            out_image, out_mask = tiles[k]
+            assert isinstance(out_image, tv_tensors.Image) and isinstance(out_mask, tv_tensors.Mask)
+            assert torch.equal(out_image, grid.extract(image, t))
+            assert torch.equal(out_mask, grid.extract_output(mask, t, fill=-1))
+            k += 1
+    assert base.loads == len(sizes) + len(tiles)
+    assert tiles.locate(-1) == (2, len(grids[2]) - 1)
+
+
+def test_plain_pairs_and_dicts():
+    pairs = [(make_tensor((2, 9, 14)), make_tensor((9, 14), torch.int64))]
+    image, label = TiledDataset(pairs, GEOMETRY)[0]
+    assert image.shape == (2, 20, 20) and label.shape == (8, 8)
+    dicts = [{"image": make_image((9, 14)), "mask": make_mask((9, 14)), "id": 5}]
+    item = TiledDataset(dicts, GEOMETRY)[1]
+    assert item["image"].shape == (3, 20, 20) and item["mask"].shape == (8, 8) and item["id"] == 5
+
+
+def test_works_with_dataloader_workers():
+    dataset = TiledDataset(CountingDataset([(30, 40), (12, 12)]), GEOMETRY)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
+    images = torch.cat([images for images, _ in loader])
+    expected = torch.stack([dataset[k][0] for k in range(len(dataset))])
+    assert torch.equal(images, expected)
+
+
+def test_errors():
+    with pytest.raises(TypeError, match="map-style dataset with __len__ and __getitem__, got int"):
+        TiledDataset(3, GEOMETRY)
+    with pytest.raises(TypeError, match="geometry must be a TileGeometry"):
+        TiledDataset([], (20, 8))
+    dataset = TiledDataset([(make_image((5, 5)), make_mask((5, 5)))], GEOMETRY)
+    assert len(dataset) == 1
+    with pytest.raises(IndexError, match=r"index must be in \[-1, 1\), got 1"):
+        dataset[1]
+    with pytest.raises(TypeError, match="index must be an int, got str"):
+        dataset["0"]
+    with pytest.raises(ValueError, match="differ in their spatial size"):
+        TiledDataset([(make_image((5, 5)), make_mask((5, 6)))], GEOMETRY)
+    assert "1 samples, 1 tiles" in repr(dataset)

@@ -1,0 +1,152 @@
+"""predict_tiled: equals a whole-image pass, for any size, source and batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common import make_tensor
+from unet_transforms import TileGeometry, TileGrid, mirror_pad, predict_tiled
+
+
+class ValidConvs(torch.nn.Module):
+    """A small valid-convolution network: loses 3 px per side, no pooling."""
+
+    def __init__(self, ndim: int = 2, in_channels: int = 2, out_channels: int = 3):
+        super().__init__()
+        conv = torch.nn.Conv2d if ndim == 2 else torch.nn.Conv3d
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(
+            conv(in_channels, 4, 3), torch.nn.ReLU(), conv(4, out_channels, 5)
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def whole_image_reference(model, image, grid, mode="reflect"):
+    """One forward pass over the mirror-extrapolated canvas, cropped to the image."""
+    canvas = mirror_pad(image, grid.padding, mode)
+    with torch.no_grad():
+        out = model(canvas[None].float())[0]
+    offset = [b - m for (b, _), m in zip(grid.padding, grid.geometry.margin)]
+    return out[(Ellipsis, *[slice(o, o + n) for o, n in zip(offset, grid.image_size)])]
+
+
+@given(
+    st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    st.integers(1, 10),
+    st.sampled_from(["reflect", "symmetric"]),
+    st.sampled_from(["center", "start"]),
+)
+def test_equals_one_pass_over_the_canvas_2d(size, step, mode, align):
+    model = ValidConvs().eval()
+    geometry = TileGeometry(16, 10, step=step)
+    image = make_tensor((2, *size))
+    out = predict_tiled(model, image, geometry, mode=mode, align=align, batch_size=3)
+    grid = TileGrid(size, geometry, align=align)
+    assert out.shape == (3, *size)
+    torch.testing.assert_close(out, whole_image_reference(model, image, grid, mode), rtol=1e-5, atol=1e-5)
+
+
+@given(st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 12)))
+def test_equals_one_pass_over_the_canvas_3d(size):
+    model = ValidConvs(ndim=3).eval()
+    geometry = TileGeometry((12, 10, 14), (6, 4, 8), step=(5, 4, 3))
+    image = make_tensor((2, *size))
+    out = predict_tiled(model, image, geometry)
+    grid = TileGrid(size, geometry)
+    torch.testing.assert_close(out, whole_image_reference(model, image, grid), rtol=1e-5, atol=1e-5)
+
+
+def test_sources_and_batch_sizes_agree(tmp_path):
+    model = ValidConvs().eval()
+    geometry = TileGeometry(30, 24, step=20)
+    array = np.random.default_rng(0).random((2, 57, 83), dtype=np.float32)
+    memmap = np.memmap(tmp_path / "x.raw", dtype=np.float32, mode="w+", shape=array.shape)
+    memmap[:] = array
+    memmap.flush()
+    readonly = np.memmap(tmp_path / "x.raw", dtype=np.float32, mode="r", shape=array.shape)
+    reference = predict_tiled(model, torch.from_numpy(array), geometry, batch_size=1)
+    for source in (array, readonly):
+        assert torch.equal(predict_tiled(model, source, geometry, batch_size=1), reference)
+    torch.testing.assert_close(
+        predict_tiled(model, torch.from_numpy(array), geometry, batch_size=7), reference
+    )
+    assert not reference.is_inference()
+    assert reference.dtype == torch.float32
+
+
+def test_uint8_image_is_fed_as_float():
+    model = ValidConvs(in_channels=1).eval()
+    image = torch.randint(0, 255, (1, 40, 30), dtype=torch.uint8)
+    out = predict_tiled(model, image, TileGeometry(20, 14))
+    torch.testing.assert_close(out, predict_tiled(model, image.float(), TileGeometry(20, 14)))
+
+
+def test_batched_tensor():
+    model = ValidConvs().eval()
+    images = make_tensor((3, 2, 25, 31))
+    out = predict_tiled(model, images, TileGeometry(18, 12))
+    assert out.shape == (3, 3, 25, 31)
+    for b in range(3):
+        torch.testing.assert_close(out[b], predict_tiled(model, images[b], TileGeometry(18, 12)))
+
+
+def test_same_padding_model_is_centre_cropped():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 2, 3, padding=1).eval()
+    geometry = TileGeometry(24, 16)  # discard 4 border predictions per side
+    image = make_tensor((1, 50, 37))
+    out = predict_tiled(model, image, geometry)
+    grid = TileGrid((50, 37), geometry)
+    expected = torch.empty(2, 50, 37)
+    with torch.no_grad():
+        for tile in grid:
+            grid.paste(expected, tile.index, model(grid.extract(image, tile.index)[None])[0])
+    assert torch.equal(out, expected)
+    # away from tile borders, a 3x3 same conv equals the whole-image result
+    with torch.no_grad():
+        whole = model(mirror_pad(image, [(1, 1), (1, 1)])[None])[0, :, 1:-1, 1:-1]
+    torch.testing.assert_close(out, whole)
+
+
+def test_model_mode_is_left_alone_and_progress_runs(capsys):
+    model = ValidConvs().train()
+    out = predict_tiled(model, make_tensor((2, 20, 20)), TileGeometry(16, 10), progress=True)
+    assert model.training
+    assert out.shape == (3, 20, 20)
+    assert "tile" in capsys.readouterr().err
+
+
+def test_amp_on_cpu_gives_float32():
+    model = ValidConvs().eval()
+    image = make_tensor((2, 30, 30))
+    out = predict_tiled(model, image, TileGeometry(16, 10), amp=True)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, predict_tiled(model, image, TileGeometry(16, 10)), atol=0.05, rtol=0.05)
+
+
+def test_errors():
+    model = ValidConvs().eval()
+    with pytest.raises(ValueError, match=r"model output must have shape .*\(1, C_out, \*\(14, 14\)\).*got \(1, 3, 10, 10\).*TileGeometry.from_model"):
+        predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 14))
+    with pytest.raises(ValueError, match=r"image must have shape \(C, H, W\) or \(B, C, H, W\) for a 2-D geometry, got \(30, 30\)"):
+        predict_tiled(model, make_tensor((30, 30)), TileGeometry(16, 10))
+    with pytest.raises(ValueError, match=r"image must have shape \(C, D, H, W\) for a 3-D geometry, got \(30, 30\)"):
+        predict_tiled(model, np.zeros((30, 30)), TileGeometry((16, 16, 16), (10, 10, 10)))
+    with pytest.raises(ValueError, match=r"image must not be empty, got shape \(2, 0, 5\)"):
+        predict_tiled(model, make_tensor((2, 0, 5)), TileGeometry(16, 10))
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 10), batch_size=0)
+    with pytest.raises(TypeError, match="image must be a tensor, a numpy array or an array-like"):
+        predict_tiled(model, [[1.0]], TileGeometry(16, 10))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        predict_tiled(lambda x: x, make_tensor((2, 30, 30)), TileGeometry(16, 10))
+    with pytest.raises(TypeError, match="geometry must be a TileGeometry, got int"):
+        predict_tiled(model, make_tensor((2, 30, 30)), 16)
+    with pytest.raises(ValueError, match="mode must be"):
+        predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 10), mode="wrap")
