@@ -6,8 +6,9 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from unet_transforms import TiledDataset, TileGeometry, TileGrid
+
 from common import make_image, make_mask, make_tensor
-from unet_transforms import TileGeometry, TiledDataset, TileGrid
 
 GEOMETRY = TileGeometry(20, 8, step=6)
 
@@ -38,7 +39,9 @@ def test_items_are_grid_tiles_of_each_sample():
         for t in range(len(grid)):
             assert tiles.locate(k) == (s, t)
             out_image, out_mask = tiles[k]
-            assert isinstance(out_image, tv_tensors.Image) and isinstance(out_mask, tv_tensors.Mask)
+            assert isinstance(out_image, tv_tensors.Image) and isinstance(
+                out_mask, tv_tensors.Mask
+            )
             assert torch.equal(out_image, grid.extract(image, t))
             assert torch.equal(out_mask, grid.extract_output(mask, t, fill=-1))
             k += 1

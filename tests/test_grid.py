@@ -8,11 +8,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from common import DTYPES, make_tensor
 from hypothesis import given
 from hypothesis import strategies as st
 
 from unet_transforms import TileGeometry, TileGrid, TileIndexError, mirror_pad
+
+from common import DTYPES, make_tensor
 
 
 @st.composite

@@ -8,8 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import make_tensor
 from unet_transforms import TileGeometry, TileGrid, mirror_pad, predict_tiled
+
+from common import make_tensor
 
 
 class ValidConvs(torch.nn.Module):
@@ -49,7 +50,9 @@ def test_equals_one_pass_over_the_canvas_2d(size, step, mode, align):
     out = predict_tiled(model, image, geometry, mode=mode, align=align, batch_size=3)
     grid = TileGrid(size, geometry, align=align)
     assert out.shape == (3, *size)
-    torch.testing.assert_close(out, whole_image_reference(model, image, grid, mode), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out, whole_image_reference(model, image, grid, mode), rtol=1e-5, atol=1e-5
+    )
 
 
 @given(st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 12)))
@@ -59,7 +62,9 @@ def test_equals_one_pass_over_the_canvas_3d(size):
     image = make_tensor((2, *size))
     out = predict_tiled(model, image, geometry)
     grid = TileGrid(size, geometry)
-    torch.testing.assert_close(out, whole_image_reference(model, image, grid), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out, whole_image_reference(model, image, grid), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_sources_and_batch_sizes_agree(tmp_path):
@@ -127,16 +132,27 @@ def test_amp_on_cpu_gives_float32():
     image = make_tensor((2, 30, 30))
     out = predict_tiled(model, image, TileGeometry(16, 10), amp=True)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, predict_tiled(model, image, TileGeometry(16, 10)), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(
+        out, predict_tiled(model, image, TileGeometry(16, 10)), atol=0.05, rtol=0.05
+    )
 
 
 def test_errors():
     model = ValidConvs().eval()
-    with pytest.raises(ValueError, match=r"model output must have shape .*\(1, C_out, \*\(14, 14\)\).*got \(1, 3, 10, 10\).*TileGeometry.from_model"):
+    with pytest.raises(
+        ValueError,
+        match=r"model output must have shape .*\(1, C_out, \*\(14, 14\)\).*got \(1, 3, 10, 10\).*TileGeometry.from_model",
+    ):
         predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 14))
-    with pytest.raises(ValueError, match=r"image must have shape \(C, H, W\) or \(B, C, H, W\) for a 2-D geometry, got \(30, 30\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"image must have shape \(C, H, W\) or \(B, C, H, W\) for a 2-D geometry, got \(30, 30\)",
+    ):
         predict_tiled(model, make_tensor((30, 30)), TileGeometry(16, 10))
-    with pytest.raises(ValueError, match=r"image must have shape \(C, D, H, W\) for a 3-D geometry, got \(30, 30\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"image must have shape \(C, D, H, W\) for a 3-D geometry, got \(30, 30\)",
+    ):
         predict_tiled(model, np.zeros((30, 30)), TileGeometry((16, 16, 16), (10, 10, 10)))
     with pytest.raises(ValueError, match=r"image must not be empty, got shape \(2, 0, 5\)"):
         predict_tiled(model, make_tensor((2, 0, 5)), TileGeometry(16, 10))
@@ -144,7 +160,7 @@ def test_errors():
         predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 10), batch_size=0)
     with pytest.raises(TypeError, match="image must be a tensor, a numpy array or an array-like"):
         predict_tiled(model, [[1.0]], TileGeometry(16, 10))
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got function"):
         predict_tiled(lambda x: x, make_tensor((2, 30, 30)), TileGeometry(16, 10))
     with pytest.raises(TypeError, match="geometry must be a TileGeometry, got int"):
         predict_tiled(model, make_tensor((2, 30, 30)), 16)

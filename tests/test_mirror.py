@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from common import DTYPES, make_tensor
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 
 from unet_transforms import mirror_pad
 from unet_transforms.functional import mirror_index
+
+from common import DTYPES, make_tensor
 
 MODES = ["reflect", "symmetric"]
 

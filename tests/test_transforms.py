@@ -9,17 +9,6 @@ import PIL.Image
 import pytest
 import torch
 import torchvision.transforms as v1
-from common import (
-    DEFAULT_SIZE,
-    check_transform,
-    make_bounding_boxes,
-    make_image,
-    make_keypoints,
-    make_mask,
-    make_pil,
-    make_tensor,
-    make_video,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -32,6 +21,18 @@ from unet_transforms import (
     TileGeometry,
     TileGrid,
     mirror_pad,
+)
+
+from common import (
+    DEFAULT_SIZE,
+    check_transform,
+    make_bounding_boxes,
+    make_image,
+    make_keypoints,
+    make_mask,
+    make_pil,
+    make_tensor,
+    make_video,
 )
 
 GEOMETRY = TileGeometry(14, 6, step=4)  # margin 4, keep offset 1: everything differs
