@@ -1,0 +1,330 @@
+"""predict_dask: a lazy prediction equal to predict_tiled, for any shape, chunking and scheduler."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unet_transforms import TileGeometry, TileGrid, predict_tiled
+from unet_transforms.dask import _on_device, predict_dask
+
+MODES = st.sampled_from(["reflect", "symmetric"])
+ALIGNS = st.sampled_from(["center", "start"])
+
+
+class ValidConvs(torch.nn.Module):
+    """A small valid-convolution network: loses 3 px per side, no pooling."""
+
+    def __init__(self, ndim: int = 2, in_channels: int = 2, out_channels: int = 3):
+        super().__init__()
+        conv = torch.nn.Conv2d if ndim == 2 else torch.nn.Conv3d
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(
+            conv(in_channels, 4, 3), torch.nn.ReLU(), conv(4, out_channels, 5)
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class CountingConvs(ValidConvs):
+    """Appends one line to ``path`` (with the process id) every time it is pickled."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.forward_calls = 0
+
+    def __getstate__(self):
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().__getstate__()
+
+    def forward(self, x):
+        self.forward_calls += 1
+        return super().forward(x)
+
+
+def pickles(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def image(shape, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "u":
+        return rng.integers(0, 256, shape).astype(dtype)
+    return rng.random(shape, dtype=dtype)
+
+
+def assert_step_aligned(out, grid):
+    """Every inner chunk boundary is a keep-window boundary: origin + k * step."""
+    for axis, chunks in enumerate(out.chunks[1:]):
+        bounds = np.cumsum(chunks)[:-1]
+        step, origin = grid.geometry.step[axis], grid.origin[axis]
+        assert all((b - origin) % step == 0 for b in bounds), (chunks, step, origin)
+    assert out.chunks[0] == (out.shape[0],)
+
+
+# ---------------------------------------------------------------------- exactness
+@settings(deadline=None, max_examples=15)
+@given(
+    size=st.tuples(
+        st.sampled_from([1, 2, 3, 5, 6, 12, 17, 18, 30]), st.sampled_from([1, 4, 6, 7, 11, 24])
+    ),
+    step=st.integers(1, 10),
+    chunks=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    mode=MODES,
+    align=ALIGNS,
+)
+def test_equals_predict_tiled_2d(size, step, chunks, mode, align):
+    # sizes: 1, below the margin (3), multiples of the step, odd
+    model = ValidConvs().eval()
+    geometry = TileGeometry(16, 10, step=step)
+    array = image((2, *size))
+    out = predict_dask(
+        model,
+        da.from_array(array, chunks=(1, *chunks)),
+        geometry,
+        mode=mode,
+        align=align,
+    )
+    assert out.shape == (3, *size)
+    assert_step_aligned(out, TileGrid(size, geometry, align=align))
+    expected = predict_tiled(model, array, geometry, mode=mode, align=align)
+    assert torch.equal(torch.from_numpy(out.compute(scheduler="sync")), expected)
+
+
+@settings(deadline=None, max_examples=15)
+@given(
+    size=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9)),
+    step=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
+    chunks=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)),
+    mode=MODES,
+    align=ALIGNS,
+)
+def test_equals_predict_tiled_3d(size, step, chunks, mode, align):
+    model = ValidConvs(ndim=3, in_channels=1, out_channels=2).eval()
+    geometry = TileGeometry(10, 4, step=step)
+    array = image((1, *size), seed=1)
+    out = predict_dask(
+        model,
+        da.from_array(array, chunks=(1, *chunks)),
+        geometry,
+        mode=mode,
+        align=align,
+    )
+    assert_step_aligned(out, TileGrid(size, geometry, align=align))
+    expected = predict_tiled(model, array, geometry, mode=mode, align=align)
+    assert torch.equal(torch.from_numpy(out.compute(scheduler="sync")), expected)
+
+
+@pytest.mark.parametrize("batch_size", [2, 4])
+def test_larger_batches_are_close(batch_size):
+    # Batches of several tiles may round differently from one tile at a time in the CPU
+    # convolution kernels (predict_tiled's own batch_size does the same): not bitwise.
+    model = ValidConvs().eval()
+    array = image((2, 45, 38))
+    geometry = TileGeometry(22, 16)
+    out = predict_dask(
+        model, da.from_array(array, chunks=(2, 20, 25)), geometry, batch_size=batch_size
+    )
+    expected = predict_tiled(model, array, geometry)
+    np.testing.assert_allclose(
+        out.compute(scheduler="threads"), expected.numpy(), rtol=1e-6, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("source", ["numpy", "tensor", "zarr", "memmap"])
+def test_accepts_numpy_tensor_zarr_memmap(source, tmp_path):
+    model = ValidConvs().eval()
+    array = image((2, 70, 41), dtype=np.uint8)
+    if source == "tensor":
+        inpt = torch.from_numpy(array)
+    elif source == "zarr":
+        inpt = zarr.create_array(store={}, shape=array.shape, chunks=(2, 32, 16), dtype="uint8")
+        inpt[:] = array
+    elif source == "memmap":
+        inpt = np.lib.format.open_memmap(tmp_path / "a.npy", "w+", np.uint8, array.shape)
+        inpt[:] = array
+    else:
+        inpt = array
+    geometry = TileGeometry(16, 10, step=8)
+    out = predict_dask(model, inpt, geometry)
+    assert out.dtype == np.float32
+    if source == "zarr":  # zarr chunks (32, 16) rounded to whole steps
+        assert out.chunks[1:] == ((31, 32, 7), (13, 16, 12))
+    expected = predict_tiled(model, array, geometry)
+    assert torch.equal(torch.from_numpy(out.compute()), expected)
+
+
+def test_same_padding_model():
+    # A network whose output has the input's size: each tile's centre is kept.
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 2, 5, padding=2).eval()
+    array = image((1, 33, 20))
+    geometry = TileGeometry(16, 8, step=4)
+    out = predict_dask(model, da.from_array(array, chunks=(1, 9, 9)), geometry)
+    expected = predict_tiled(model, array, geometry)
+    assert torch.equal(torch.from_numpy(out.compute()), expected)
+
+
+def test_meta_channels_skips_the_probe(tmp_path):
+    model = CountingConvs(str(tmp_path / "count")).eval()
+    array = da.from_array(image((2, 20, 20)), chunks=(2, 10, 10))
+    geometry = TileGeometry(16, 10, step=5)
+    lazy = predict_dask(model, array, geometry, meta_channels=3)
+    assert model.forward_calls == 0
+    assert (lazy.shape, lazy.dtype) == ((3, 20, 20), np.float32)
+    predict_dask(model, array, geometry)
+    assert model.forward_calls == 1  # the probe: one tile of zeros
+    with pytest.raises(ValueError, match=r"model returned 3 channels .* planned for 4"):
+        predict_dask(model, array, geometry, meta_channels=4).compute(scheduler="sync")
+
+
+def test_model_is_under_exactly_one_key(tmp_path):
+    counter = tmp_path / "pickles"
+    model = CountingConvs(str(counter)).eval()
+    array = da.from_array(image((2, 40, 40)), chunks=(2, 10, 10))
+    out = predict_dask(model, array, TileGeometry(16, 10, step=5), meta_channels=3)
+    graph = dict(out.__dask_graph__())
+    holders = []
+    for key, value in graph.items():
+        before = len(pickles(counter))
+        pickle.dumps(value)
+        if len(pickles(counter)) > before:
+            holders.append(key)
+    assert out.npartitions == 16
+    assert len(holders) == 1, holders
+
+
+def test_probe_errors():
+    array = da.zeros((2, 20, 20), chunks=(2, 10, 10))
+    geometry = TileGeometry(16, 10)
+    with pytest.raises(ValueError, match=r"model output must have shape \(1, C_out, \*\(10, 10\)"):
+        predict_dask(torch.nn.Conv2d(2, 3, 3), array, geometry)
+
+    class NotATensor(torch.nn.Module):
+        def forward(self, x):
+            return {"out": x}
+
+    with pytest.raises(TypeError, match="model must return a tensor, got dict"):
+        predict_dask(NotATensor(), array, geometry)
+
+    class BFloat16(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :, 3:-3, 3:-3].bfloat16()
+
+    with pytest.raises(TypeError, match=r"output dtype torch\.bfloat16 has no numpy equivalent"):
+        predict_dask(BFloat16(), array, geometry)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"geometry": (16, 10)}, TypeError, "geometry must be a TileGeometry, got tuple"),
+        ({"mode": "wrap"}, ValueError, "mode must be 'reflect' or 'symmetric', got 'wrap'"),
+        ({"align": "end"}, ValueError, "align must be 'center' or 'start', got 'end'"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int or None, got 0"),
+        ({"batch_size": True}, ValueError, "batch_size must be a positive int or None, got True"),
+        ({"meta_channels": 0}, ValueError, "meta_channels must be a positive int or None, got 0"),
+        ({"model": "net"}, TypeError, "model must be a torch.nn.Module, .* got str"),
+        ({"array": [[1, 2]]}, TypeError, "array must be a dask array, .* got list"),
+        (
+            {"array": da.zeros((20, 20))},
+            ValueError,
+            r"array must have shape \(C, H, W\) for a 2-D geometry, got \(20, 20\)",
+        ),
+        ({"array": da.zeros((1, 0, 5))}, ValueError, r"array must not be empty, got shape"),
+    ],
+)
+def test_errors(kwargs, error, match):
+    args = {
+        "model": ValidConvs(),
+        "array": da.zeros((2, 20, 20)),
+        "geometry": TileGeometry(16, 10),
+    }
+    args.update(kwargs)
+    model, array, geometry = args.pop("model"), args.pop("array"), args.pop("geometry")
+    with pytest.raises(error, match=match):
+        predict_dask(model, array, geometry, **args)
+
+
+def test_missing_dask_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.raises(ImportError, match=r"pip install 'unet-transforms\[dask\]'"):
+        predict_dask(ValidConvs(), np.zeros((2, 8, 8)), TileGeometry(16, 10))
+
+
+def test_importing_the_package_does_not_import_dask():
+    code = (
+        "import sys, unet_transforms, unet_transforms.dask; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('dask', 'distributed', 'zarr')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_device_copy_is_made_once_and_leaves_the_model_alone():
+    model = ValidConvs()
+    same, device = _on_device(model, "cpu")
+    assert same is model and device == torch.device("cpu")
+    moved, device = _on_device(model, "meta")
+    assert device == torch.device("meta")
+    assert next(moved.parameters()).device.type == "meta"
+    assert next(model.parameters()).device.type == "cpu"
+    assert _on_device(model, "meta")[0] is moved
+    array = image((2, 21, 13))
+    geometry = TileGeometry(16, 10, step=4)
+    out = predict_dask(model.eval(), array, geometry, device="cpu")
+    assert torch.equal(torch.from_numpy(out.compute()), predict_tiled(model, array, geometry))
+
+
+# ---------------------------------------------------------------------- distributed
+def test_distributed_ships_the_model_once_per_worker(tmp_path):
+    from distributed import Client, LocalCluster
+
+    counter = tmp_path / "pickles"
+    model = CountingConvs(str(counter)).eval()
+    array = image((2, 60, 50))
+    geometry = TileGeometry(16, 10, step=5)
+    lazy = predict_dask(model, da.from_array(array, chunks=(2, 10, 10)), geometry, meta_channels=3)
+    blocks = lazy.npartitions
+    expected = predict_tiled(model, array, geometry).numpy()
+    with (
+        LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        before = pickles(counter)
+        result = lazy.compute()
+        shipped = pickles(counter)[len(before) :]
+        # Pickled once with the graph and once in the task that puts it on a worker (the
+        # scheduler runs in this process); a model inside every block's task would be
+        # pickled here once per block. Workers pass it on with distributed's own
+        # serializer for modules, which bypasses __getstate__.
+        assert blocks == 30
+        assert len(shipped) <= 3, shipped
+        np.testing.assert_array_equal(result, expected)
+
+        # the cluster pattern: scatter the model, pass the future (the probe runs remotely)
+        remote = client.scatter(model, broadcast=True)
+        scattered = predict_dask(remote, array, geometry)
+        assert scattered.shape == (3, 60, 50)
+        np.testing.assert_array_equal(scattered.compute(), expected)
+    assert dask.config.get("scheduler", None) is None
