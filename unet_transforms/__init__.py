@@ -10,6 +10,7 @@ from .functional import crop_tile, mirror_pad
 from .geometry import TileGeometry
 from .grid import Tile, TileGrid, TileIndexError, tile_at
 from .inference import predict_tiled
+from .planning import plan_geometry
 from .transforms import MirrorExtrapolate, OverlapTileCrop, PairedTileCrop
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "TiledDataset",
     "crop_tile",
     "mirror_pad",
+    "plan_geometry",
     "predict_tiled",
     "tile_at",
 ]

@@ -1,0 +1,71 @@
+"""plan_geometry: no valid geometry under the budget computes fewer pixels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unet_transforms import TileGeometry, TileGrid, plan_geometry
+
+
+def all_geometries(max_input: int, depth: int):
+    for n in range(1, max_input + 1):
+        try:
+            yield TileGeometry.unet(input_size=n, depth=depth)
+        except ValueError:
+            continue
+
+
+def cost(size, geometry):
+    grid = TileGrid(size, geometry)
+    return len(grid) * math.prod(geometry.input_size), len(grid)
+
+
+def test_the_512_example():
+    g = plan_geometry((512, 512), max_input_size=800)
+    assert g.input_size == (700, 700) and g.output_size == (516, 516) and g.step == (512, 512)
+    assert len(TileGrid(512, g)) == 1
+    assert cost(512, g)[0] / 512**2 == pytest.approx(1.87, abs=0.01)
+    assert cost(512, TileGeometry.unet(input_size=572))[0] / 512**2 == pytest.approx(
+        4.99, abs=0.01
+    )
+
+
+@given(
+    st.tuples(st.integers(1, 900), st.integers(1, 900)),
+    st.integers(210, 700),
+    st.sampled_from([2, 3, 4]),
+)
+def test_no_valid_geometry_under_the_budget_is_cheaper(size, budget, depth):
+    chosen = plan_geometry(size, max_input_size=budget, depth=depth)
+    assert max(chosen.input_size) <= budget
+    best = cost(size, chosen)
+    # brute force over square geometries, and every pair of per-axis sizes
+    sizes = [g.input_size[0] for g in all_geometries(budget, depth)]
+    for a in sizes:
+        for b in sizes:
+            other = TileGeometry.unet(input_size=(a, b), depth=depth)
+            assert cost(size, other) >= best  # fewer pixels, or equal pixels and >= tiles
+
+
+def test_3d_and_per_axis_budget():
+    g = plan_geometry((40, 300, 300), max_input_size=(116, 300, 300), depth=3, ndim=3)
+    assert g.ndim == 3 and g.input_size[0] <= 116 and max(g.input_size[1:]) <= 300
+
+
+def test_errors():
+    with pytest.raises(
+        ValueError, match=r"no valid U-Net input size fits max_input_size=150 .* smallest .* 204"
+    ):
+        plan_geometry(512, max_input_size=150)
+    with pytest.raises(
+        ValueError, match="max_input_size must be a positive int or 2 positive ints"
+    ):
+        plan_geometry(512, max_input_size=0)
+    with pytest.raises(ValueError, match="max_input_size must be"):
+        plan_geometry(512, max_input_size=(600, 600, 600))
+    with pytest.raises(ValueError, match="image_size must be positive"):
+        plan_geometry(0, max_input_size=600)

@@ -1,0 +1,119 @@
+"""Saving and loading a trained U-Net together with its tile geometry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .geometry import TileGeometry
+
+__all__ = ["load_checkpoint", "save_checkpoint"]
+
+FORMAT = "unet-transforms/checkpoint-v1"
+_UNET_ARGS = (
+    "in_channels",
+    "out_channels",
+    "depth",
+    "base_channels",
+    "convs_per_level",
+    "padding",
+    "ndim",
+)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    geometry: TileGeometry,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Saves a :class:`~unet_transforms.models.UNet`, its constructor arguments and geometry.
+
+    The file is a plain dict of tensors, numbers and strings, so it loads with
+    ``torch.load(weights_only=True)``.
+
+    Args:
+        path: Where to write.
+        model: The trained ``UNet``.
+        geometry: The tile geometry to segment with.
+        metadata: Extra JSON-like values to keep (e.g. the input scaling); numbers,
+            strings, lists and dicts of those.
+
+    Example:
+        >>> import tempfile, os
+        >>> from unet_transforms.models import UNet
+        >>> net = UNet(base_channels=2, depth=1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.pt")
+        >>> save_checkpoint(path, net, net.geometry(input_size=36), metadata={"scale": 0.5})
+        >>> model, geometry, meta = load_checkpoint(path)
+        >>> geometry.output_size, meta["scale"]
+        ((20, 20), 0.5)
+    """
+    from .models import UNet
+
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a unet_transforms.models.UNet, got {type(model).__name__}")
+    if not isinstance(geometry, TileGeometry):
+        raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
+    torch.save(
+        {
+            "format": FORMAT,
+            "model_args": {name: getattr(model, name) for name in _UNET_ARGS},
+            "state_dict": model.state_dict(),
+            "geometry": {
+                "input_size": list(geometry.input_size),
+                "output_size": list(geometry.output_size),
+                "step": list(geometry.step),
+            },
+            "metadata": dict(metadata or {}),
+        },
+        path,
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, TileGeometry, dict[str, Any]]:
+    """Loads what :func:`save_checkpoint` wrote.
+
+    Args:
+        path: The checkpoint file.
+        map_location: Where to put the weights.
+
+    Returns:
+        ``(model, geometry, metadata)``; the model is in eval mode.
+
+    Raises:
+        ValueError: If the file is not a checkpoint of this library.
+        FileNotFoundError: If the file does not exist.
+    """
+    from .models import UNet
+
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {os.fspath(path)!r}: {e}") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a unet-transforms checkpoint (expected format {FORMAT!r})"
+        )
+    args = data["model_args"]
+    model = UNet(
+        args["in_channels"],
+        args["out_channels"],
+        depth=args["depth"],
+        base_channels=args["base_channels"],
+        convs_per_level=args["convs_per_level"],
+        padding=args["padding"],
+        ndim=args["ndim"],
+    )
+    model.load_state_dict(data["state_dict"])
+    model.eval()
+    g = data["geometry"]
+    geometry = TileGeometry(g["input_size"], g["output_size"], step=g["step"])
+    return model, geometry, dict(data.get("metadata", {}))
