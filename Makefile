@@ -29,9 +29,10 @@ pytest: $(STAMP)
 	$(PY) -m pytest
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	$(PY) docs/scripts/make_figures.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs
 
 demo: $(STAMP)
 	$(PY) examples/train_unet.py --quick --out out/demo

@@ -1,0 +1,50 @@
+"""The README example and the examples/ scripts run and pass their own self-checks."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_example_runs():
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    logits, tile, label = namespace["logits"], namespace["tile"], namespace["label"]
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 1000, 700)
+    assert tile.shape == (1, 572, 572) and label.shape == (388, 388)
+
+
+def test_train_unet_smoke(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "train_unet.py"),
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pixel accuracy" in result.stdout
+    for name in ("input.png", "labels.png", "prediction.png", "tiles.png"):
+        with PIL.Image.open(tmp_path / name) as picture:
+            assert picture.width > 300
+    assert (tmp_path / "model.pt").stat().st_size > 1000
