@@ -206,6 +206,7 @@ def table(results: dict[str, dict[str, float]], workers: int, size: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument("--quick", action="store_true", help="a 2048 x 2048 image, 1 repeat")
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -215,6 +216,8 @@ def main() -> None:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.repeats, args.chunk = 2048, 1, min(args.chunk, 1024)
 
     if args.one is not None:  # a child process: one configuration
         result = run_one(args.one, args.data, args.repeats, args.workers)

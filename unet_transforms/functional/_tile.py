@@ -168,19 +168,19 @@ def _crop_tensor(
     # When every mirrored pixel comes from inside the window's in-image part, crop that
     # part and mirror-pad it: a copy plus strip flips, the fastest path at image borders.
     limit = 1 if mode == "reflect" else 0
-    pads = []
+    border_pads: list[tuple[int, int]] = []
     for (a, b), n in zip(box, spatial, strict=True):
         lo, hi = max(a, 0), min(b, n)
         before, after = lo - a, b - hi
         whole = lo == 0 and hi == n
         if hi <= lo or not (whole or max(before, after) <= hi - lo - limit):
             break
-        pads.append((before, after))
+        border_pads.append((before, after))
     else:
         region = to_tensor_region(
             x, [slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, spatial, strict=True)]
         )
-        return _mirror_pad_tensor(region, tuple(pads), mode)
+        return _mirror_pad_tensor(region, tuple(border_pads), mode)
     # otherwise crop the smallest region holding every mirrored source pixel, then gather
     indices: list[torch.Tensor | None] = []
     region_slices = []

@@ -1,0 +1,141 @@
+"""Peak memory of tiled inference on a 16384 x 16384 uint8 memmap.
+
+Each candidate runs in a fresh subprocess; a thread samples RssAnon (anonymous memory)
+and RssFile (file-backed pages: the memmap) from /proc/self/status. Reported: the peak
+over the baseline measured after imports. The stand-in model centre-crops 572 -> 388
+(one float32 channel), so the result alone is 16384^2 * 4 B = 1 GiB.
+Target: predict_tiled <= result + 64 MiB of anonymous memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from _common import footer, header, parser
+
+MiB = 1 << 20
+
+
+def rss() -> tuple[int, int]:
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon", "RssFile")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0]) * 1024
+    return values["RssAnon"], values["RssFile"]
+
+
+class CentreCrop:
+    """Stand-in network: the centre 388 x 388 of a 572 x 572 tile, as float32."""
+
+    def __call__(self, x):
+        return x[..., 92:-92, 92:-92].float()
+
+
+def child(candidate: str, path: str, n: int) -> None:
+    import torch
+
+    from unet_transforms import TileGeometry, predict_tiled
+
+    torch.set_num_threads(1)
+    image = np.memmap(path, dtype=np.uint8, mode="r", shape=(1, n, n))
+    base_anon, _ = rss()
+    peak = [0, 0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            a, f = rss()
+            peak[0], peak[1] = max(peak[0], a), max(peak[1], f)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    model = torch.nn.Module()
+    model.forward = CentreCrop()  # type: ignore[method-assign]
+    geometry = TileGeometry(572, 388)
+    if candidate == "predict_tiled":
+        out = predict_tiled(model, image, geometry)
+    elif candidate == "torchio":
+        import torchio as tio
+
+        subject = tio.Subject(
+            img=tio.ScalarImage(tensor=torch.from_numpy(np.asarray(image))[..., None])
+        )
+        sampler = tio.inference.GridSampler(
+            subject, (572, 572, 1), (184, 184, 0), padding_mode="reflect"
+        )
+        aggregator = tio.inference.GridAggregator(sampler, overlap_mode="crop")
+        loader = torch.utils.data.DataLoader(sampler, batch_size=4)
+        for batch in loader:
+            y = model(batch["img"][tio.DATA][..., 0])
+            aggregator.add_batch(
+                torch.nn.functional.pad(y, (92,) * 4)[..., None], batch[tio.LOCATION]
+            )
+        out = aggregator.get_output_tensor()
+    else:
+        raise SystemExit(f"unknown candidate {candidate}")
+    elapsed = time.perf_counter() - start
+    stop.set()
+    thread.join()
+    a, f = rss()
+    print(
+        json.dumps(
+            {
+                "candidate": candidate,
+                "peak_anon_over_baseline_mib": (max(peak[0], a) - base_anon) / MiB,
+                "peak_file_mib": max(peak[1], f) / MiB,
+                "result_mib": out.numel() * out.element_size() / MiB,
+                "seconds": elapsed,
+            }
+        )
+    )
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=16384)
+    p.add_argument("--child", nargs=2, metavar=("CANDIDATE", "PATH"))
+    args = p.parse_args()
+    n = 2048 if args.quick else args.size
+    if args.child:
+        child(args.child[0], args.child[1], n)
+        return
+    header(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.u8")
+        image = np.memmap(path, dtype=np.uint8, mode="w+", shape=(1, n, n))
+        for r in range(0, n, 1024):
+            image[0, r : r + 1024] = (np.arange(r, min(r + 1024, n))[:, None] + np.arange(n)) % 251
+        image.flush()
+        del image
+        print(f"# {n} x {n} uint8 memmap; result {n * n * 4 / MiB:.0f} MiB float32")
+        print(
+            f"{'candidate':<15} {'anon peak - baseline (MiB)':>27} {'over result':>12} {'file-backed peak':>17} {'s':>7}"
+        )
+        for candidate in ("predict_tiled", "torchio"):
+            cmd = [sys.executable, __file__, "--child", candidate, path, "--size", str(n)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                print(f"{candidate:<15} failed: {done.stderr.strip().splitlines()[-1]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            over = r["peak_anon_over_baseline_mib"] - r["result_mib"]
+            print(
+                f"{candidate:<15} {r['peak_anon_over_baseline_mib']:>27.0f} {over:>+12.0f} {r['peak_file_mib']:>17.0f} {r['seconds']:>7.1f}"
+            )
+    footer()
+
+
+if __name__ == "__main__":
+    main()
