@@ -205,7 +205,7 @@ def _segment(args: argparse.Namespace) -> int:
     ndim = image.ndim - 1
     if ndim != geometry.ndim:
         raise CLIError(f"the checkpoint is for {geometry.ndim}-D images, {args.image} is {ndim}-D")
-    x = torch.from_numpy(np.ascontiguousarray(image)).float()
+    x = torch.from_numpy(np.array(image, dtype=np.float32))
     if image.dtype == np.uint8:
         x /= 255.0
     elif image.dtype == np.uint16:
