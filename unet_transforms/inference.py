@@ -101,7 +101,9 @@ def predict_tiled(
             ``(B, C, *spatial)`` tensor. ``spatial`` has ``geometry.ndim`` axes.
         geometry: The network's :class:`TileGeometry`.
         batch_size: Tiles per forward call; defaults to :func:`default_batch_size`
-            (1 on the CPU, where it is fastest per tile; 8 on accelerators).
+            (1 on the CPU, where it is fastest per tile; 8 on accelerators). CPU
+            convolution kernels round differently for different batch sizes, so
+            results of different batch sizes agree to float tolerance, not bitwise.
         mode: Mirroring at the image border: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         device: Where the model runs; defaults to the device of its parameters. Tiles
