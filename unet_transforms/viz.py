@@ -111,7 +111,6 @@ def draw_tiles(
     before = [b for b, _ in grid.padding]
     if geometry.ndim == 3:
         canvas = canvas[:, before[0] + grid.image_size[0] // 2]
-        # draw each in-plane window once (tiles differing only in depth coincide)
     lo, hi = x.min(), x.max()
     pixels = ((canvas - lo) / (hi - lo) if hi > lo else torch.zeros_like(canvas)) * 255
     inside = torch.zeros(canvas.shape[-2:], dtype=torch.bool)
@@ -141,21 +140,13 @@ def draw_tiles(
             width=2,
         )
 
-    seen: set[tuple[tuple[int, int], ...]] = set()
-    for i in selected:
-        tile = grid[i]
-        key = tile.input_box[-2:]
-        if key in seen:
-            continue
-        seen.add(key)
-        rect(tile.input_box, INPUT_COLOUR)
-    seen.clear()
-    for i in selected:
-        tile = grid[i]
-        key = tile.output_box[-2:]
-        if key in seen:
-            continue
-        seen.add(key)
-        rect(tile.output_box, OUTPUT_COLOUR)
+    # input windows first, output windows on top; tiles differing only in depth coincide
+    tiles_drawn = [grid[i] for i in selected]
+    for boxes, colour in (
+        ({t.input_box[-2:] for t in tiles_drawn}, INPUT_COLOUR),
+        ({t.output_box[-2:] for t in tiles_drawn}, OUTPUT_COLOUR),
+    ):
+        for box in sorted(boxes):
+            rect(box, colour)
     rect(((0, h), (0, w)), IMAGE_COLOUR)
     return picture
