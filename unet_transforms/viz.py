@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -10,11 +12,11 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
-from .functional._mirror import MirrorMode, check_mode, mirror_pad
+from .functional._mirror import MirrorMode, check_mode, mirror_index
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
 
-__all__ = ["INPUT_COLOUR", "OUTPUT_COLOUR", "IMAGE_COLOUR", "draw_tiles"]
+__all__ = ["DIM", "IMAGE_COLOUR", "INPUT_COLOUR", "LINE_WIDTH", "OUTPUT_COLOUR", "draw_tiles"]
 
 INPUT_COLOUR = (0, 114, 255)
 """Outline of the tiles' input windows (blue)."""
@@ -23,36 +25,131 @@ OUTPUT_COLOUR = (255, 214, 0)
 IMAGE_COLOUR = (255, 255, 255)
 """Outline of the original image (white)."""
 DIM = 0.45
+"""Brightness factor of the mirror-extrapolated part of the canvas."""
+LINE_WIDTH = 2
+"""Width of every outline in pixels of the picture, whatever the ``scale``."""
+
+_PIL_DIRECT = ("L", "RGB", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def _to_chw(image: Any, ndim: int) -> torch.Tensor:
-    """The image as a float tensor ``(C, *spatial)``."""
+def _spatial_names(ndim: int) -> str:
+    return "D, H, W" if ndim == 3 else "H, W"
+
+
+def _as_channels_first(image: Any, ndim: int) -> torch.Tensor | np.ndarray:
+    """The image as a ``(C, *spatial)`` tensor or array, a view where possible.
+
+    Arrays stay arrays so that only the pixels the picture shows are read and copied.
+    """
     if isinstance(image, PIL.Image.Image):
-        array = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
-        image = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
-        spatial_last = True
-    else:
-        spatial_last = isinstance(image, torch.Tensor)
+        if ndim != 2:
+            raise ValueError(
+                "image must be a (C, D, H, W) or (D, H, W) tensor or array for a 3-D "
+                "geometry, got a PIL image"
+            )
+        if image.mode not in _PIL_DIRECT:
+            image = image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
+        image = np.asarray(image)
+    x: torch.Tensor | np.ndarray
+    given = tuple(getattr(image, "shape", ()))
     if isinstance(image, np.ndarray):
-        if ndim == 2 and image.ndim == 3 and image.shape[-1] in (3, 4) and not spatial_last:
-            image = np.moveaxis(image[..., :3], -1, 0)
-        x = torch.from_numpy(np.array(image, copy=True))
+        if image.dtype.kind not in "biuf":
+            raise TypeError(
+                f"image must have a boolean, integer or floating dtype, got {image.dtype}"
+            )
+        if image.ndim == ndim + 1 and image.shape[-1] <= 4:  # channels last, numpy's way
+            image = np.moveaxis(image[..., :3] if image.shape[-1] == 4 else image, -1, 0)
+        x = image
     elif isinstance(image, torch.Tensor):
-        x = image.detach().cpu().as_subclass(torch.Tensor)
+        if image.is_complex():
+            raise TypeError(f"image must not be complex, got dtype {image.dtype}")
+        x = image.detach().as_subclass(torch.Tensor)
     else:
         raise TypeError(
-            f"image must be a tensor, numpy array or PIL image, got {type(image).__name__}"
+            f"image must be a torch.Tensor, numpy array or PIL image, got {type(image).__name__}"
         )
     if x.ndim == ndim:
         x = x[None]
     if x.ndim != ndim + 1 or 0 in x.shape:
+        names = _spatial_names(ndim)
         raise ValueError(
-            f"image must have shape (C, {', '.join('DHW'[3 - ndim :])}) or "
-            f"({', '.join('DHW'[3 - ndim :])}) for a {ndim}-D geometry, got {tuple(x.shape)}"
+            f"image must have shape (C, {names}) or ({names}) for a {ndim}-D geometry, got {given}"
         )
-    if x.shape[0] not in (1, 3):
-        x = x[:1]
-    return x.float()
+    return x if x.shape[0] in (1, 3) else x[:1]
+
+
+def _shown_as_is(x: torch.Tensor | np.ndarray) -> bool:
+    """uint8 and bool pixels are drawn without scaling."""
+    if isinstance(x, np.ndarray):
+        return x.dtype in (np.uint8, np.bool_)
+    return x.dtype in (torch.uint8, torch.bool)
+
+
+def _value_range(x: torch.Tensor | np.ndarray) -> tuple[float, float] | None:
+    """Minimum and maximum of the finite values, or ``None`` for a constant image."""
+    if isinstance(x, np.ndarray):
+        finite = np.isfinite(x) if x.dtype.kind == "f" else None
+        values = x if finite is None or finite.all() else x[finite]
+        if values.size == 0:
+            return None
+        lo, hi = float(values.min()), float(values.max())
+    else:
+        if x.dtype.is_floating_point:
+            finite_t = torch.isfinite(x)
+            values_t = x if bool(finite_t.all()) else x[finite_t]
+        else:
+            # torch has no min/max kernels for the wide unsigned types
+            wide = x.dtype in (torch.uint16, torch.uint32, torch.uint64)
+            values_t = x.double() if wide else x
+        if values_t.numel() == 0:
+            return None
+        lo_t, hi_t = torch.aminmax(values_t)
+        lo, hi = float(lo_t), float(hi_t)
+    return (lo, hi) if hi > lo else None
+
+
+def _gather(x: torch.Tensor | np.ndarray, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``x[:, rows][:, :, cols]`` as a new CPU tensor; arrays are read only there."""
+    if isinstance(x, np.ndarray):
+        picked = np.asarray(np.take(np.take(x, rows.numpy(), axis=1), cols.numpy(), axis=2))
+        if not picked.dtype.isnative:
+            picked = picked.astype(picked.dtype.newbyteorder("="))
+        return torch.from_numpy(picked)
+    return x.index_select(1, rows.to(x.device)).index_select(2, cols.to(x.device)).cpu()
+
+
+def _to_display(pixels: torch.Tensor, value_range: tuple[float, float] | None) -> torch.Tensor:
+    """Display values in ``[0, 255]`` as float32."""
+    if pixels.dtype == torch.uint8:
+        return pixels.float()
+    if pixels.dtype == torch.bool:
+        return pixels.float() * 255
+    if value_range is None:
+        return torch.full(pixels.shape, 128.0)
+    lo, hi = value_range
+    scaled = (pixels.double() - lo) / (hi - lo) * 255
+    return torch.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0).clamp(0, 255).float()
+
+
+def _check_scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a positive number, got {type(scale).__name__}")
+    value = float(scale)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return value
+
+
+def _selected(grid: TileGrid, tiles: object) -> list[int]:
+    if isinstance(tiles, str):
+        if tiles != "all":
+            raise ValueError(f"tiles must be 'all' or a sequence of tile indices, got {tiles!r}")
+        return list(range(len(grid)))
+    if not isinstance(tiles, Sequence):
+        raise TypeError(
+            f"tiles must be 'all' or a sequence of tile indices, got {type(tiles).__name__}"
+        )
+    return [grid[i].index for i in tiles]
 
 
 def draw_tiles(
@@ -66,87 +163,103 @@ def draw_tiles(
 ) -> PIL.Image.Image:
     """Draws the overlap-tile layout of an image.
 
-    The picture is the mirror-extrapolated canvas of ``TileGrid(size, geometry)``: the
-    extrapolated part dimmed, the original image outlined in white, each tile's input
-    window in blue and its output window in yellow. For a 3-D geometry the middle
-    depth slice is drawn with the in-plane part of the grid.
+    The picture is the mirror-extrapolated canvas ``mirror_pad(image, grid.padding,
+    mode)`` of ``grid = TileGrid(size, geometry, align=align)``: the extrapolated part
+    dimmed (times :data:`DIM`), the original image outlined in white, each selected
+    tile's input window in blue and its output window in yellow. Every window comes from
+    the grid's tile boxes, shifted by the padding before the image.
+
+    For a 3-D geometry the middle depth slice of the canvas is drawn (image slice
+    ``D // 2``) with the in-plane part of the grid; tiles that differ only in depth
+    coincide there.
+
+    The canvas is gathered with mirror indices straight from the image at the picture's
+    resolution, so the cost is that of the picture, not of the padded canvas. ``scale``
+    resizes with nearest neighbour (picture pixel ``j`` shows canvas pixel
+    ``floor((j + 0.5) / scale)``); outlines are drawn afterwards, :data:`LINE_WIDTH`
+    pixels wide at any scale.
 
     Args:
-        image: Tensor ``(C, H, W)``/``(H, W)``, numpy array ``(H, W)``/``(H, W, C)`` or
-            PIL image (3-D: ``(C, D, H, W)``/``(D, H, W)``). Values are scaled by their
-            minimum and maximum; 1 or 3 channels are shown, otherwise the first.
-        geometry: The :class:`TileGeometry`.
+        image: Tensor ``(C, H, W)`` or ``(H, W)``; numpy array ``(H, W)`` or ``(H, W, C)``
+            (channels last when the last axis has at most 4 entries, else channels
+            first like a tensor); or PIL image. For a 3-D geometry: ``(C, D, H, W)`` or
+            ``(D, H, W)``. uint8 and bool pixels are shown as they are; other dtypes
+            are scaled by their (finite) minimum and maximum, and a constant image is
+            drawn mid-grey. 1 or 3 channels are shown (RGBA arrays and PIL images lose
+            their alpha), other channel counts show the first channel.
+        geometry: The :class:`~unet_transforms.TileGeometry`.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mode: Mirroring: ``"reflect"`` or ``"symmetric"``.
-        tiles: ``"all"`` or the tile indices to draw.
-        scale: Resize factor of the picture (nearest neighbour; lines stay 2 px wide).
+        tiles: ``"all"`` or a sequence of tile indices (negative indices count from
+            the end, as for :class:`~unet_transforms.TileGrid`).
+        scale: Size of the picture relative to the canvas, a positive number.
 
     Returns:
-        An RGB :class:`PIL.Image.Image` of the canvas size times ``scale``.
+        An RGB :class:`PIL.Image.Image` of size ``round(canvas * scale)`` (at least 1
+        pixel), where ``canvas`` is ``grid.padded_size`` (in-plane for 3-D).
 
     Raises:
-        TypeError: For an unsupported image or geometry type.
-        ValueError: For a shape that does not fit the geometry, a bad tile index or scale.
+        TypeError: If ``image``, ``geometry``, ``tiles``, a tile index or ``scale`` has
+            an unsupported type.
+        ValueError: If the image shape does not fit the geometry, or ``align``,
+            ``mode``, ``tiles``, a tile index or ``scale`` has a bad value.
 
     Example:
         >>> import torch
+        >>> grid = TileGrid((100, 140), TileGeometry(96, 60))
+        >>> grid.padded_size  # (height, width)
+        (156, 216)
         >>> picture = draw_tiles(torch.rand(100, 140), TileGeometry(96, 60))
-        >>> picture.size, picture.mode
+        >>> picture.size, picture.mode  # (width, height), as PIL counts
         ((216, 156), 'RGB')
+        >>> draw_tiles(torch.rand(100, 140), TileGeometry(96, 60), scale=0.5).size
+        (108, 78)
     """
     if not isinstance(geometry, TileGeometry):
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
-    x = _to_chw(image, geometry.ndim)
+    factor = _check_scale(scale)
+    x = _as_channels_first(image, geometry.ndim)
     grid = TileGrid(tuple(x.shape[1:]), geometry, align=align)
-    if tiles == "all":
-        selected = list(range(len(grid)))
-    elif isinstance(tiles, Sequence) and not isinstance(tiles, str):
-        selected = [grid[i].index for i in tiles]
-    else:
-        raise ValueError(f"tiles must be 'all' or a sequence of tile indices, got {tiles!r}")
-    canvas = mirror_pad(x, grid.padding, mode)
-    before = [b for b, _ in grid.padding]
+    selected = _selected(grid, tiles)
+    value_range = None if _shown_as_is(x) else _value_range(x)
     if geometry.ndim == 3:
-        canvas = canvas[:, before[0] + grid.image_size[0] // 2]
-    lo, hi = x.min(), x.max()
-    pixels = ((canvas - lo) / (hi - lo) if hi > lo else torch.zeros_like(canvas)) * 255
-    inside = torch.zeros(canvas.shape[-2:], dtype=torch.bool)
-    b_h, b_w = before[-2:]
+        x = x[:, grid.image_size[0] // 2]  # the canvas's middle slice lies inside the image
+
+    # Picture pixel j shows canvas pixel floor((j + 0.5) / scale), i.e. image position
+    # that minus the padding before; mirror_index maps it into the image.
+    (b_h, _), (b_w, _) = grid.padding[-2:]
     h, w = grid.image_size[-2:]
-    inside[b_h : b_h + h, b_w : b_w + w] = True
+    positions = []
+    for (before, _), canvas in zip(grid.padding[-2:], grid.padded_size[-2:], strict=True):
+        n = max(1, round(canvas * factor))
+        at = ((torch.arange(n, dtype=torch.float64) + 0.5) / factor).floor().to(torch.int64)
+        positions.append(at.clamp(0, canvas - 1) - before)
+    rows, cols = (mirror_index(p, n, mode) for p, n in zip(positions, (h, w), strict=True))
+    pixels = _to_display(_gather(x, rows, cols), value_range)
+    inside = ((positions[0] >= 0) & (positions[0] < h))[:, None] & (
+        (positions[1] >= 0) & (positions[1] < w)
+    )[None, :]
     pixels = torch.where(inside, pixels, pixels * DIM)
     rgb = pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels
-    picture = PIL.Image.fromarray(
-        rgb.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    )
-    if scale != 1:
-        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-        picture = picture.resize(size, PIL.Image.Resampling.NEAREST)
+    picture = PIL.Image.fromarray(rgb.round().to(torch.uint8).permute(1, 2, 0).numpy())
     draw = PIL.ImageDraw.Draw(picture)
 
-    def rect(box: Sequence[tuple[int, int]], colour: tuple[int, int, int]) -> None:
+    def outline(box: Sequence[tuple[int, int]], colour: tuple[int, int, int]) -> None:
+        """Outlines an image-coordinate ``((y0, y1), (x0, x1))`` box, lines inside it."""
         (y0, y1), (x0, x1) = box[-2:]
-        draw.rectangle(
-            [
-                round((x0 + b_w) * scale),
-                round((y0 + b_h) * scale),
-                round((x1 + b_w) * scale) - 1,
-                round((y1 + b_h) * scale) - 1,
-            ],
-            outline=colour,
-            width=2,
-        )
+        top, left = round((y0 + b_h) * factor), round((x0 + b_w) * factor)
+        bottom = max(top, round((y1 + b_h) * factor) - 1)
+        right = max(left, round((x1 + b_w) * factor) - 1)
+        draw.rectangle([left, top, right, bottom], outline=colour, width=LINE_WIDTH)
 
-    # input windows first, output windows on top; tiles differing only in depth coincide
-    tiles_drawn = [grid[i] for i in selected]
+    # input windows first, output windows on top, then the image outline
+    drawn = [grid[i] for i in selected]
     for boxes, colour in (
-        ({t.input_box[-2:] for t in tiles_drawn}, INPUT_COLOUR),
-        ({t.output_box[-2:] for t in tiles_drawn}, OUTPUT_COLOUR),
+        ({t.input_box[-2:] for t in drawn}, INPUT_COLOUR),
+        ({t.output_box[-2:] for t in drawn}, OUTPUT_COLOUR),
     ):
         for box in sorted(boxes):
-            rect(box, colour)
-    rect(((0, h), (0, w)), IMAGE_COLOUR)
+            outline(box, colour)
+    outline(((0, h), (0, w)), IMAGE_COLOUR)
     return picture
