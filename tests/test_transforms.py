@@ -262,6 +262,36 @@ def test_single_tuple_follows_torchvision_rules():
     assert out_image.shape == (3, 14, 14) and out_other is other
 
 
+@pytest.mark.parametrize(
+    "sample",
+    [
+        (make_image(),),
+        (make_mask(),),
+        (make_tensor((3, *DEFAULT_SIZE)),),
+        (make_image(), make_mask()),
+        (make_video(), make_mask()),
+        (make_mask(), make_image(), make_mask()),
+        (make_image(), make_tensor((3, *DEFAULT_SIZE))),  # plain next to an image: kept
+        (make_tensor((3, *DEFAULT_SIZE)), make_mask()),
+    ],
+    ids=lambda s: "-".join(type(x).__name__ for x in s),
+)
+@pytest.mark.parametrize("index", ["random", 2, "all"])
+def test_positional_tensors_match_torchvisions_tree_path(sample, index):
+    # positional tensors take a short path; a list takes torchvision's flatten path
+    t = PairedTileCrop(GEOMETRY, index=index, mask_fill=9)
+    torch.manual_seed(3)
+    direct = t(*sample)
+    torch.manual_seed(3)
+    via_tree = t(list(sample))
+    direct = direct if isinstance(direct, tuple) else (direct,)
+    assert len(direct) == len(via_tree)
+    for a, b, x in zip(direct, via_tree, sample):
+        assert type(a) is type(b) is type(x)
+        assert torch.equal(a, b)
+        assert (a is x) == (b is x)
+
+
 @pytest.mark.parametrize("transform_cls", [OverlapTileCrop, PairedTileCrop])
 def test_dict_and_nested_samples(transform_cls):
     sample = {

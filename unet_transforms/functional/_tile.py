@@ -12,7 +12,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvF
 
-from ._mirror import MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
+from ._mirror import _MODES, MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
 
 __all__ = ["Box", "crop_tile", "register_kernel", "spatial_shape", "to_tensor_region"]
 
@@ -116,6 +116,21 @@ def _normalize_box(box: object, spatial: tuple[int, ...]) -> Box:
     return tuple(pairs)
 
 
+def _inside_slices(box: object, shape: torch.Size) -> tuple[Any, ...] | None:
+    """``(..., slice, ...)`` for a box of int pairs inside ``shape``'s trailing axes, else None."""
+    if type(box) is not tuple or not 0 < len(box) <= len(shape):
+        return None
+    slices: list[Any] = [Ellipsis]
+    for pair, n in zip(box, shape[len(shape) - len(box) :], strict=True):
+        if type(pair) is not tuple or len(pair) != 2:
+            return None
+        a, b = pair
+        if type(a) is not int or type(b) is not int or not 0 <= a < b <= n:
+            return None
+        slices.append(slice(a, b))
+    return tuple(slices)
+
+
 def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
     """Reads ``x[..., *region]`` as a tensor; arrays read only that region (memmap, zarr)."""
     index: tuple[Any, ...] = (Ellipsis, *region)
@@ -136,6 +151,11 @@ def _crop_tensor(
     x: Any, box: Sequence[tuple[int, int]], mode: MirrorMode = "reflect", fill: float | None = None
 ) -> torch.Tensor:
     """Tensor/array kernel: the window ``box`` of the trailing axes, mirrored or filled outside."""
+    if isinstance(x, torch.Tensor):
+        # the common case, a window inside the image given as int pairs: slice and copy
+        slices = _inside_slices(box, x.shape)
+        if slices is not None and mode in _MODES:
+            return x.as_subclass(torch.Tensor)[slices].clone()
     check_mode(mode)
     spatial = spatial_shape(x, len(box))
     if 0 in spatial:

@@ -33,6 +33,28 @@ def _is_plain(inpt: object) -> bool:
     )
 
 
+_ALWAYS_TRANSFORMED = (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, LabelRole)
+
+
+def _all_leaves_transformed(inputs: tuple[Any, ...]) -> bool:
+    """Whether ``inputs`` are leaves that torchvision's forward would all transform.
+
+    True for image, video and mask tv_tensors and labels, and for one plain tensor
+    (with a label) when no image or video is present, as torchvision's rule says.
+    """
+    plain = 0
+    for inpt in inputs:
+        if isinstance(inpt, _ALWAYS_TRANSFORMED):
+            continue
+        if type(inpt) is torch.Tensor:
+            plain += 1
+            continue
+        return False
+    return plain == 0 or (
+        plain == 1 and not any(isinstance(i, tv_tensors.Image | tv_tensors.Video) for i in inputs)
+    )
+
+
 def check_align(align: object) -> Align:
     if align not in ("center", "start"):
         raise ValueError(f"align must be 'center' or 'start', got {align!r}")
@@ -77,7 +99,16 @@ class TileTransform(v2.Transform):
         return 2
 
     def forward(self, *inputs: Any) -> Any:
-        return super().forward(*self._with_roles(inputs))
+        inputs = self._with_roles(inputs)
+        if not _all_leaves_transformed(inputs):
+            return super().forward(*inputs)
+        # The common call, ``t(image)`` or ``t(image, label)`` with tensors: what
+        # torchvision's forward does for it, without flattening a tree of two leaves.
+        flat = list(inputs)
+        self.check_inputs(flat)
+        params = self.make_params(flat)
+        outputs = tuple(self.transform(inpt, params) for inpt in flat)
+        return outputs if len(outputs) > 1 else outputs[0]
 
     @staticmethod
     def _with_roles(inputs: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -17,6 +17,7 @@ from ._base import TileTransform, check_fill, check_geometry
 __all__ = ["OverlapTileCrop", "PairedTileCrop"]
 
 TileIndex = int | Literal["random", "all"]
+_DRAW_RANGE = 2**62
 
 
 def _check_index(index: object) -> TileIndex:
@@ -79,10 +80,12 @@ class OverlapTileCrop(TileTransform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         size = self.spatial_size(flat_inputs)
         if self.index == "random":
-            start = []
-            for n, o in zip(size, self.geometry.output_size, strict=True):
-                lo, hi = min(0, n - o), max(0, n - o)
-                start.append(int(torch.randint(lo, hi + 1, ())))
+            # one draw for all axes; reduced modulo each range (bias below 2**-30)
+            draws = torch.randint(_DRAW_RANGE, (len(size),)).tolist()
+            start = [
+                min(0, n - o) + r % (abs(n - o) + 1)
+                for r, n, o in zip(draws, size, self.geometry.output_size, strict=True)
+            ]
             return {"tiles": [tile_at(self.geometry, start)], "stack": False}
         grid = TileGrid(size, self.geometry, align=self.align)
         if self.index == "all":
