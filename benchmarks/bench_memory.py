@@ -3,7 +3,9 @@
 Each candidate runs in a fresh subprocess; a thread samples RssAnon (anonymous memory)
 and RssFile (file-backed pages: the memmap) from /proc/self/status. Reported: the peak
 over the baseline measured after imports. The stand-in model centre-crops 572 -> 388
-(one float32 channel), so the result alone is 16384^2 * 4 B = 1 GiB.
+(one float32 channel), so the result alone is 16384^2 * 4 B = 1 GiB. Peers, when
+installed: TorchIO's GridSampler + GridAggregator and MONAI's sliding_window_inference
+on the same windows.
 Target: predict_tiled <= result + 64 MiB of anonymous memory.
 """
 
@@ -83,6 +85,28 @@ def child(candidate: str, path: str, n: int) -> None:
                 torch.nn.functional.pad(y, (92,) * 4)[..., None], batch[tio.LOCATION]
             )
         out = aggregator.get_output_tensor()
+    elif candidate == "monai":
+        import warnings
+
+        from monai.inferers import sliding_window_inference
+
+        with warnings.catch_warnings():  # the memmap is read-only; MONAI only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            view = torch.from_numpy(np.asarray(image))[None]  # a view of the memmap
+        # MONAI accumulates in the input's dtype (uint8 fails: "result type Float can't
+        # be cast to ... Byte"), so the image has to become float first: a full copy.
+        inputs = view.float()
+        # windows every 388 pixels, as the other candidates; MONAI blends the 572 x 572
+        # outputs of a same-padding network, so the stand-in returns the whole window
+        out = sliding_window_inference(
+            inputs,
+            roi_size=(572, 572),
+            sw_batch_size=4,
+            predictor=lambda x: x.float(),
+            overlap=184 / 572,
+            mode="constant",
+            padding_mode="reflect",
+        )[0]
     else:
         raise SystemExit(f"unknown candidate {candidate}")
     elapsed = time.perf_counter() - start
@@ -123,7 +147,7 @@ def main() -> None:
         print(
             f"{'candidate':<15} {'anon peak - baseline (MiB)':>27} {'over result':>12} {'file-backed peak':>17} {'s':>7}"
         )
-        for candidate in ("predict_tiled", "torchio"):
+        for candidate in ("predict_tiled", "torchio", "monai"):
             cmd = [sys.executable, __file__, "--child", candidate, path, "--size", str(n)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
