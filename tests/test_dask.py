@@ -146,12 +146,14 @@ def test_larger_batches_are_close(batch_size):
     )
 
 
-@pytest.mark.parametrize("source", ["numpy", "tensor", "zarr", "memmap"])
+@pytest.mark.parametrize("source", ["numpy", "tensor", "bfloat16 tensor", "zarr", "memmap"])
 def test_accepts_numpy_tensor_zarr_memmap(source, tmp_path):
     model = ValidConvs().eval()
     array = image((2, 70, 41), dtype=np.uint8)
     if source == "tensor":
         inpt = torch.from_numpy(array)
+    elif source == "bfloat16 tensor":  # numpy has no bfloat16: read as float32
+        inpt = torch.from_numpy(array).bfloat16()
     elif source == "zarr":
         inpt = zarr.create_array(store={}, shape=array.shape, chunks=(2, 32, 16), dtype="uint8")
         inpt[:] = array
@@ -247,6 +249,12 @@ def test_probe_errors():
             r"array must have shape \(C, H, W\) for a 2-D geometry, got \(20, 20\)",
         ),
         ({"array": da.zeros((1, 0, 5))}, ValueError, r"array must not be empty, got shape"),
+        (
+            {"array": np.zeros((23, 17), np.float32)},
+            ValueError,
+            r"array must have shape \(C, H, W\) for a 2-D geometry, got \(23, 17\)",
+        ),
+        ({"device": "foo"}, ValueError, "device must name a torch device .* got 'foo'"),
     ],
 )
 def test_errors(kwargs, error, match):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
+
+import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -56,6 +59,43 @@ def test_plain_pairs_and_dicts():
     dicts = [{"image": make_image((9, 14)), "mask": make_mask((9, 14)), "id": 5}]
     item = TiledDataset(dicts, GEOMETRY)[1]
     assert item["image"].shape == (3, 20, 20) and item["mask"].shape == (8, 8) and item["id"] == 5
+
+
+Sample = namedtuple("Sample", ["image", "label", "name"])
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda image, label: [image, label],
+        lambda image, label: (image, label, "meta", 7),
+        lambda image, label: Sample(image, label, "a"),
+        lambda image, label: (image.numpy(), label.numpy()),
+        lambda image, label: [image.numpy().astype(">f4"), label.numpy().astype(np.uint16)],
+    ],
+    ids=["list", "tuple-with-extras", "namedtuple", "numpy", "numpy-odd-dtypes"],
+)
+def test_sequences_starting_with_image_and_label(wrap):
+    # the second entry is the label whatever the container: never left uncropped
+    image, label = make_tensor((1, 9, 14)), make_tensor((9, 14), torch.int64).abs() % 5
+    sample = wrap(image, label)
+    tiles = TiledDataset([sample], GEOMETRY, mask_fill=99)
+    grid = TileGrid((9, 14), GEOMETRY)
+    for k in range(len(grid)):
+        out = tiles[k]
+        assert type(out) is type(sample) and len(out) == len(sample)
+        assert list(out[2:]) == list(sample[2:])
+        assert torch.equal(out[0].double(), grid.extract(image, k).double())
+        assert torch.equal(out[1].long(), grid.extract_output(label, k, fill=99))
+
+
+def test_numpy_and_tensor_integers_as_indices():
+    tiles = TiledDataset(CountingDataset([(13, 7)]), GEOMETRY)
+    expected = tiles[1][0]
+    assert torch.equal(tiles[np.int64(1)][0], expected)
+    assert torch.equal(tiles[torch.tensor(1)][0], expected)
+    subset = torch.utils.data.Subset(tiles, np.arange(len(tiles)))
+    assert torch.equal(subset[1][0], expected)
 
 
 def test_works_with_dataloader_workers():

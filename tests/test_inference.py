@@ -166,3 +166,21 @@ def test_errors():
         predict_tiled(model, make_tensor((2, 30, 30)), 16)
     with pytest.raises(ValueError, match="mode must be"):
         predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 10), mode="wrap")
+
+
+def test_device_must_be_a_device_and_the_models():
+    model, image, geometry = ValidConvs().eval(), make_tensor((2, 30, 30)), TileGeometry(16, 10)
+    with pytest.raises(ValueError, match=r"device must name a torch device .* got 'foo'"):
+        predict_tiled(model, image, geometry, device="foo")
+    with pytest.raises(TypeError, match=r"device must be a torch\.device, a string .* got list"):
+        predict_tiled(model, image, geometry, device=["cpu"])
+    # the model is never moved or copied behind the caller's back
+    with pytest.raises(
+        ValueError,
+        match=r"device is 'meta' but the model's parameters are on 'cpu'.*model\.to\('meta'\)",
+    ):
+        predict_tiled(model, image, geometry, device="meta")
+    assert next(model.parameters()).device.type == "cpu"
+    expected = predict_tiled(model, image, geometry)
+    assert torch.equal(predict_tiled(model, image, geometry, device="cpu"), expected)
+    assert torch.equal(predict_tiled(model, image, geometry, device=torch.device("cpu")), expected)

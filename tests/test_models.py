@@ -47,6 +47,15 @@ def test_same_padding():
         net.geometry(input_size=30)
     with pytest.raises(ValueError, match="needs input_size"):
         net.geometry(output_size=30)
+    # sizes are per spatial axis of this network: never truncated or broadcast
+    with pytest.raises(ValueError, match=r"input_size must have 2 entries \(ndim=2\)"):
+        net.geometry(input_size=(16, 32, 48))
+    net3 = UNet(1, 2, depth=2, base_channels=1, padding=1, ndim=3)
+    assert net3.geometry(input_size=16) == TileGeometry((16,) * 3, (16,) * 3)
+    with pytest.raises(ValueError, match=r"input_size must have 3 entries \(ndim=3\)"):
+        net3.geometry(input_size=(16, 32))
+    with pytest.raises(ValueError, match=r"output_size must have 3 entries \(ndim=3\)"):
+        net3.geometry(input_size=16, output_size=(8, 8))
 
 
 def test_invalid_inputs_name_the_nearest_sizes():

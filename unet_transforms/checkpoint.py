@@ -39,8 +39,14 @@ def save_checkpoint(
         path: Where to write.
         model: The trained ``UNet``.
         geometry: The tile geometry to segment with.
-        metadata: Extra JSON-like values to keep (e.g. the input scaling); numbers,
-            strings, lists and dicts of those.
+        metadata: Extra JSON-like values to keep (e.g. the input scaling): None, bools,
+            ints, floats, strings, and lists, tuples and string-keyed dicts of those
+            (numpy scalars and arrays must be converted first).
+
+    Raises:
+        TypeError: If ``model`` is not a ``UNet``, ``geometry`` not a ``TileGeometry``,
+            or ``metadata`` holds other values.
+        ValueError: If the geometry's number of axes differs from the model's.
 
     Example:
         >>> import tempfile, os
@@ -58,6 +64,14 @@ def save_checkpoint(
         raise TypeError(f"model must be a unet_transforms.models.UNet, got {type(model).__name__}")
     if not isinstance(geometry, TileGeometry):
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
+    if geometry.ndim != model.ndim:
+        raise ValueError(
+            f"geometry must have the model's {model.ndim} spatial axes, got a "
+            f"{geometry.ndim}-D geometry {geometry!r}"
+        )
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    _check_plain("metadata", metadata or {})
     torch.save(
         {
             "format": FORMAT,
@@ -102,6 +116,9 @@ def load_checkpoint(
         raise ValueError(
             f"{os.fspath(path)!r} is not a unet-transforms checkpoint (expected format {FORMAT!r})"
         )
+    missing = [k for k in ("model_args", "state_dict", "geometry") if k not in data]
+    if missing:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} is incomplete: missing {missing}")
     args = data["model_args"]
     model = UNet(
         args["in_channels"],
@@ -117,3 +134,26 @@ def load_checkpoint(
     g = data["geometry"]
     geometry = TileGeometry(g["input_size"], g["output_size"], step=g["step"])
     return model, geometry, dict(data.get("metadata", {}))
+
+
+def _check_plain(where: str, value: object) -> None:
+    """Raises unless ``value`` is built of None, bools, ints, floats, strings, lists and
+    dicts with string keys: what ``torch.load(weights_only=True)`` reads back."""
+    # exact types: numpy scalars subclass float, but do not load with weights_only=True
+    if value is None or type(value) in (bool, int, float, str):
+        return
+    if isinstance(value, list | tuple) and type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(f"{where}[{i}]", item)
+        return
+    if isinstance(value, dict) and type(value) is dict:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} keys must be strings, got {key!r}")
+            _check_plain(f"{where}[{key!r}]", item)
+        return
+    raise TypeError(
+        f"{where} must be None, a bool, int, float, str, list or dict (what loads with "
+        f"weights_only=True), got {type(value).__name__}: {value!r}; convert it, e.g. "
+        f"with float() or .tolist()"
+    )

@@ -196,7 +196,7 @@ def _segment(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_checkpoint
-    from .inference import predict_tiled
+    from .inference import parse_device, predict_tiled
 
     if not os.path.exists(args.checkpoint):
         raise CLIError(f"checkpoint file not found: {args.checkpoint}")
@@ -220,7 +220,7 @@ def _segment(args: argparse.Namespace) -> int:
             )
     if "mean" in meta and "std" in meta:
         x = (x - float(meta["mean"])) / float(meta["std"])
-    device = torch.device(args.device) if args.device else torch.device("cpu")
+    device = parse_device(args.device) or torch.device("cpu")
     model.to(device)
     logits = predict_tiled(
         model, x, geometry, batch_size=args.batch_size, device=device, progress=args.progress

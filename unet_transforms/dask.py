@@ -27,7 +27,14 @@ import torch
 from .functional._mirror import MirrorMode, check_mode, mirror_index
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
-from .inference import _batches, _expected_shapes, _model_device_dtype, default_batch_size
+from .inference import (
+    _batches,
+    _expected_shapes,
+    _model_device_dtype,
+    default_batch_size,
+    parse_device,
+    same_device,
+)
 
 if TYPE_CHECKING:
     import dask.array
@@ -174,7 +181,8 @@ def predict_dask(
             "model must be a torch.nn.Module, a dask.delayed module or a distributed future "
             f"(client.scatter(model)), got {type(model).__name__}"
         )
-    device_name = None if device is None else str(torch.device(device))
+    parsed = parse_device(device)
+    device_name = None if parsed is None else str(parsed)
 
     x = _as_dask_array(array, geometry.ndim, da)
     nd = geometry.ndim
@@ -292,13 +300,22 @@ def _is_future(model: object) -> bool:
 
 def _as_dask_array(array: Any, ndim: int, da: Any) -> Any:
     """Wraps the input as a dask array and checks its shape: ``(C, *spatial)``."""
+    given = getattr(array, "shape", None)
+    if given is not None and len(given) != ndim + 1:
+        axes = ", ".join(["D", "H", "W"][-ndim:])
+        raise ValueError(
+            f"array must have shape (C, {axes}) for a {ndim}-D geometry, got {tuple(given)}"
+        )
     chunks = (-1, *(_DEFAULT_CHUNK[ndim],) * ndim)
     if isinstance(array, da.Array):
         x = array
     elif type(array).__module__.split(".")[0] == "zarr":
         x = da.from_zarr(array)
     elif isinstance(array, torch.Tensor):
-        x = da.from_array(array.detach().cpu().numpy(), chunks=chunks)
+        tensor = array.detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+            tensor = tensor.float()
+        x = da.from_array(tensor.numpy(), chunks=chunks)
     elif hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__"):
         x = da.from_array(array, chunks=chunks)
     else:
@@ -396,7 +413,7 @@ def _on_device(model: torch.nn.Module, device: str | None) -> tuple[torch.nn.Mod
     if device is None:
         return model, model_device
     run = torch.device(device)
-    if run.type == model_device.type and run.index in (None, model_device.index):
+    if same_device(run, model_device):
         return model, model_device
     with _MOVED_LOCK:
         copies = _MOVED.setdefault(model, {})

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import bisect
+import operator
 from typing import Any
 
+import numpy as np
 import torch
 
 from .functional._mirror import MirrorMode, check_mode
+from .functional._tile import torch_compatible
 from .geometry import TileGeometry
 from .grid import Align, TileGrid, TileIndexError
 from .transforms import PairedTileCrop
-from .transforms._base import check_align, check_fill, check_geometry
+from .transforms._base import _is_plain, check_align, check_fill, check_geometry
 
 __all__ = ["TiledDataset"]
 
@@ -26,8 +29,12 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
     Works with ``DataLoader(num_workers > 0)``.
 
     Args:
-        dataset: A map-style dataset (``__len__`` and ``__getitem__``) whose samples are
-            ``(image, mask)`` pairs or any structure :class:`PairedTileCrop` accepts.
+        dataset: A map-style dataset (``__len__`` and ``__getitem__``). A sample that is
+            a tuple or list starting with two plain tensors, numpy arrays or PIL images
+            is ``(image, label, *rest)``: the image gets the input window, the label
+            the output window and the rest passes through (numpy arrays come back as
+            tensors). Any other sample is given to :class:`PairedTileCrop` as it is
+            (``tv_tensors.Mask`` entries are labels there, e.g. in a dict).
         geometry: The :class:`TileGeometry`.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
@@ -67,7 +74,7 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         self.grid_shapes: list[tuple[int, ...]] = []
         self.offsets: list[int] = [0]
         for s in range(len(dataset)):
-            size = probe.sample_size(*_as_args(dataset[s]))
+            size = probe.sample_size(*_roles(dataset[s])[0])
             grid = TileGrid(size, geometry, align=align)
             self.grid_shapes.append(grid.shape)
             self.offsets.append(self.offsets[-1] + len(grid))
@@ -78,8 +85,9 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
     def locate(self, index: int) -> tuple[int, int]:
         """``(sample index, tile index)`` of item ``index``."""
         n = len(self)
-        if isinstance(index, bool) or not isinstance(index, int):
+        if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
+        index = operator.index(index)
         if not -n <= index < n:
             raise TileIndexError(f"index must be in [{-n}, {n}), got {index}")
         index %= n
@@ -91,7 +99,8 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         crop = PairedTileCrop(
             self.geometry, index=tile, mode=self.mode, align=self.align, mask_fill=self.mask_fill
         )
-        return crop(*_as_args(self.dataset[sample]))
+        args, rebuild = _roles(self.dataset[sample])
+        return rebuild(crop(*args))
 
     def __repr__(self) -> str:
         return (
@@ -101,8 +110,39 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         )
 
 
-def _as_args(sample: Any) -> tuple[Any, ...]:
-    """A 2-tuple sample is called as ``(image, target)``; anything else as one input."""
-    if isinstance(sample, tuple) and len(sample) == 2:
-        return sample
-    return (sample,)
+def _roles(sample: Any) -> tuple[tuple[Any, ...], Any]:
+    """The call arguments for a sample, and how to rebuild the sample from the result.
+
+    ``(image, label, *rest)`` tuples and lists (first two entries plain tensors, arrays
+    or PIL images) are called as ``crop(image, label)``, which makes the second entry
+    the label; everything else is called as ``crop(sample)``.
+    """
+    if isinstance(sample, tuple | list) and len(sample) >= 2:
+        image, label = (_as_plain(x) for x in sample[:2])
+        if _is_plain(image) and _is_plain(label):
+            rest = list(sample[2:])
+
+            def rebuild(pair: tuple[Any, Any]) -> Any:
+                items = [*pair, *rest]
+                if isinstance(sample, list):
+                    return items
+                if hasattr(sample, "_fields"):  # a namedtuple
+                    return type(sample)(*items)
+                return tuple(items)
+
+            return (image, label), rebuild
+    return (sample,), _identity
+
+
+def _as_plain(x: Any) -> Any:
+    """A numpy array as a tensor (a view when it can be one); other values unchanged."""
+    if not isinstance(x, np.ndarray):
+        return x
+    arr = torch_compatible(x)
+    if not (arr.flags.writeable and arr.flags.c_contiguous):
+        arr = np.array(arr, order="C")  # torch wants writable memory; crops copy anyway
+    return torch.from_numpy(arr)
+
+
+def _identity(x: Any) -> Any:
+    return x

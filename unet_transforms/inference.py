@@ -37,6 +37,28 @@ def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dty
     return torch.device("cpu"), torch.float32
 
 
+def parse_device(device: object) -> torch.device | None:
+    """``device`` as a :class:`torch.device` (``None`` stays ``None``); ValueError if bad."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str | int) or isinstance(device, bool):
+        raise TypeError(
+            f"device must be a torch.device, a string such as 'cuda:0' or None, got "
+            f"{type(device).__name__}"
+        )
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(
+            f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}"
+        ) from e
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same, ``cuda`` matching any ``cuda:k``."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 def _spatial_ndim_check(image: Any, geometry: TileGeometry) -> tuple[tuple[int, ...], bool]:
     shape = getattr(image, "shape", None)
     if shape is None or not hasattr(image, "__getitem__"):
@@ -106,9 +128,10 @@ def predict_tiled(
             results of different batch sizes agree to float tolerance, not bitwise.
         mode: Mirroring at the image border: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
-        device: Where the model runs; defaults to the device of its parameters. Tiles
-            are moved there batch by batch; the result stays on the image's device
-            (the CPU for arrays).
+        device: Where the model runs: tiles are moved there batch by batch. Defaults to
+            the device of the model's parameters, and must be that device when the
+            model has parameters (the model is not moved or copied). The result stays
+            on the image's device (the CPU for arrays).
         amp: Run the model under :func:`torch.autocast` (float16 on CUDA, bfloat16 on
             the CPU); the result is float32.
         progress: Show a tqdm progress bar over tiles (needs the ``progress`` extra).
@@ -119,7 +142,8 @@ def predict_tiled(
     Raises:
         TypeError: If ``image`` is not array-like or ``model`` is not a module.
         ValueError: If the image's shape does not fit the geometry, ``batch_size`` is not
-            positive, or the model returns an unexpected shape.
+            positive, ``device`` is not a device or not the model's, or the model
+            returns an unexpected shape.
 
     Example:
         >>> import torch
@@ -140,7 +164,13 @@ def predict_tiled(
     check_mode(mode)
     shape, batched = _spatial_ndim_check(image, geometry)
     model_device, model_dtype = _model_device_dtype(model)
-    run_device = model_device if device is None else torch.device(device)
+    run_device = parse_device(device) or model_device
+    if any(True for _ in model.parameters()) and not same_device(run_device, model_device):
+        raise ValueError(
+            f"device is {str(run_device)!r} but the model's parameters are on "
+            f"{str(model_device)!r}: move the model first (model.to({str(run_device)!r})) "
+            f"or leave device=None"
+        )
     if batch_size is None:
         batch_size = default_batch_size(run_device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

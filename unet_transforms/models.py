@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .geometry import TileGeometry, _UNetArithmetic
+from .geometry import TileGeometry, _as_sizes, _UNetArithmetic
 
 __all__ = ["UNet"]
 
@@ -177,11 +177,8 @@ class UNet(nn.Module):
         if input_size is None:
             raise ValueError("a same-padding UNet needs input_size (a multiple of 2**depth)")
         factor = 2**self.depth
-        probe = TileGeometry(input_size, input_size if output_size is None else output_size)
-        inp = probe.input_size if len(probe.input_size) == self.ndim else probe.input_size[:1] * 3
-        out = (
-            probe.output_size if len(probe.output_size) == self.ndim else probe.output_size[:1] * 3
-        )
+        inp = _as_sizes("input_size", input_size, self.ndim)
+        out = inp if output_size is None else _as_sizes("output_size", output_size, self.ndim)
         for axis, size in enumerate(inp):
             if size % factor:
                 raise ValueError(

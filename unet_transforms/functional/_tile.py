@@ -136,15 +136,24 @@ def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
     index: tuple[Any, ...] = (Ellipsis, *region)
     if isinstance(x, torch.Tensor):
         return x.as_subclass(torch.Tensor)[index]
-    arr = np.asarray(x[index])
+    arr = torch_compatible(np.asarray(x[index]))
+    # a private, writable copy: memmaps and read-only arrays must not be shared
+    return torch.from_numpy(np.array(arr, copy=True, order="C"))
+
+
+def torch_compatible(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in native byte order, with uint16/uint32 widened to int32/int64.
+
+    Those are the dtypes torch's indexing, flipping and arithmetic handle; the values
+    are unchanged.
+    """
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype == np.uint16:
         arr = arr.astype(np.int32)
     elif arr.dtype == np.uint32:
         arr = arr.astype(np.int64)
-    # a private, writable copy: memmaps and read-only arrays must not be shared
-    return torch.from_numpy(np.array(arr, copy=True, order="C"))
+    return arr
 
 
 def _crop_tensor(
