@@ -158,6 +158,21 @@ def test_from_model_valid_and_same_padding():
     assert TileGeometry.from_model(valid, 40, in_channels=3, step=8).step == (8, 8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_from_model_feeds_the_parameters_dtype(dtype):
+    model = torch.nn.Conv2d(1, 1, 3).to(dtype)
+    assert TileGeometry.from_model(model, 16) == TileGeometry(16, 14)
+
+
+def test_unet_sequence_sizes_set_the_number_of_axes():
+    g = TileGeometry.unet(input_size=(116, 132, 132), depth=3)
+    assert g == TileGeometry.unet(input_size=(116, 132, 132), depth=3, ndim=3) and g.ndim == 3
+    assert TileGeometry.unet(output_size=(28, 44, 44), depth=3).input_size == (116, 132, 132)
+    assert TileGeometry.unet(input_size=572, ndim=3).input_size == (572,) * 3
+    with pytest.raises(ValueError, match=r"input_size must have 3 entries \(ndim=3\)"):
+        TileGeometry.unet(input_size=(572, 572), ndim=3)
+
+
 def test_from_model_keeps_modes_and_buffers():
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     net.train()

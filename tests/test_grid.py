@@ -227,6 +227,25 @@ def test_grid_errors():
         grid.extract(torch.zeros(10, 10), 0, mode="edge")  # type: ignore[arg-type]
 
 
+def test_paste_checks_shapes():
+    grid = TileGrid(10, TileGeometry(12, 8))
+    result = torch.zeros(2, 10, 10)
+    grid.paste(result, 0, torch.ones(2, 8, 8))
+    (rows, cols) = grid[0].keep_box
+    kept = (min(rows[1], 10) - max(rows[0], 0)) * (min(cols[1], 10) - max(cols[0], 0))
+    assert result.sum() == 2 * kept  # the in-image part of tile 0's keep window
+    with pytest.raises(ValueError, match=r"result must have shape \(\.\.\., \*\(10, 10\)\)"):
+        grid.paste(torch.zeros(2, 5, 5), 0, torch.ones(2, 8, 8))
+    with pytest.raises(ValueError, match=r"result must have shape .* got \(2, 11, 10\)"):
+        grid.paste(torch.zeros(2, 11, 10), 0, torch.ones(2, 8, 8))
+    with pytest.raises(ValueError, match="must have the same leading axes"):
+        grid.paste(result, 0, torch.ones(3, 8, 8))
+    with pytest.raises(TypeError, match="tile_output must be a tensor with at least 2 axes"):
+        grid.paste(result, 0, np.ones((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"spatial size \(8, 8\) \(output_size\)"):
+        grid.paste(result, 0, torch.ones(2, 9, 9))
+
+
 def test_stitch_errors():
     grid = TileGrid(10, TileGeometry(12, 8))
     with pytest.raises(

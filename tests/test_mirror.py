@@ -141,3 +141,20 @@ def test_mirror_index_errors():
         mirror_index(range(3), 0)
     with pytest.raises(ValueError, match="mode must be"):
         mirror_index(range(3), 2, "edge")
+    with pytest.raises(TypeError, match="size must be an int, got float"):
+        mirror_index(range(3), 3.0)
+    with pytest.raises(TypeError, match=r"positions must be integers, got \[0\.5\]"):
+        mirror_index([0.5], 3)
+    with pytest.raises(
+        TypeError, match=r"positions must be integers, got a torch\.float32 tensor"
+    ):
+        mirror_index(torch.tensor([1.0]), 3)
+    with pytest.raises(TypeError, match="positions must be a range, a tensor or a sequence"):
+        mirror_index("ab", 3)
+
+
+def test_mirror_index_takes_sequences_and_arrays():
+    expected = mirror_index(range(-4, 6), 3).tolist()
+    assert mirror_index(list(range(-4, 6)), 3).tolist() == expected
+    assert mirror_index(np.arange(-4, 6), 3).tolist() == expected
+    assert mirror_index(torch.arange(-4, 6, dtype=torch.int32), 3).dtype == torch.int64

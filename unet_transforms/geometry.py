@@ -163,7 +163,8 @@ class TileGeometry:
             depth: Number of max-pool / up-conv levels.
             convs_per_level: Unpadded convolutions per level.
             kernel_size: Convolution kernel size.
-            ndim: Number of spatial axes when the size is an int (2 or 3).
+            ndim: Number of spatial axes when the size is an int (2 or 3); a sequence
+                has one entry per axis.
 
         Returns:
             The matching :class:`TileGeometry`.
@@ -180,6 +181,8 @@ class TileGeometry:
             (572, 572)
             >>> TileGeometry.unet(input_size=(116, 132, 132), depth=3, ndim=3)
             TileGeometry((116, 132, 132), (28, 44, 44), step=(24, 40, 40))
+            >>> TileGeometry.unet(input_size=(116, 132, 132), depth=3).ndim
+            3
         """
         net = _UNetArithmetic(depth, convs_per_level, kernel_size)
         if ndim not in (2, 3):
@@ -189,15 +192,18 @@ class TileGeometry:
                 "exactly one of input_size and output_size must be given, got "
                 f"input_size={input_size!r} and output_size={output_size!r}"
             )
-        if input_size is not None:
-            inp = _as_sizes("input_size", input_size, None if _is_int(input_size) else ndim)
-            if _is_int(input_size):
-                inp = inp[:1] * ndim
+        name, given = (
+            ("input_size", input_size) if output_size is None else ("output_size", output_size)
+        )
+        sizes = _as_sizes(name, given, ndim if _is_int(given) else None)
+        if not _is_int(given) and ndim != 2 and len(sizes) != ndim:
+            # a sequence sets the number of axes; an explicit, different ndim is a mistake
+            raise ValueError(f"{name} must have {ndim} entries (ndim={ndim}), got {given!r}")
+        if output_size is None:
+            inp = sizes
             out = tuple(net.output_for(i, axis) for axis, i in enumerate(inp))
         else:
-            out = _as_sizes("output_size", output_size, None if _is_int(output_size) else ndim)
-            if _is_int(output_size):
-                out = out[:1] * ndim
+            out = sizes
             inp = tuple(net.input_for(o, axis) for axis, o in enumerate(out))
         factor = 2**depth
         for axis, o in enumerate(out):
@@ -236,6 +242,7 @@ class TileGeometry:
             in_channels: Channels of the zeros tensor.
             step: Tile stride, see :class:`TileGeometry`.
             device: Where to run; defaults to the device of the model's first parameter.
+                The zeros take the dtype of its first floating-point parameter.
 
         Returns:
             The measured :class:`TileGeometry`.
@@ -256,14 +263,15 @@ class TileGeometry:
         inp = _as_sizes("input_size", input_size, None)
         if not _is_int(in_channels) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        floating = [p for p in model.parameters() if p.is_floating_point()]
         if device is None:
-            first = next(iter(model.parameters()), None)
-            device = first.device if first is not None else torch.device("cpu")
+            device = floating[0].device if floating else torch.device("cpu")
+        dtype = floating[0].dtype if floating else torch.float32  # as predict_tiled feeds it
         flags = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
             with torch.inference_mode():
-                out = model(torch.zeros((1, in_channels, *inp), device=device))
+                out = model(torch.zeros((1, in_channels, *inp), device=device, dtype=dtype))
         finally:
             for m, training in flags:
                 m.training = training

@@ -380,7 +380,12 @@ class TileGrid:
         """Writes tile ``index``'s keep window from ``tile_output`` into ``result`` in place.
 
         ``result`` is ``(..., *image_size)`` and ``tile_output`` is ``(..., *output_size)``
-        or ``(..., *input_size)``; used by :meth:`stitch` and tiled inference.
+        or ``(..., *input_size)`` with the same leading axes; used by :meth:`stitch` and
+        tiled inference.
+
+        Raises:
+            TypeError: If ``result`` or ``tile_output`` is not a tensor.
+            ValueError: If their shapes do not fit the grid or each other.
 
         Example:
             >>> import torch
@@ -391,6 +396,22 @@ class TileGrid:
             4
         """
         ndim = self.geometry.ndim
+        for name, x in (("result", result), ("tile_output", tile_output)):
+            if not isinstance(x, torch.Tensor) or x.ndim < ndim:
+                raise TypeError(
+                    f"{name} must be a tensor with at least {ndim} axes, got "
+                    f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
+                )
+        if tuple(result.shape[result.ndim - ndim :]) != self.image_size:
+            raise ValueError(
+                f"result must have shape (..., *{self.image_size}) (the image size), got "
+                f"{tuple(result.shape)}"
+            )
+        if result.shape[: result.ndim - ndim] != tile_output.shape[: tile_output.ndim - ndim]:
+            raise ValueError(
+                f"result {tuple(result.shape)} and tile_output {tuple(tile_output.shape)} "
+                f"must have the same leading axes"
+            )
         size = (
             tuple(tile_output.shape[tile_output.ndim - ndim :]) if tile_size is None else tile_size
         )

@@ -42,7 +42,7 @@ def check_mode(mode: object) -> MirrorMode:
 
 
 def mirror_index(
-    positions: torch.Tensor | range, size: int, mode: MirrorMode = "reflect"
+    positions: torch.Tensor | range | Sequence[int], size: int, mode: MirrorMode = "reflect"
 ) -> torch.Tensor:
     """Maps positions on an infinite mirrored axis to indices into ``[0, size)``.
 
@@ -50,7 +50,8 @@ def mirror_index(
     repeats it (period ``2 * size``); both match :func:`numpy.pad` for any width.
 
     Args:
-        positions: Integer positions (may be negative or ``>= size``).
+        positions: Integer positions (may be negative or ``>= size``): a range, an
+            integer tensor or a sequence of ints.
         size: Length of the axis (``>= 1``).
         mode: ``"reflect"`` or ``"symmetric"``.
 
@@ -64,11 +65,32 @@ def mirror_index(
         [2, 1, 0, 0, 1, 2, 3, 3, 2]
     """
     check_mode(mode)
+    if not _is_int(size):
+        raise TypeError(f"size must be an int, got {type(size).__name__}")
+    size = operator.index(size)
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     if isinstance(positions, range):
-        positions = torch.arange(positions.start, positions.stop, positions.step)
-    pos = positions.to(torch.int64)
+        pos = torch.arange(positions.start, positions.stop, positions.step)
+    elif isinstance(positions, torch.Tensor):
+        if (
+            positions.is_floating_point()
+            or positions.is_complex()
+            or positions.dtype == torch.bool
+        ):
+            raise TypeError(f"positions must be integers, got a {positions.dtype} tensor")
+        pos = positions.to(torch.int64)
+    else:
+        try:
+            pos = torch.as_tensor(positions)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"positions must be a range, a tensor or a sequence of ints, got "
+                f"{type(positions).__name__}"
+            ) from e
+        if pos.is_floating_point() or pos.is_complex() or pos.dtype == torch.bool:
+            raise TypeError(f"positions must be integers, got {positions!r}")
+        pos = pos.to(torch.int64)
     if mode == "reflect":
         if size == 1:
             return torch.zeros_like(pos)

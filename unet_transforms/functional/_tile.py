@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -82,6 +83,11 @@ def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
         if ndim != 2:
             raise TypeError(f"{type(inpt).__name__} are 2-D; they cannot follow a {ndim}-D tile")
         return tuple(inpt.canvas_size)
+    if isinstance(inpt, tv_tensors.Image | tv_tensors.Video | tv_tensors.Mask) and ndim != 2:
+        raise TypeError(
+            f"tv_tensors.{type(inpt).__name__} is 2-D (its last two axes are H, W); it cannot "
+            f"follow a {ndim}-D tile: pass volumes as plain tensors (C, D, H, W)"
+        )
     if isinstance(inpt, PIL.Image.Image):
         if ndim != 2:
             raise TypeError(f"PIL images are 2-D; they cannot follow a {ndim}-D tile")
@@ -93,27 +99,87 @@ def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
             f"{type(inpt).__name__}"
         )
     if len(shape) < ndim:
+        names = ", ".join(_AXES[ndim]) if ndim in _AXES else f"{ndim} spatial axes"
         raise ValueError(
-            f"expected an input with at least {ndim} axes (..., {', '.join(_AXES[ndim])}), "
-            f"got shape {tuple(shape)}"
+            f"expected an input with at least {ndim} axes (..., {names}), got shape {tuple(shape)}"
         )
     return tuple(int(s) for s in shape[len(shape) - ndim :])
 
 
-def _normalize_box(box: object, spatial: tuple[int, ...]) -> Box:
-    if not isinstance(box, Sequence) or len(box) != len(spatial):
-        raise ValueError(
-            f"box must have one (start, stop) pair per spatial axis ({len(spatial)}), got {box!r}"
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")
+
+
+def as_box(box: object) -> Box:
+    """Validates a window: a non-empty sequence of ``(start, stop)`` int pairs."""
+    if isinstance(box, str | bytes) or not isinstance(box, Sequence) or len(box) == 0:
+        raise TypeError(
+            f"box must be a sequence of (start, stop) int pairs, one per spatial axis, got {box!r}"
         )
     pairs = []
     for axis, pair in enumerate(box):
-        if not isinstance(pair, Sequence) or len(pair) != 2:
-            raise TypeError(f"box must hold (start, stop) pairs, got {pair!r} for axis {axis}")
-        start, stop = (operator.index(p) for p in pair)
+        if (
+            isinstance(pair, str | bytes)
+            or not isinstance(pair, Sequence)
+            or len(pair) != 2
+            or not (_is_int(pair[0]) and _is_int(pair[1]))
+        ):
+            raise TypeError(f"box must hold (start, stop) int pairs, got {pair!r} for axis {axis}")
+        start, stop = operator.index(pair[0]), operator.index(pair[1])
         if stop <= start:
             raise ValueError(f"box must have stop > start, got ({start}, {stop}) on axis {axis}")
         pairs.append((start, stop))
     return tuple(pairs)
+
+
+class FillError(ValueError):
+    """A fill value that the input's dtype cannot hold; :meth:`named` renames the argument."""
+
+    def __init__(self, fill: object, dtype: object, expected: str, name: str = "fill") -> None:
+        self.fill, self.dtype, self.expected = fill, dtype, expected
+        super().__init__(
+            f"{name}={fill!r} does not fit the input's dtype {dtype}: expected {expected}"
+        )
+
+    def named(self, name: str) -> FillError:
+        return FillError(self.fill, self.dtype, self.expected, name)
+
+
+def check_fill_fits(fill: object, dtype: torch.dtype | np.dtype[Any]) -> None:
+    """Raises unless ``fill`` is a number that ``dtype`` holds exactly (no wrap-around).
+
+    Floating dtypes take any number (NaN and infinities included); integer dtypes an
+    integral value in their range; bool 0 or 1.
+    """
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
+        raise TypeError(f"fill must be None or a number, got {type(fill).__name__}")
+    bounds: tuple[int, int] | None
+    if isinstance(dtype, torch.dtype):
+        if dtype.is_floating_point or dtype.is_complex:
+            return
+        is_bool = dtype == torch.bool
+        info = None if is_bool else torch.iinfo(dtype)
+        bounds = None if info is None else (int(info.min), int(info.max))
+    else:
+        if dtype.kind in "fc":
+            return
+        is_bool = dtype.kind == "b"
+        np_info = None if is_bool else np.iinfo(dtype)
+        bounds = None if np_info is None else (int(np_info.min), int(np_info.max))
+    value = float(fill)
+    integral = isinstance(fill, numbers.Integral) or value.is_integer()
+    whole = (
+        operator.index(fill)
+        if isinstance(fill, numbers.Integral)
+        else int(value)
+        if integral
+        else 0
+    )
+    if is_bool:
+        if not (integral and whole in (0, 1)):
+            raise FillError(fill, dtype, "0 or 1")
+    elif bounds is not None and not (integral and bounds[0] <= whole <= bounds[1]):
+        raise FillError(fill, dtype, f"an integer in [{bounds[0]}, {bounds[1]}]")
 
 
 def _inside_slices(box: object, shape: torch.Size) -> tuple[Any, ...] | None:
@@ -141,6 +207,11 @@ def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, copy=True, order="C"))
 
 
+def _result_dtype(x: Any) -> np.dtype[Any]:
+    """The numpy dtype an array-like's crop has (after :func:`torch_compatible`)."""
+    return torch_compatible(np.empty(0, dtype=np.dtype(x.dtype))).dtype
+
+
 def torch_compatible(arr: np.ndarray) -> np.ndarray:
     """``arr`` in native byte order, with uint16/uint32 widened to int32/int64.
 
@@ -164,14 +235,18 @@ def _crop_tensor(
         # the common case, a window inside the image given as int pairs: slice and copy
         slices = _inside_slices(box, x.shape)
         if slices is not None and mode in _MODES:
+            if fill is not None:  # checked wherever the window lies, not only outside
+                check_fill_fits(fill, x.dtype)
             return x.as_subclass(torch.Tensor)[slices].clone()
+    box = as_box(box)
     check_mode(mode)
     spatial = spatial_shape(x, len(box))
     if 0 in spatial:
         raise ValueError(f"cannot crop from an empty image of shape {tuple(x.shape)}")
-    box = _normalize_box(box, spatial)
     lead = tuple(int(s) for s in x.shape[: len(x.shape) - len(box)])
     inside = [a >= 0 and b <= n for (a, b), n in zip(box, spatial, strict=True)]
+    if fill is not None:
+        check_fill_fits(fill, x.dtype if isinstance(x, torch.Tensor) else _result_dtype(x))
     if all(inside):
         region = to_tensor_region(x, [slice(a, b) for a, b in box])
         return region.clone() if isinstance(x, torch.Tensor) else region
@@ -246,7 +321,9 @@ def crop_tile(
     number of leading axes; ``len(box)`` trailing spatial axes), numpy arrays and
     array-likes with ``.shape`` and slicing (memmap, zarr, h5py; returned as a tensor,
     only the needed region is read), PIL images (returned as PIL), and 2-D
-    ``BoundingBoxes``/``KeyPoints`` (translated and clamped, never mirrored).
+    ``BoundingBoxes``/``KeyPoints`` (translated, never mirrored; as torchvision's crop
+    does, boxes are clamped to the window and key points outside it are kept, for
+    ``v2.SanitizeBoundingBoxes``/``v2.SanitizeKeyPoints`` to remove).
 
     Args:
         inpt: The input.
@@ -271,6 +348,7 @@ def crop_tile(
         >>> crop_tile(x, ((0, 1), (-2, 6)), fill=-1)
         tensor([[-1, -1,  0,  1,  2,  3, -1, -1]])
     """
+    box = as_box(box)
     kernel = _kernel_for(crop_tile, inpt)
     if kernel is None:
         if hasattr(inpt, "shape") and hasattr(inpt, "__getitem__"):
@@ -300,19 +378,28 @@ def _crop_plain_or_tv_tensor(
 def _crop_pil(
     inpt: PIL.Image.Image, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
 ) -> PIL.Image.Image:
+    # Crop the raw band values (what np.asarray reads) and rebuild the image from them
+    # in the same mode: no colour conversion, whatever the mode (CMYK, YCbCr, I;16B...).
     arr = np.asarray(inpt)
-    x = torch.from_numpy(np.array(arr, copy=True))
-    if x.ndim == 3:  # (H, W, C): crop the two leading axes
+    if fill is not None:
+        check_fill_fits(fill, arr.dtype)  # e.g. -1 does not fit an I;16 (uint16) image
+    x = torch.from_numpy(np.array(torch_compatible(arr), copy=True))
+    if x.ndim == 3:  # (H, W, bands): crop the two leading axes
         out = _crop_tensor(x.permute(2, 0, 1), box, mode, fill).permute(1, 2, 0)
     else:
         out = _crop_tensor(x, box, mode, fill)
-    image = PIL.Image.fromarray(np.ascontiguousarray(out.numpy()))
-    if inpt.mode == "P":
-        palette = inpt.getpalette()
+    raw = np.ascontiguousarray(out.numpy().astype(arr.dtype, copy=False))
+    size = (raw.shape[1], raw.shape[0])
+    if inpt.mode == "1":
+        image = PIL.Image.fromarray(raw)  # bool pixels; "1" stores them packed
+    else:
+        image = PIL.Image.frombytes(inpt.mode, size, raw.tobytes())
+    if inpt.mode in ("P", "PA") and inpt.palette is not None:
+        palette_mode = inpt.palette.mode  # "RGB" or "RGBA"
+        palette = inpt.getpalette(palette_mode)
         if palette is not None:
-            image.putpalette(palette)
-    elif image.mode != inpt.mode:
-        image = image.convert(inpt.mode)
+            image.putpalette(palette, palette_mode)
+    image.info = inpt.info.copy()  # as PIL's own crop does (transparency, dpi, ...)
     return image
 
 

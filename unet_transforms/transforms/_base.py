@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import operator
 from typing import Any
 
 import PIL.Image
@@ -11,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..functional._mirror import MirrorMode, check_mode
-from ..functional._tile import spatial_shape
+from ..functional._tile import Box, FillError, crop_tile, spatial_shape
 from ..geometry import TileGeometry
 from ..grid import Align
 
@@ -68,11 +70,12 @@ def check_geometry(geometry: object) -> TileGeometry:
 
 
 def check_fill(fill: object, name: str = "mask_fill") -> float | None:
+    """``None`` or a number (numpy scalars become Python numbers)."""
     if fill is None:
         return None
-    if isinstance(fill, bool) or not isinstance(fill, int | float):
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise TypeError(f"{name} must be None or a number, got {type(fill).__name__}")
-    return fill
+    return operator.index(fill) if isinstance(fill, numbers.Integral) else float(fill)
 
 
 class TileTransform(v2.Transform):
@@ -122,6 +125,14 @@ class TileTransform(v2.Transform):
         flat, _ = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
         needs = self._needs_transform_list(flat)
         return self.spatial_size([x for x, n in zip(flat, needs, strict=True) if n])
+
+    def crop(self, value: Any, box: Box, fill: float | None) -> Any:
+        """``crop_tile`` with this transform's mode; a fill the label cannot hold is
+        reported as ``mask_fill``."""
+        try:
+            return crop_tile(value, box, self.mode, fill)
+        except FillError as e:
+            raise e.named("mask_fill") from None
 
     @staticmethod
     def unwrap(inpt: Any) -> tuple[Any, bool]:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..functional._mirror import MirrorMode, normalize_padding
-from ..functional._tile import crop_tile
 from ..geometry import TileGeometry
 from ..grid import Align, TileGrid
 from ._base import TileTransform, check_fill, check_geometry
@@ -135,4 +134,4 @@ class MirrorExtrapolate(TileTransform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         value, is_label = self.unwrap(inpt)
         fill = self.mask_fill if is_label else None
-        return crop_tile(value, params["box"], self.mode, fill)
+        return self.crop(value, params["box"], fill)

@@ -9,7 +9,7 @@ import torch
 from torchvision import tv_tensors
 
 from ..functional._mirror import MirrorMode
-from ..functional._tile import Box, crop_tile
+from ..functional._tile import Box
 from ..geometry import TileGeometry
 from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
 from ._base import TileTransform, check_fill, check_geometry
@@ -106,7 +106,7 @@ class OverlapTileCrop(TileTransform):
         crops = []
         for tile in params["tiles"]:
             box, fill = self.window(tile, is_label)
-            crops.append(crop_tile(value, box, self.mode, fill))
+            crops.append(self.crop(value, box, fill))
         if not params["stack"]:
             return crops[0]
         if isinstance(value, torch.Tensor) and not isinstance(

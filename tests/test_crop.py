@@ -1,0 +1,202 @@
+"""crop_tile: a window of the unpadded image equals the same window of the padded canvas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torchvision import tv_tensors
+
+from unet_transforms import MirrorExtrapolate, PairedTileCrop, TileGeometry, TileGrid
+from unet_transforms.functional import crop_tile
+
+from common import DTYPES, make_image, make_mask, make_tensor
+
+
+def oracle(x: np.ndarray, box, mode: str = "reflect", fill=None) -> np.ndarray:
+    """numpy.pad of the whole array, wide enough, then the window; or fill outside."""
+    spatial = x.shape[x.ndim - len(box) :]
+    lead = [(0, 0)] * (x.ndim - len(box))
+    if fill is not None:
+        out = np.full((*x.shape[: x.ndim - len(box)], *(b - a for a, b in box)), fill, x.dtype)
+        src = tuple(slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, spatial))
+        dst = tuple(slice(max(a, 0) - a, min(b, n) - a) for (a, b), n in zip(box, spatial))
+        if all(s.start < s.stop for s in src):
+            out[(Ellipsis, *dst)] = x[(Ellipsis, *src)]
+        return out
+    pads = [(max(0, -a), max(0, b - n)) for (a, b), n in zip(box, spatial)]
+    canvas = np.pad(x, lead + pads, mode=mode)
+    return canvas[(Ellipsis, *(slice(a + p, b + p) for (a, b), (p, _) in zip(box, pads)))]
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy()
+
+
+@st.composite
+def boxes(draw, spatial):
+    box = []
+    for n in spatial:
+        start = draw(st.integers(-2 * n - 3, 2 * n))
+        box.append((start, start + draw(st.integers(1, 3 * n + 3))))
+    return tuple(box)
+
+
+@given(
+    st.data(),
+    st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    st.lists(st.integers(0, 2), max_size=2),
+    st.sampled_from(DTYPES),
+    st.sampled_from(["reflect", "symmetric"]),
+    st.booleans(),
+)
+def test_equals_pad_then_crop(data, spatial, lead, dtype, mode, use_fill):
+    x = make_tensor((*lead, *spatial), dtype)
+    box = data.draw(boxes(spatial))
+    fill = (1 if dtype == torch.bool else 7) if use_fill else None
+    before = x.clone()
+    out = crop_tile(x, box, mode, fill)
+    assert out.dtype == dtype and out.shape == (*lead, *(b - a for a, b in box))
+    np.testing.assert_array_equal(as_numpy(out), oracle(as_numpy(x), box, mode, fill))
+    assert torch.equal(x, before)
+    if out.numel():  # never a view of the input
+        out.view(-1)[0] = not out.view(-1)[0] if dtype == torch.bool else out.view(-1)[0] + 1
+        assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", ">f4", "<i8", "u1"])
+def test_arrays_read_only_the_window_and_come_back_as_tensors(dtype):
+    x = np.arange(3 * 7 * 5).reshape(3, 7, 5).astype(dtype)
+    x.setflags(write=False)
+    for box in (((1, 4), (2, 5)), ((-3, 9), (-2, 8))):
+        out = crop_tile(x, box)
+        assert isinstance(out, torch.Tensor)
+        np.testing.assert_array_equal(out.numpy(), oracle(x.astype(np.int64), box))
+    filled = crop_tile(x, ((-1, 2), (0, 2)), fill=1)
+    assert filled[0, 0, 0] == 1 and torch.equal(filled[:, 1:], crop_tile(x, ((0, 2), (0, 2))))
+
+
+PIL_MODES = ["1", "L", "P", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"]
+PIL_MODES += ["LA", "PA", "La", "RGBa", "I;16", "I;16B", "I;16L"]
+
+
+@pytest.mark.parametrize("mode", PIL_MODES)
+def test_pil_images_keep_mode_values_palette_and_info(mode):
+    rng = np.random.default_rng(0)
+    base = PIL.Image.fromarray(rng.integers(0, 256, (7, 9, 3), dtype=np.uint8))
+    image = base.convert(mode)
+    if mode == "P":
+        image.info["transparency"] = 3
+    raw = np.array(np.asarray(image))
+    for box in (((1, 4), (2, 6)), ((-3, 9), (-2, 12))):
+        out = crop_tile(image, box)
+        assert out.mode == image.mode and out.info == image.info
+        assert out.size == (box[1][1] - box[1][0], box[0][1] - box[0][0])
+        if mode in ("P", "PA"):
+            assert out.getpalette() == image.getpalette()
+        # the raw band values: no colour conversion happened
+        chw = raw if raw.ndim == 2 else np.moveaxis(raw, -1, 0)
+        expected = oracle(chw.astype(np.int64) if raw.dtype != bool else chw, box)
+        got = np.asarray(out)
+        got = got if got.ndim == 2 else np.moveaxis(got, -1, 0)
+        np.testing.assert_array_equal(got.astype(expected.dtype), expected)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill", "expected"),
+    [
+        (torch.uint8, -100, r"an integer in \[0, 255\]"),
+        (torch.uint8, 300, r"an integer in \[0, 255\]"),
+        (torch.int64, 0.5, "an integer in"),
+        (torch.int16, math.nan, "an integer in"),
+        (torch.bool, 2, "0 or 1"),
+    ],
+)
+def test_a_fill_the_dtype_cannot_hold_is_refused_everywhere(dtype, fill, expected):
+    label = make_tensor((40, 50), dtype)
+    match = rf"fill={fill!r} does not fit the input's dtype {dtype}: expected {expected}"
+    for box in (((0, 8), (0, 8)), ((-2, 6), (0, 8))):  # inside and outside the image
+        with pytest.raises(ValueError, match=match.replace("fill=", "^fill=")):
+            crop_tile(label, box, fill=fill)
+    # the transforms name their own argument, wherever the random window falls
+    crop = PairedTileCrop(TileGeometry(12, 8), mask_fill=fill)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        with pytest.raises(ValueError, match=match.replace("fill=", "^mask_fill=")):
+            crop(make_tensor((3, 40, 50)), label)
+    with pytest.raises(ValueError, match=r"^mask_fill="):
+        MirrorExtrapolate(2, mask_fill=fill)(make_image((40, 50)), tv_tensors.Mask(label))
+    with pytest.raises(ValueError, match=r"^fill="):
+        TileGrid((40, 50), TileGeometry(12, 8)).extract_output(label, 0, fill=fill)
+
+
+def test_fills_that_fit():
+    assert crop_tile(torch.zeros(2, 2), ((-1, 1), (0, 1)), fill=math.nan).isnan().sum() == 1
+    assert (
+        crop_tile(torch.zeros(2, 2, dtype=torch.int8), ((-1, 1), (0, 1)), fill=-128.0)[0, 0]
+        == -128
+    )
+    pil = PIL.Image.new("I;16", (4, 3))
+    with pytest.raises(ValueError, match=r"fill=-1 does not fit the input's dtype uint16"):
+        crop_tile(pil, ((-1, 2), (0, 4)), fill=-1)
+    t = PairedTileCrop(TileGeometry(12, 8), mask_fill=np.int64(255))
+    assert t.mask_fill == 255 and type(t.mask_fill) is int and "mask_fill=255" in repr(t)
+    with pytest.raises(TypeError, match="fill must be None or a number, got str"):
+        crop_tile(torch.zeros(4, 4), ((0, 2), (0, 2)), fill="x")
+
+
+@pytest.mark.parametrize(
+    ("box", "error", "match"),
+    [
+        (2, TypeError, "box must be a sequence of .* got 2"),
+        ((), TypeError, r"box must be a sequence of .* got \(\)"),
+        ("ab", TypeError, "box must be a sequence"),
+        (
+            ((0.0, 2), (0, 2)),
+            TypeError,
+            r"box must hold \(start, stop\) int pairs, got \(0.0, 2\) for axis 0",
+        ),
+        (((0, 2), (True, 2)), TypeError, "for axis 1"),
+        (((0, 2), (0, 2, 3)), TypeError, "for axis 1"),
+        (((2, 2), (0, 2)), ValueError, r"stop > start, got \(2, 2\) on axis 0"),
+        (
+            ((0, 2),) * 4,
+            ValueError,
+            r"at least 4 axes \(\.\.\., 4 spatial axes\), got shape \(3, 3\)",
+        ),
+    ],
+)
+def test_bad_boxes(box, error, match):
+    with pytest.raises(error, match=match):
+        crop_tile(torch.zeros(3, 3), box)
+
+
+def test_bad_inputs():
+    with pytest.raises(
+        ValueError, match=r"at least 1 axes \(\.\.\., 1 spatial axes\), got shape \(\)"
+    ):
+        crop_tile(torch.tensor(1.0), ((0, 1),))
+    with pytest.raises(ValueError, match="cannot crop from an empty image"):
+        crop_tile(torch.zeros(2, 0), ((0, 1), (0, 1)))
+    with pytest.raises(TypeError, match="crop_tile supports tensors"):
+        crop_tile([[1, 2]], ((0, 1), (0, 1)))
+    with pytest.raises(ValueError, match="mode must be 'reflect' or 'symmetric', got 'wrap'"):
+        crop_tile(torch.zeros(3, 3), ((0, 1), (0, 1)), "wrap")
+
+
+def test_2d_tv_tensors_cannot_follow_a_3d_tile():
+    geometry = TileGeometry((6, 6, 6), (4, 4, 4))
+    for inpt in (make_image((10, 10)), make_mask((10, 10))):
+        with pytest.raises(TypeError, match=r"is 2-D .* pass volumes as plain tensors"):
+            PairedTileCrop(geometry, index=0)(inpt)
+    with pytest.raises(TypeError, match="is 2-D"):
+        MirrorExtrapolate([(1, 1)] * 3)(make_image((10, 10)))
+    volume = PairedTileCrop(geometry, index=0)(torch.rand(3, 10, 10))  # a plain tensor is 3-D
+    assert volume.shape == (6, 6, 6)
