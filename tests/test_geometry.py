@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unet_transforms import TileGeometry
+from unet_transforms.geometry import _UNetArithmetic
 
 
 def unet_forward_size(size: int, depth: int, convs: int, kernel: int) -> int | None:
@@ -79,6 +80,22 @@ def test_unet_arithmetic_matches_simulation(size, depth, convs, kernel):
         output_size=expected, depth=depth, convs_per_level=convs, kernel_size=kernel
     )
     assert back == g
+
+
+@pytest.mark.parametrize("depth", range(6))
+@pytest.mark.parametrize(("convs", "kernel"), [(1, 1), (1, 3), (2, 3), (3, 5)])
+def test_smallest_valid_input_is_the_first_the_network_takes(depth, convs, kernel):
+    net = _UNetArithmetic(depth, convs, kernel)
+    first = next(size for size in range(1, 10**6) if net.forward(size) is not None)
+    assert net.valid_inputs_around(first) == (first, first + 2**depth)
+    if first > 1:
+        assert net.valid_inputs_around(first - 1) == (None, first)
+
+
+def test_deep_networks_are_planned_without_searching():
+    g = TileGeometry.unet(output_size=4 + 2**30, depth=30)  # computed, not searched
+    assert g.step == (2**30, 2**30)
+    assert _UNetArithmetic(30, 2, 3).forward(g.input_size[0]) == g.output_size[0]
 
 
 def test_invalid_unet_sizes_name_the_nearest_valid_ones():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -69,3 +70,17 @@ def test_errors():
         plan_geometry(512, max_input_size=(600, 600, 600))
     with pytest.raises(ValueError, match="image_size must be positive"):
         plan_geometry(0, max_input_size=600)
+    with pytest.raises(
+        ValueError, match=r"image_size must have 2 or 3 entries, got \(6, 6, 6, 6\)"
+    ):
+        plan_geometry((6, 6, 6, 6), max_input_size=300)
+    with pytest.raises(ValueError, match=r"image_size must have 3 entries \(ndim=3\)"):
+        plan_geometry((60, 60), max_input_size=300, ndim=3)
+    with pytest.raises(ValueError, match="max_input_size must be"):
+        plan_geometry(512, max_input_size=600.0)
+
+
+def test_numpy_integers_are_integers():
+    expected = plan_geometry(512, max_input_size=800)
+    assert plan_geometry(np.int64(512), max_input_size=np.int64(800)) == expected
+    assert plan_geometry(np.array([512, 512]), max_input_size=(800, np.int32(800))) == expected

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._checks import is_int as _is_int
+
 if TYPE_CHECKING:
     import torch
 
@@ -15,12 +17,10 @@ __all__ = ["TileGeometry"]
 _AXIS_NAMES = {2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
-def _is_int(value: object) -> bool:
-    return not isinstance(value, bool) and hasattr(value, "__index__")
-
-
 def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
     """Normalises an int or a sequence of ints to a tuple; validates type and length."""
+    if getattr(value, "ndim", None) == 1 and hasattr(value, "tolist"):
+        value = value.tolist()  # a 1-D numpy array or tensor of sizes
     if _is_int(value):
         return (operator.index(value),) * (ndim or 2)  # type: ignore[arg-type]
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -322,9 +322,24 @@ class _UNetArithmetic:
         return size
 
     def _find_min_input(self) -> int:
-        size = 1
-        while self.forward(size) is None:
-            size += 1
+        """The smallest valid input, built backwards from the smallest bottom output.
+
+        Every size on the way down is then even and at least 2 (twice the size below),
+        and the decoder (``x -> 2x - loss`` per level) must stay positive.
+        """
+        bottom = 1
+        while True:
+            size = bottom
+            for _ in range(self.depth):
+                size = 2 * size - self.loss
+                if size < 1:
+                    break
+            else:
+                break
+            bottom += 1
+        size = bottom + self.loss
+        for _ in range(self.depth):
+            size = 2 * size + self.loss
         return size
 
     @property

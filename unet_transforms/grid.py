@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._checks import is_int
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .functional._tile import Box, crop_tile, spatial_shape
 from .geometry import TileGeometry
@@ -89,8 +90,10 @@ def tile_at(
 
 
 def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
-    if not isinstance(image_size, bool) and hasattr(image_size, "__index__"):
-        sizes: tuple[Any, ...] = (operator.index(image_size),) * ndim
+    if getattr(image_size, "ndim", None) == 1 and hasattr(image_size, "tolist"):
+        image_size = image_size.tolist()  # a 1-D numpy array or tensor of sizes
+    if is_int(image_size):
+        sizes: tuple[Any, ...] = (operator.index(image_size),) * ndim  # type: ignore[arg-type]
     elif isinstance(image_size, Sequence | torch.Size) and not isinstance(image_size, str):
         sizes = tuple(image_size)
     else:
@@ -98,9 +101,7 @@ def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
             f"image_size must be an int or a sequence of {ndim} ints, got "
             f"{type(image_size).__name__}"
         )
-    if len(sizes) != ndim or not all(
-        not isinstance(s, bool) and hasattr(s, "__index__") for s in sizes
-    ):
+    if len(sizes) != ndim or not all(is_int(s) for s in sizes):
         raise ValueError(
             f"image_size must have {ndim} ints (geometry.ndim={ndim}), got {image_size!r}"
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
+from ._checks import is_int
 from .geometry import TileGeometry, _UNetArithmetic
 from .grid import TileGrid, _image_size
 
@@ -51,18 +53,18 @@ def plan_geometry(
     """
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
-    if not isinstance(image_size, int) and isinstance(image_size, Sequence):
+    if isinstance(image_size, Sequence) and not isinstance(image_size, str):
+        # a sequence sets the number of axes; an explicit, different ndim is a mistake
+        if len(image_size) not in (2, 3) or (ndim != 2 and len(image_size) != ndim):
+            expected = "2 or 3 entries" if ndim == 2 else f"{ndim} entries (ndim={ndim})"
+            raise ValueError(f"image_size must have {expected}, got {image_size!r}")
         ndim = len(image_size)
     size = _image_size(image_size, ndim)
-    if isinstance(max_input_size, int) and not isinstance(max_input_size, bool):
-        budget: tuple[object, ...] = (max_input_size,) * ndim
-    elif isinstance(max_input_size, Sequence) and len(max_input_size) == ndim:
-        budget = tuple(max_input_size)
-    else:
-        budget = ()
-    if not budget or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in budget
-    ):
+    given: object = (max_input_size,) * ndim if is_int(max_input_size) else max_input_size
+    budget: tuple[int, ...] = ()
+    if isinstance(given, Sequence) and len(given) == ndim and all(is_int(c) for c in given):
+        budget = tuple(operator.index(c) for c in given)
+    if len(budget) != ndim or min(budget) < 1:
         raise ValueError(
             f"max_input_size must be a positive int or {ndim} positive ints, got "
             f"{max_input_size!r}"
@@ -72,7 +74,6 @@ def plan_geometry(
     smallest = net.input_for_min_output(period)
     chosen_in: list[int] = []
     for axis, (n, cap) in enumerate(zip(size, budget, strict=True)):
-        assert isinstance(cap, int)
         best: tuple[int, int, int] | None = None  # (cost, tiles, input)
         for inp in net.valid_inputs(cap):
             out = net.forward(inp)

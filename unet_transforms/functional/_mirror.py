@@ -10,6 +10,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .._checks import is_int as _is_int
+
 __all__ = ["MirrorMode", "mirror_index", "mirror_pad", "normalize_padding", "check_mode"]
 
 MirrorMode = Literal["reflect", "symmetric"]
@@ -100,10 +102,6 @@ def mirror_index(
     period = 2 * size
     m = torch.remainder(pos, period)
     return torch.where(m < size, m, period - 1 - m)
-
-
-def _is_int(value: object) -> bool:
-    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def normalize_padding(padding: object, name: str = "padding") -> tuple[tuple[int, int], ...]:

@@ -13,6 +13,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvF
 
+from .._checks import is_int as _is_int
 from ._mirror import _MODES, MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
 
 __all__ = ["Box", "crop_tile", "register_kernel", "spatial_shape", "to_tensor_region"]
@@ -104,10 +105,6 @@ def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
             f"expected an input with at least {ndim} axes (..., {names}), got shape {tuple(shape)}"
         )
     return tuple(int(s) for s in shape[len(shape) - ndim :])
-
-
-def _is_int(value: object) -> bool:
-    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def as_box(box: object) -> Box:

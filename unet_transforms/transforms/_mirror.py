@@ -6,16 +6,13 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+from .._checks import is_int as _is_int
 from ..functional._mirror import MirrorMode, normalize_padding
 from ..geometry import TileGeometry
 from ..grid import Align, TileGrid
 from ._base import TileTransform, check_fill, check_geometry
 
 __all__ = ["MirrorExtrapolate"]
-
-
-def _is_int(value: object) -> bool:
-    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def parse_padding(padding: object) -> tuple[tuple[int, int], ...]:
