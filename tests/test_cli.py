@@ -120,10 +120,54 @@ def test_plan_3d():
         ),
         (("segment", "missing.png", "--checkpoint", "m.pt", "-o", "x.png"), "not found"),
         (("frobnicate",), "invalid choice"),
+        (
+            ("plan", "--image-size", "512", "512", "--unet-input", "572", "--step", "100"),
+            "--step is derived from --unet-input",
+        ),
+        (
+            (
+                "plan",
+                "--image-size",
+                "64",
+                "64",
+                "--input-size",
+                "12",
+                "--output-size",
+                "8",
+                "--depth",
+                "3",
+            ),
+            "--depth and --convs-per-level go with --unet-input",
+        ),
+        (
+            (
+                "plan",
+                "--image-size",
+                "9",
+                "9",
+                "9",
+                "--input-size",
+                "12",
+                "12",
+                "--output-size",
+                "8",
+            ),
+            "--input-size takes 1 or 3 sizes for a 3-D image, got 2",
+        ),
+        (
+            ("plan", "--image-size", "9", "9", "--unet-input", "572", "--mode", "symmetric"),
+            "--mode",
+        ),
+        (
+            ("preview", "in.png", "-o", ".", "--unet-input", "572"),
+            "-o/--output must be a file name such as mask.png, got a directory",
+        ),
+        (("preview", "in.png", "-o", "t.png", "--unet-input", "572", "--scale", "0"), "scale"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
     assert_one_line_error(run_here(*args), match)
 
 
@@ -201,3 +245,87 @@ def test_segment_and_preview_with_a_saved_checkpoint(tmp_path):
     assert preview.returncode == 0, preview.stderr
     with PIL.Image.open(tmp_path / "t.png") as picture:
         assert picture.size == TileGrid((45, 70), geometry).padded_size[::-1]
+
+
+def test_tiff_layouts_follow_the_files_axes(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from unet_transforms.cli import read_image
+
+    rng = np.random.default_rng(0)
+    cases = [
+        ((20, 30), {}, (1, 20, 30)),
+        ((20, 30, 3), {}, (3, 20, 30)),  # interleaved RGB
+        ((3, 20, 30), {"photometric": "rgb", "planarconfig": "separate"}, (3, 20, 30)),
+        ((5, 20, 30), {}, (1, 5, 20, 30)),  # pages: a volume
+        ((5, 20, 3), {"photometric": "minisblack"}, (1, 5, 20, 3)),  # a thin volume, not RGB
+        ((20, 30, 4), {}, (3, 20, 30)),  # RGBA: alpha dropped
+        ((4, 20, 30, 3), {"photometric": "rgb"}, (3, 4, 20, 30)),  # an RGB volume
+    ]
+    for k, (shape, options, expected) in enumerate(cases):
+        array = rng.integers(0, 255, shape, dtype=np.uint8)
+        path = str(tmp_path / f"{k}.tif")
+        tifffile.imwrite(path, array, **options)
+        out = read_image(path)
+        assert out.shape == expected, (shape, options)
+        assert out.dtype == np.uint8 and set(np.unique(out)) <= set(np.unique(array))
+    tifffile.imwrite(
+        tmp_path / "4d.tif", np.zeros((2, 4, 20, 30), np.uint8), photometric="minisblack"
+    )
+    result = run_here(
+        "preview", str(tmp_path / "4d.tif"), "-o", str(tmp_path / "p.png"), "--unet-input", "572"
+    )
+    assert_one_line_error(result, "unsupported TIFF layout")
+
+
+def test_segment_refuses_what_it_cannot_write_or_run(tmp_path):
+    from unet_transforms.checkpoint import save_checkpoint
+    from unet_transforms.models import UNet
+
+    model = UNet(1, 2, depth=1, base_channels=1, ndim=3)
+    save_checkpoint(tmp_path / "m3.pt", model, model.geometry(input_size=18))
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "vol.tif", np.zeros((6, 20, 20), np.uint8))
+    args = ("segment", str(tmp_path / "vol.tif"), "--checkpoint", str(tmp_path / "m3.pt"))
+    assert_one_line_error(run_here(*args, "-o", str(tmp_path / "v.png")), "give -o *.tif")
+    assert run_here(*args, "-o", str(tmp_path / "v.tif")).returncode == 0
+    assert tifffile.imread(tmp_path / "v.tif").shape == (6, 20, 20)
+    net = UNet(1, 2, depth=1, base_channels=1)
+    save_checkpoint(
+        tmp_path / "m.pt", net, net.geometry(input_size=18), metadata={"mean": 0.0, "std": 0}
+    )
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    args = ("segment", str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "m.pt"))
+    assert_one_line_error(run_here(*args, "-o", str(tmp_path / "o.png")), "std=0; expected > 0")
+    save_checkpoint(tmp_path / "m.pt", net, net.geometry(input_size=18))
+    assert_one_line_error(
+        run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "bogus"), "device"
+    )
+    if not torch.cuda.is_available():
+        assert_one_line_error(
+            run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "cuda"),
+            "cannot use --device cuda",
+        )
+
+
+def test_many_classes_are_written_as_16_bit_labels(tmp_path):
+    from unet_transforms.checkpoint import save_checkpoint
+    from unet_transforms.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, 300, depth=1, base_channels=1)
+    with torch.no_grad():
+        net.head.bias.zero_()
+        net.head.bias[280] = 100.0  # every pixel is class 280
+    save_checkpoint(tmp_path / "m.pt", net, net.geometry(input_size=18))
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    result = run_here(
+        "segment",
+        str(tmp_path / "in.png"),
+        "--checkpoint",
+        str(tmp_path / "m.pt"),
+        "-o",
+        str(tmp_path / "o.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    with PIL.Image.open(tmp_path / "o.png") as written:
+        assert np.asarray(written).max() == 280 and np.asarray(written).min() == 280

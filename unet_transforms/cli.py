@@ -28,10 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def read_image(path: str) -> np.ndarray:
-    """Reads an image as ``(C, H, W)`` (2-D) or ``(C, D, H, W)`` (multi-page TIFF).
+    """Reads an image as ``(C, H, W)`` (2-D) or ``(C, D, H, W)`` (a 3-D TIFF).
 
-    PNG, JPEG and single-page TIFF are read with Pillow; multi-page or 3-D TIFF with
-    tifffile (the ``io`` extra).
+    TIFF files are read with tifffile when it is installed (the ``io`` extra), which
+    tells channels (RGB samples, planar or interleaved) from depth (pages, slices) by
+    the file's own metadata; other formats, and TIFF without tifffile, with Pillow.
+    An alpha channel is dropped; palette and 1-bit images become RGB or grey.
 
     Args:
         path: The image file.
@@ -41,26 +43,25 @@ def read_image(path: str) -> np.ndarray:
 
     Raises:
         CLIError: If the file is missing or cannot be read as an image.
+
+    Example:
+        >>> import os, tempfile, PIL.Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "rgba.png")
+        >>> PIL.Image.new("RGBA", (5, 3)).save(path)
+        >>> read_image(path).shape
+        (3, 3, 5)
     """
     if not os.path.exists(path):
         raise CLIError(f"image file not found: {path}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path} is a directory, not an image file")
     if path.lower().endswith((".tif", ".tiff")):
         try:
-            import tifffile as tiff
+            import tifffile
         except ImportError:
-            tiff = None  # type: ignore[assignment]
-        if tiff is not None:
-            try:
-                array = np.asarray(tiff.imread(path))
-            except Exception as e:
-                raise CLIError(f"cannot read {path} as a TIFF image: {e}") from e
-            if array.ndim == 2:
-                return array[None]
-            if array.ndim == 3 and array.shape[-1] in (3, 4):
-                return np.moveaxis(array[..., :3], -1, 0)
-            if array.ndim == 3:
-                return array[None]  # (D, H, W) volume
-            raise CLIError(f"unsupported TIFF shape {array.shape} in {path}")
+            pass
+        else:
+            return _read_tiff(path, tifffile)
     import PIL.Image
 
     try:
@@ -74,10 +75,36 @@ def read_image(path: str) -> np.ndarray:
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
 
 
+def _read_tiff(path: str, tifffile: Any) -> np.ndarray:
+    """A TIFF as ``(C, [D,] H, W)``, laid out by the axes tifffile reads from the file."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, array = str(series.axes), np.asarray(series.asarray())
+    except Exception as e:
+        raise CLIError(f"cannot read {path} as a TIFF image: {e}") from e
+    # drop axes of length 1 other than Y and X (e.g. a single time point or channel)
+    keep = [i for i, a in enumerate(axes) if a in "YX" or array.shape[i] > 1]
+    array = array.reshape([array.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    read_axes, read_shape = axes, array.shape
+    if "S" not in axes and "C" not in axes:
+        array, axes = array[None], "C" + axes  # one channel
+    channel = axes.index("S") if "S" in axes else axes.index("C")
+    depth = [i for i, a in enumerate(axes) if a not in "YX" and i != channel]
+    if "Y" not in axes or "X" not in axes or len(depth) > 1:
+        raise CLIError(
+            f"unsupported TIFF layout in {path}: axes {read_axes!r}, shape {read_shape} "
+            "(expected Y and X, optionally samples/channels and one depth axis)"
+        )
+    array = np.transpose(array, [channel, *depth, axes.index("Y"), axes.index("X")])
+    return array[:3] if array.shape[0] == 4 else array  # RGBA: drop the alpha
+
+
 # ---------------------------------------------------------------------- geometry options
-def _add_geometry_options(parser: argparse.ArgumentParser) -> None:
+def _add_geometry_options(parser: argparse.ArgumentParser, *, mirror: bool = True) -> None:
     group = parser.add_argument_group(
-        "tile geometry (either --unet-input or --input/--output-size)"
+        "tile geometry (either --unet-input or --input-size/--output-size)"
     )
     group.add_argument(
         "--unet-input",
@@ -86,17 +113,27 @@ def _add_geometry_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="input tile size of a valid U-Net; the exact step is derived",
     )
-    group.add_argument("--depth", type=int, default=4, help="U-Net poolings (default 4)")
     group.add_argument(
-        "--convs-per-level", type=int, default=2, help="unpadded 3x3 convs per level (default 2)"
+        "--depth", type=int, default=None, help="U-Net poolings, with --unet-input (default 4)"
+    )
+    group.add_argument(
+        "--convs-per-level",
+        type=int,
+        default=None,
+        help="unpadded 3x3 convs per level, with --unet-input (default 2)",
     )
     group.add_argument("--input-size", type=int, nargs="+", metavar="N", help="input tile size")
     group.add_argument("--output-size", type=int, nargs="+", metavar="N", help="output tile size")
     group.add_argument(
-        "--step", type=int, nargs="+", metavar="N", help="tile stride (default: output size)"
+        "--step",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="tile stride, with --input-size/--output-size (default: output size)",
     )
     parser.add_argument("--align", choices=("center", "start"), default="center")
-    parser.add_argument("--mode", choices=("reflect", "symmetric"), default="reflect")
+    if mirror:
+        parser.add_argument("--mode", choices=("reflect", "symmetric"), default="reflect")
 
 
 def _sizes(values: Sequence[int] | None) -> int | tuple[int, ...] | None:
@@ -108,28 +145,47 @@ def _sizes(values: Sequence[int] | None) -> int | tuple[int, ...] | None:
 def _geometry(args: argparse.Namespace, ndim: int) -> Any:
     from .geometry import TileGeometry
 
+    for option in ("unet_input", "input_size", "output_size", "step"):
+        values = getattr(args, option)
+        if values is not None and len(values) not in (1, ndim):
+            flag = "--" + option.replace("_", "-")
+            raise CLIError(
+                f"{flag} takes 1 or {ndim} sizes for a {ndim}-D image, got {len(values)}"
+            )
     if args.unet_input is not None:
         if args.input_size is not None or args.output_size is not None:
             raise CLIError("give either --unet-input or --input-size/--output-size, not both")
+        if args.step is not None:
+            raise CLIError("--step is derived from --unet-input (exact tiling); leave it out")
         return TileGeometry.unet(
-            input_size=_sizes(args.unet_input),
-            depth=args.depth,
-            convs_per_level=args.convs_per_level,
+            input_size=_broadcast(_sizes(args.unet_input), ndim),
+            depth=4 if args.depth is None else args.depth,
+            convs_per_level=2 if args.convs_per_level is None else args.convs_per_level,
             ndim=ndim,
         )
     if args.input_size is None or args.output_size is None:
         raise CLIError("give --unet-input N, or both --input-size and --output-size")
-    inp: Any = _sizes(args.input_size)
-    out: Any = _sizes(args.output_size)
-    step: Any = _sizes(args.step)
-    if ndim == 3:
-        inp, out = _broadcast(inp, 3), _broadcast(out, 3)
-        step = None if step is None else _broadcast(step, 3)
-    return TileGeometry(inp, out, step=step)
+    if args.depth is not None or args.convs_per_level is not None:
+        raise CLIError("--depth and --convs-per-level go with --unet-input, not --input-size")
+    step = _sizes(args.step)
+    return TileGeometry(
+        _broadcast(_sizes(args.input_size), ndim),
+        _broadcast(_sizes(args.output_size), ndim),
+        step=None if step is None else _broadcast(step, ndim),
+    )
 
 
 def _broadcast(value: Any, ndim: int) -> Any:
     return (value,) * ndim if isinstance(value, int) else value
+
+
+def _check_output(path: str) -> None:
+    """Refuses a directory as the output file and creates its parent folder."""
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise CLIError(
+            f"-o/--output must be a file name such as mask.png, got a directory: {path}"
+        )
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 # ---------------------------------------------------------------------- commands
@@ -185,8 +241,10 @@ def _preview(args: argparse.Namespace) -> int:
     from .viz import draw_tiles
 
     tiles: Any = "all" if not args.tiles else args.tiles
-    picture = draw_tiles(image, geometry, align=args.align, mode=args.mode, tiles=tiles)
-    _ensure_parent(args.output)
+    picture = draw_tiles(
+        image, geometry, align=args.align, mode=args.mode, tiles=tiles, scale=args.scale
+    )
+    _check_output(args.output)
     picture.save(args.output)
     print(f"wrote {args.output} ({picture.width}x{picture.height})")
     return 0
@@ -219,14 +277,28 @@ def _segment(args: argparse.Namespace) -> int:
                 f"the model takes {in_channels} channels, {args.image} has {x.shape[0]}"
             )
     if "mean" in meta and "std" in meta:
-        x = (x - float(meta["mean"])) / float(meta["std"])
+        std = float(meta["std"])
+        if not (math.isfinite(std) and std > 0):
+            raise CLIError(f"the checkpoint's metadata has std={meta['std']!r}; expected > 0")
+        x = (x - float(meta["mean"])) / std
+    if ndim == 3 and not args.output.lower().endswith((".tif", ".tiff")):
+        raise CLIError(f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}")
+    _check_output(args.output)
     device = parse_device(args.device) or torch.device("cpu")
-    model.to(device)
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as e:  # e.g. no CUDA driver, torch without CUDA
+        raise CLIError(f"cannot use --device {args.device}: {str(e).splitlines()[0]}") from e
     logits = predict_tiled(
         model, x, geometry, batch_size=args.batch_size, device=device, progress=args.progress
     )
-    labels = logits.argmax(0).to(torch.uint8).numpy()
-    _ensure_parent(args.output)
+    classes = int(logits.shape[0])
+    if classes > 65536:
+        raise CLIError(f"the model predicts {classes} classes; label images hold at most 65536")
+    dtype = torch.uint8 if classes <= 256 else torch.int32
+    labels = logits.argmax(0).to(dtype).numpy()
+    if classes > 256:
+        labels = labels.astype(np.uint16)
     _write_labels(labels, args.output)
     counts = np.bincount(labels.ravel(), minlength=int(logits.shape[0]))
     print(f"wrote {args.output}: {labels.shape} labels, class counts {counts.tolist()}")
@@ -244,14 +316,10 @@ def _write_labels(labels: np.ndarray, path: str) -> None:
     import PIL.Image
 
     picture = PIL.Image.fromarray(labels)
-    palette = [0, 0, 0, 255, 214, 0, 0, 114, 255, 230, 60, 60, 60, 200, 90]
-    picture.putpalette(palette + [128] * (768 - len(palette)))
-    picture.save(path)
-
-
-def _ensure_parent(path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    if labels.dtype == np.uint8:  # up to 256 classes: a palette image, class k = index k
+        palette = [0, 0, 0, 255, 214, 0, 0, 114, 255, 230, 60, 60, 60, 200, 90]
+        picture.putpalette(palette + [128] * (768 - len(palette)))
+    picture.save(path)  # more classes: a 16-bit grey image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="print the tile grid of an image size")
     plan.add_argument("--image-size", type=int, nargs="+", required=True, metavar="N")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_geometry_options(plan)
+    _add_geometry_options(plan, mirror=False)
     plan.set_defaults(run=_plan)
 
     preview = sub.add_parser("preview", help="draw the tile layout over an image")
@@ -273,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("-o", "--output", required=True, help="output PNG")
     preview.add_argument(
         "--tiles", type=int, nargs="+", metavar="I", help="only these tile indices (default: all)"
+    )
+    preview.add_argument(
+        "--scale", type=float, default=1.0, help="picture size relative to the canvas (default 1)"
     )
     _add_geometry_options(preview)
     preview.set_defaults(run=_preview)
