@@ -108,7 +108,7 @@ def main() -> None:
     y = torch.from_numpy(labels)
 
     model = UNet(in_channels=1, out_channels=2, depth=3, base_channels=8)
-    geometry = model.geometry(output_size=124)  # input 212: 92 + 44 px margin per side
+    geometry = model.geometry(output_size=124)  # input 212: 124 + a 44 px margin per side
     print(f"image {tuple(image.shape)}, {geometry}, margin {geometry.margin}")
     print(f"grid for the whole image: {TileGrid(image.shape, geometry).shape} tiles")
 

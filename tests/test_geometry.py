@@ -105,8 +105,16 @@ def test_invalid_unet_sizes_name_the_nearest_valid_ones():
         TileGeometry.unet(input_size=570)
     with pytest.raises(ValueError, match=r"nearest valid output sizes: 388 or 404"):
         TileGeometry.unet(output_size=390)
-    with pytest.raises(ValueError, match=r"input size 100 .* 188 \(the smallest\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"input size 100 .* \(valid sizes are 204 \+ 16k\); nearest valid input sizes: 204 \(the smallest\)",
+    ):
         TileGeometry.unet(input_size=100)
+    # 188 is a valid network input, but its output (4) is too small for exact tiling:
+    # only sizes that TileGeometry.unet accepts are suggested
+    with pytest.raises(ValueError, match=r"nearest valid input sizes: 204 \(the smallest\)"):
+        TileGeometry.unet(input_size=190)
+    assert TileGeometry.unet(input_size=204).output_size == (20, 20)
     with pytest.raises(ValueError, match=r"axis 1"):
         TileGeometry.unet(input_size=(572, 571))
     with pytest.raises(ValueError, match="exactly one of input_size and output_size"):

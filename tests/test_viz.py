@@ -116,6 +116,21 @@ def test_scale_resizes_the_canvas_and_keeps_lines_two_pixels_wide():
     assert draw_tiles(grey(), GEOMETRY, scale=1e-4).size == (1, 1)
 
 
+@pytest.mark.parametrize("scale", [0.25, 0.3, 0.5, 0.75, 1.5, 3])
+def test_outlines_sit_on_the_picture_pixels_that_show_the_border(scale):
+    grid = TileGrid(SIZE, GEOMETRY)
+    picture = np.asarray(draw_tiles(grey(), GEOMETRY, tiles=[], scale=scale))
+    (b_h, _), (b_w, _) = grid.padding
+    for axis, before, n in ((0, b_h, SIZE[0]), (1, b_w, SIZE[1])):
+        # picture pixel j shows canvas pixel floor((j + 0.5) / scale)
+        shown = np.floor((np.arange(picture.shape[axis]) + 0.5) / scale)
+        inside = np.flatnonzero((shown >= before) & (shown < before + n))
+        line = np.take(picture, picture.shape[1 - axis] // 2, axis=1 - axis)
+        white = (line == IMAGE_COLOUR).all(-1)
+        assert white[inside[0]] and white[inside[-1]], (axis, inside[[0, -1]])
+        assert not white[inside[0] - 1] and not white[inside[-1] + 1]
+
+
 def test_scale_samples_nearest_canvas_pixels():
     image = torch.randint(0, 256, SIZE, dtype=torch.uint8)
     one = np.asarray(draw_tiles(image, GEOMETRY, tiles=[]))

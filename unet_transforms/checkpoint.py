@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -103,15 +104,32 @@ def load_checkpoint(
     Raises:
         ValueError: If the file is not a checkpoint of this library.
         FileNotFoundError: If the file does not exist.
+
+    Example:
+        >>> import tempfile, os
+        >>> from unet_transforms.models import UNet
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.pt")
+        >>> net = UNet(in_channels=3, out_channels=4, base_channels=2, depth=2)
+        >>> save_checkpoint(path, net, net.geometry(input_size=60))
+        >>> model, geometry, metadata = load_checkpoint(path)
+        >>> model.out_channels, geometry, metadata, model.training
+        (4, TileGeometry(60, 20), {}, False)
     """
     from .models import UNet
 
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about some non-checkpoint files
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise ValueError(f"cannot read checkpoint {os.fspath(path)!r}: {e}") from e
+        # torch's own text (a key, a pickling essay) says nothing useful about a file
+        # that is not a checkpoint; it stays available as the exception's cause
+        raise ValueError(
+            f"cannot read checkpoint {os.fspath(path)!r}: not a file written by "
+            f"save_checkpoint (torch.load raised {type(e).__name__})"
+        ) from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(
             f"{os.fspath(path)!r} is not a unet-transforms checkpoint (expected format {FORMAT!r})"

@@ -201,10 +201,10 @@ class TileGeometry:
             raise ValueError(f"{name} must have {ndim} entries (ndim={ndim}), got {given!r}")
         if output_size is None:
             inp = sizes
-            out = tuple(net.output_for(i, axis) for axis, i in enumerate(inp))
+            out = tuple(net.output_for(i, axis, 2**depth) for axis, i in enumerate(inp))
         else:
             out = sizes
-            inp = tuple(net.input_for(o, axis) for axis, o in enumerate(out))
+            inp = tuple(net.input_for(o, axis, 2**depth) for axis, o in enumerate(out))
         factor = 2**depth
         for axis, o in enumerate(out):
             if o < factor:
@@ -352,30 +352,38 @@ class _UNetArithmetic:
         assert out is not None
         return self._min_input - out
 
-    def valid_inputs_around(self, size: int) -> tuple[int | None, int]:
-        """Nearest valid input sizes below and above ``size``."""
-        if size < self._min_input:
-            return None, self._min_input
-        k = (size - self._min_input) // self.period
-        below = self._min_input + k * self.period
+    def valid_inputs_around(
+        self, size: int, smallest: int | None = None
+    ) -> tuple[int | None, int]:
+        """Nearest valid input sizes below and above ``size``, from ``smallest`` on."""
+        base = self._min_input if smallest is None else smallest
+        if size < base:
+            return None, base
+        k = (size - base) // self.period
+        below = base + k * self.period
         return below, below + self.period
 
-    def output_for(self, size: int, axis: int) -> int:
+    def output_for(self, size: int, axis: int, min_output: int = 1) -> int:
+        """Output size for an input size; the error names the nearest valid inputs whose
+        output is at least ``min_output``."""
         out = self.forward(size)
         if out is None:
-            below, above = self.valid_inputs_around(size)
+            base = self.input_for_min_output(min_output)
+            below, above = self.valid_inputs_around(size, base)
             near = f"{below} or {above}" if below is not None else f"{above} (the smallest)"
             raise ValueError(
                 f"input size {size} on axis {axis} is not a valid U-Net input for depth="
-                f"{self.depth} (valid sizes are {self._min_input} + {self.period}k); "
+                f"{self.depth} (valid sizes are {base} + {self.period}k); "
                 f"nearest valid input sizes: {near}"
             )
         return out
 
-    def input_for(self, size: int, axis: int) -> int:
+    def input_for(self, size: int, axis: int, min_output: int = 1) -> int:
+        """Input size for an output size; the error names the nearest valid outputs of at
+        least ``min_output``."""
         inp = size + self.total_loss
         if size < 1 or self.forward(inp) != size:
-            min_out = self._min_input - self.total_loss
+            min_out = self.input_for_min_output(min_output) - self.total_loss
             if size < min_out:
                 raise ValueError(
                     f"output size {size} on axis {axis} is not a valid U-Net output for "

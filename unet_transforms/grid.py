@@ -22,7 +22,19 @@ Align = Literal["center", "start"]
 
 
 class TileIndexError(IndexError, ValueError):
-    """A tile index outside the grid (both an ``IndexError`` and a ``ValueError``)."""
+    """A tile index outside the grid (both an ``IndexError`` and a ``ValueError``).
+
+    An ``IndexError`` so that iteration protocols and ``for`` loops over indices work,
+    a ``ValueError`` so that it is caught with the other argument errors.
+
+    Example:
+        >>> grid = TileGrid((10, 10), TileGeometry(12, 8))
+        >>> try:
+        ...     grid[4]
+        ... except ValueError as e:
+        ...     print(type(e).__name__, isinstance(e, IndexError))
+        TileIndexError True
+    """
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,13 @@ class Tile:
         output_box: The window the network predicts (``output_size``), centred in the
             input window; what a training label covers.
         keep_box: The part used when stitching (``step``), centred in the output window.
+
+    Example:
+        >>> tile = TileGrid((500, 700), TileGeometry(572, 388))[1]
+        >>> tile.index, tile.grid_index
+        (1, (0, 1))
+        >>> tile.input_box, tile.output_box
+        (((-230, 342), (258, 830)), ((-138, 250), (350, 738)))
     """
 
     index: int

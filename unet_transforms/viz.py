@@ -169,15 +169,17 @@ def draw_tiles(
     tile's input window in blue and its output window in yellow. Every window comes from
     the grid's tile boxes, shifted by the padding before the image.
 
-    For a 3-D geometry the middle depth slice of the canvas is drawn (image slice
-    ``D // 2``) with the in-plane part of the grid; tiles that differ only in depth
-    coincide there.
+    For a 3-D geometry the image's middle depth slice (``D // 2``) is drawn with the
+    in-plane part of the grid; tiles that differ only in depth coincide there.
 
     The canvas is gathered with mirror indices straight from the image at the picture's
     resolution, so the cost is that of the picture, not of the padded canvas. ``scale``
     resizes with nearest neighbour (picture pixel ``j`` shows canvas pixel
     ``floor((j + 0.5) / scale)``); outlines are drawn afterwards, :data:`LINE_WIDTH`
-    pixels wide at any scale.
+    pixels wide at any scale, on the picture pixels that show the window's border
+    pixels. Input windows are drawn first, output windows over them and the image
+    outline last, so where an output window starts at the image border its edge
+    there is white.
 
     Args:
         image: Tensor ``(C, H, W)`` or ``(H, W)``; numpy array ``(H, W)`` or ``(H, W, C)``
@@ -185,8 +187,9 @@ def draw_tiles(
             first like a tensor); or PIL image. For a 3-D geometry: ``(C, D, H, W)`` or
             ``(D, H, W)``. uint8 and bool pixels are shown as they are; other dtypes
             are scaled by their (finite) minimum and maximum, and a constant image is
-            drawn mid-grey. 1 or 3 channels are shown (RGBA arrays and PIL images lose
-            their alpha), other channel counts show the first channel.
+            drawn mid-grey. 1 or 3 channels are shown (channels-last RGBA arrays and
+            PIL images lose their alpha); channels-first inputs with another number
+            of channels (4 included: it may not be RGBA) show the first channel.
         geometry: The :class:`~unet_transforms.TileGeometry`.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mode: Mirroring: ``"reflect"`` or ``"symmetric"``.
@@ -245,12 +248,16 @@ def draw_tiles(
     picture = PIL.Image.fromarray(rgb.round().to(torch.uint8).permute(1, 2, 0).numpy())
     draw = PIL.ImageDraw.Draw(picture)
 
+    def first_showing(c: int) -> int:
+        """The first picture pixel that shows canvas pixel ``c`` or a later one."""
+        return math.ceil(c * factor - 0.5)
+
     def outline(box: Sequence[tuple[int, int]], colour: tuple[int, int, int]) -> None:
         """Outlines an image-coordinate ``((y0, y1), (x0, x1))`` box, lines inside it."""
         (y0, y1), (x0, x1) = box[-2:]
-        top, left = round((y0 + b_h) * factor), round((x0 + b_w) * factor)
-        bottom = max(top, round((y1 + b_h) * factor) - 1)
-        right = max(left, round((x1 + b_w) * factor) - 1)
+        top, left = first_showing(y0 + b_h), first_showing(x0 + b_w)
+        bottom = max(top, first_showing(y1 + b_h) - 1)
+        right = max(left, first_showing(x1 + b_w) - 1)
         draw.rectangle([left, top, right, bottom], outline=colour, width=LINE_WIDTH)
 
     # input windows first, output windows on top, then the image outline

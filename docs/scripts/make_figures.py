@@ -41,7 +41,7 @@ def sample_image() -> np.ndarray:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     image = sample_image()
-    small = image[200:300, 150:290]  # 100 x 140: smaller than the 92-pixel margin + tile
+    small = image[200:300, 150:290]  # 100 x 140: narrower than its padding (236, 216)
     paper = TileGeometry(572, 388)
     exact = TileGeometry.unet(input_size=572)
     figures = {
