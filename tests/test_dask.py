@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from unet_transforms import TileGeometry, TileGrid, predict_tiled
 from unet_transforms.dask import _on_device, predict_dask
+from unet_transforms.models import UNet
 
 MODES = st.sampled_from(["reflect", "symmetric"])
 ALIGNS = st.sampled_from(["center", "start"])
@@ -255,6 +256,11 @@ def test_probe_errors():
             r"array must have shape \(C, H, W\) for a 2-D geometry, got \(23, 17\)",
         ),
         ({"device": "foo"}, ValueError, "device must name a torch device .* got 'foo'"),
+        (
+            {"model": UNet(3, 2, depth=1, base_channels=1)},
+            ValueError,
+            "array has 2 channels but the model takes in_channels=3",
+        ),
     ],
 )
 def test_errors(kwargs, error, match):

@@ -168,6 +168,16 @@ def test_errors():
         predict_tiled(model, make_tensor((2, 30, 30)), TileGeometry(16, 10), mode="wrap")
 
 
+def test_channels_must_match_a_declared_in_channels():
+    from unet_transforms.models import UNet
+
+    net = UNet(3, 2, depth=1, base_channels=1).eval()
+    with pytest.raises(ValueError, match="image has 1 channels but the model takes in_channels=3"):
+        predict_tiled(net, make_tensor((1, 30, 30)), net.geometry(input_size=18))
+    with pytest.raises(ValueError, match="image has 2 channels"):
+        predict_tiled(net, make_tensor((4, 2, 30, 30)), net.geometry(input_size=18))
+
+
 def test_device_must_be_a_device_and_the_models():
     model, image, geometry = ValidConvs().eval(), make_tensor((2, 30, 30)), TileGeometry(16, 10)
     with pytest.raises(ValueError, match=r"device must name a torch device .* got 'foo'"):

@@ -31,6 +31,7 @@ from .inference import (
     _batches,
     _expected_shapes,
     _model_device_dtype,
+    check_channels,
     default_batch_size,
     parse_device,
     same_device,
@@ -188,6 +189,8 @@ def predict_dask(
     nd = geometry.ndim
     grid = TileGrid(x.shape[1:], geometry, align=align)
     in_channels = int(x.shape[0])
+    if isinstance(model, torch.nn.Module):
+        check_channels(model, in_channels, "array")
 
     # Output channels and dtype: measured once, or taken from the caller.
     if meta_channels is None:

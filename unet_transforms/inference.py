@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ._checks import is_int
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
@@ -52,6 +53,16 @@ def parse_device(device: object) -> torch.device | None:
         raise ValueError(
             f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}"
         ) from e
+
+
+def check_channels(model: torch.nn.Module, channels: int, what: str = "image") -> None:
+    """Raises if the model declares ``in_channels`` (as UNet and MONAI's networks do)
+    and the input has another number of channels."""
+    expected = getattr(model, "in_channels", None)
+    if is_int(expected) and expected != channels:
+        raise ValueError(
+            f"{what} has {channels} channels but the model takes in_channels={expected}"
+        )
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -163,6 +174,7 @@ def predict_tiled(
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
     shape, batched = _spatial_ndim_check(image, geometry)
+    check_channels(model, shape[1] if batched else shape[0])
     model_device, model_dtype = _model_device_dtype(model)
     run_device = parse_device(device) or model_device
     if any(True for _ in model.parameters()) and not same_device(run_device, model_device):

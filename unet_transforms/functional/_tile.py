@@ -109,6 +109,18 @@ def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
 
 def as_box(box: object) -> Box:
     """Validates a window: a non-empty sequence of ``(start, stop)`` int pairs."""
+    if type(box) is tuple and box:  # the boxes of Tile records: checked at a glance
+        for pair in box:
+            if not (
+                type(pair) is tuple
+                and len(pair) == 2
+                and type(pair[0]) is int
+                and type(pair[1]) is int
+                and pair[0] < pair[1]
+            ):
+                break
+        else:
+            return box
     if isinstance(box, str | bytes) or not isinstance(box, Sequence) or len(box) == 0:
         raise TypeError(
             f"box must be a sequence of (start, stop) int pairs, one per spatial axis, got {box!r}"
