@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import PIL.Image
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,21 @@ def test_readme_example_runs():
     logits, tile, label = namespace["logits"], namespace["tile"], namespace["label"]
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 1000, 700)
     assert tile.shape == (1, 572, 572) and label.shape == (388, 388)
+
+
+# Pages whose Python blocks run in about a second; the others read files the reader
+# brings (huge-images) or segment large images (inference, same-padding, volumes-3d).
+QUICK_PAGES = ["index.md", "overlap-tile.md", "tiled-dataset.md", "training.md"]
+
+
+@pytest.mark.parametrize("page", QUICK_PAGES)
+def test_docs_page_code_runs(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # blocks may save pictures
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
+    assert blocks, f"{page} has no Python block"
+    namespace: dict[str, object] = {}
+    for block in blocks:  # a page's blocks build on each other, as a reader runs them
+        exec(compile(block, f"docs/{page}", "exec"), namespace)
 
 
 def test_train_unet_smoke(tmp_path):
