@@ -163,6 +163,18 @@ def test_plan_3d():
             "-o/--output must be a file name such as mask.png, got a directory",
         ),
         (("preview", "in.png", "-o", "t.png", "--unet-input", "572", "--scale", "0"), "scale"),
+        (
+            ("preview", "in.png", "-o", "t.png", "--unet-input", "572", "--scale", "1e5"),
+            "use a smaller scale",
+        ),
+        (
+            ("preview", "in.png", "-o", "out/noext", "--unet-input", "572"),
+            "-o/--output needs an image file extension such as .png or .tif, got 'out/noext'",
+        ),
+        (
+            ("preview", "in.png", "-o", "in.png/x.png", "--unet-input", "572"),
+            "in.png is a file, not a folder",
+        ),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, match, tmp_path, monkeypatch):
@@ -260,6 +272,9 @@ def test_tiff_layouts_follow_the_files_axes(tmp_path):
         ((5, 20, 3), {"photometric": "minisblack"}, (1, 5, 20, 3)),  # a thin volume, not RGB
         ((20, 30, 4), {}, (3, 20, 30)),  # RGBA: alpha dropped
         ((4, 20, 30, 3), {"photometric": "rgb"}, (3, 4, 20, 30)),  # an RGB volume
+        ((4, 20, 30), {"imagej": True, "metadata": {"axes": "CYX"}}, (4, 20, 30)),  # channels
+        ((20, 30, 2), {"photometric": "minisblack", "extrasamples": ["unassalpha"]}, (1, 20, 30)),
+        ((20, 30, 4), {"photometric": "separated"}, (4, 20, 30)),  # CMYK: kept raw
     ]
     for k, (shape, options, expected) in enumerate(cases):
         array = rng.integers(0, 255, shape, dtype=np.uint8)
@@ -299,6 +314,9 @@ def test_segment_refuses_what_it_cannot_write_or_run(tmp_path):
     save_checkpoint(tmp_path / "m.pt", net, net.geometry(input_size=18))
     assert_one_line_error(
         run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "bogus"), "device"
+    )
+    assert_one_line_error(
+        run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "meta"), "--device meta"
     )
     if not torch.cuda.is_available():
         assert_one_line_error(

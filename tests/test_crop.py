@@ -137,6 +137,16 @@ def test_a_fill_the_dtype_cannot_hold_is_refused_everywhere(dtype, fill, expecte
         TileGrid((40, 50), TileGeometry(12, 8)).extract_output(label, 0, fill=fill)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "fill"), [(torch.float32, 1e40), (torch.float16, 70000), (torch.float64, 2**2000)]
+)
+def test_a_fill_beyond_a_float_dtype_is_refused(dtype, fill):
+    with pytest.raises(ValueError, match=rf"^fill=.* does not fit the input's dtype {dtype}"):
+        crop_tile(torch.zeros(4, 4, dtype=dtype), ((-1, 3), (0, 4)), fill=fill)
+    big = crop_tile(torch.zeros(2, 2), ((-1, 1), (0, 1)), fill=2**70)  # fits float32
+    assert big[0, 0] == float(2**70)
+
+
 def test_fills_that_fit():
     assert crop_tile(torch.zeros(2, 2), ((-1, 1), (0, 1)), fill=math.nan).isnan().sum() == 1
     assert (

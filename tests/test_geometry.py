@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -196,6 +197,15 @@ def test_unet_sequence_sizes_set_the_number_of_axes():
     assert TileGeometry.unet(input_size=572, ndim=3).input_size == (572,) * 3
     with pytest.raises(ValueError, match=r"input_size must have 3 entries \(ndim=3\)"):
         TileGeometry.unet(input_size=(572, 572), ndim=3)
+
+
+def test_numpy_and_tensor_sizes():
+    assert TileGeometry(np.array([12, 14]), np.int64(8)) == TileGeometry((12, 14), 8)
+    assert TileGeometry(100, np.array([60, 60, 60])) == TileGeometry((100,) * 3, (60,) * 3)
+    assert TileGeometry(torch.tensor(12), 8) == TileGeometry(12, 8)
+    with pytest.raises(TypeError, match="input_size must be an int or a sequence of ints"):
+        TileGeometry(torch.tensor(True), 1)
+    assert TileGeometry.unet(input_size=np.array([116, 132, 132]), depth=3).ndim == 3
 
 
 def test_from_model_keeps_modes_and_buffers():

@@ -238,8 +238,12 @@ def test_paste_checks_shapes():
         grid.paste(torch.zeros(2, 5, 5), 0, torch.ones(2, 8, 8))
     with pytest.raises(ValueError, match=r"result must have shape .* got \(2, 11, 10\)"):
         grid.paste(torch.zeros(2, 11, 10), 0, torch.ones(2, 8, 8))
-    with pytest.raises(ValueError, match="must have the same leading axes"):
+    with pytest.raises(ValueError, match=r"leading axes that broadcast to result's \(2,\)"):
         grid.paste(result, 0, torch.ones(3, 8, 8))
+    grid.paste(torch.zeros(10, 10), 0, torch.ones(1, 8, 8))  # broadcasts, as assignment does
+    grid.paste(result, 0, torch.ones(8, 8))
+    with pytest.raises(ValueError, match=r"tile_size \(12, 12\) must be tile_output's"):
+        grid.paste(result, 0, torch.ones(2, 8, 8), tile_size=(12, 12))
     with pytest.raises(TypeError, match="tile_output must be a tensor with at least 2 axes"):
         grid.paste(result, 0, np.ones((2, 8, 8)))
     with pytest.raises(ValueError, match=r"spatial size \(8, 8\) \(output_size\)"):

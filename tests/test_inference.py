@@ -178,6 +178,12 @@ def test_channels_must_match_a_declared_in_channels():
         predict_tiled(net, make_tensor((4, 2, 30, 30)), net.geometry(input_size=18))
 
 
+def test_numpy_batch_size():
+    model, image, geometry = ValidConvs().eval(), make_tensor((2, 30, 30)), TileGeometry(16, 10)
+    expected = predict_tiled(model, image, geometry, batch_size=3)
+    assert torch.equal(predict_tiled(model, image, geometry, batch_size=np.int64(3)), expected)
+
+
 def test_device_must_be_a_device_and_the_models():
     model, image, geometry = ValidConvs().eval(), make_tensor((2, 30, 30)), TileGeometry(16, 10)
     with pytest.raises(ValueError, match=r"device must name a torch device .* got 'foo'"):

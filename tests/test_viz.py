@@ -116,12 +116,15 @@ def test_scale_resizes_the_canvas_and_keeps_lines_two_pixels_wide():
     assert draw_tiles(grey(), GEOMETRY, scale=1e-4).size == (1, 1)
 
 
-@pytest.mark.parametrize("scale", [0.25, 0.3, 0.5, 0.75, 1.5, 3])
-def test_outlines_sit_on_the_picture_pixels_that_show_the_border(scale):
-    grid = TileGrid(SIZE, GEOMETRY)
-    picture = np.asarray(draw_tiles(grey(), GEOMETRY, tiles=[], scale=scale))
+@pytest.mark.parametrize(
+    ("size", "geometry"), [(SIZE, GEOMETRY), ((40, 40), TileGeometry(190, 20))]
+)
+@pytest.mark.parametrize("scale", [0.25, 0.3, 0.5, 0.75, 0.9, 1.1, 1.5, 1.7, 3])
+def test_outlines_sit_on_the_picture_pixels_that_show_the_border(scale, size, geometry):
+    grid = TileGrid(size, geometry)
+    picture = np.asarray(draw_tiles(grey(size), geometry, tiles=[], scale=scale))
     (b_h, _), (b_w, _) = grid.padding
-    for axis, before, n in ((0, b_h, SIZE[0]), (1, b_w, SIZE[1])):
+    for axis, before, n in ((0, b_h, size[0]), (1, b_w, size[1])):
         # picture pixel j shows canvas pixel floor((j + 0.5) / scale)
         shown = np.floor((np.arange(picture.shape[axis]) + 0.5) / scale)
         inside = np.flatnonzero((shown >= before) & (shown < before + n))
@@ -129,6 +132,11 @@ def test_outlines_sit_on_the_picture_pixels_that_show_the_border(scale):
         white = (line == IMAGE_COLOUR).all(-1)
         assert white[inside[0]] and white[inside[-1]], (axis, inside[[0, -1]])
         assert not white[inside[0] - 1] and not white[inside[-1] + 1]
+
+
+def test_a_scale_that_would_make_a_huge_picture_is_refused():
+    with pytest.raises(ValueError, match=r"scale=100000 gives a .* picture .* smaller scale"):
+        draw_tiles(grey(), GEOMETRY, scale=100000)
 
 
 def test_scale_samples_nearest_canvas_pixels():

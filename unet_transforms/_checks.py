@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["is_int"]
+from typing import Any
+
+__all__ = ["as_list_if_1d", "is_int"]
 
 
 def is_int(value: object) -> bool:
@@ -18,10 +20,23 @@ def is_int(value: object) -> bool:
     """
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         return False
-    if getattr(value, "ndim", 0) != 0:
-        return False
+    if getattr(value, "ndim", 0) != 0 or "bool" in str(getattr(value, "dtype", "")):
+        return False  # arrays with axes; 0-d bool tensors (they have __index__ too)
     try:
         value.__index__()
     except TypeError:  # e.g. a 0-d float tensor
         return False
     return True
+
+
+def as_list_if_1d(value: Any) -> Any:
+    """A 1-D numpy array or tensor as a list of its entries; anything else unchanged.
+
+    Example:
+        >>> import numpy as np
+        >>> as_list_if_1d(np.array([572, 572])), as_list_if_1d(5)
+        ([572, 572], 5)
+    """
+    if getattr(value, "ndim", None) == 1 and hasattr(value, "tolist"):
+        return value.tolist()
+    return value

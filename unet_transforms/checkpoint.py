@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import warnings
 from typing import Any
 
@@ -40,9 +42,9 @@ def save_checkpoint(
         path: Where to write.
         model: The trained ``UNet``.
         geometry: The tile geometry to segment with.
-        metadata: Extra JSON-like values to keep (e.g. the input scaling): None, bools,
-            ints, floats, strings, and lists, tuples and string-keyed dicts of those
-            (numpy scalars and arrays must be converted first).
+        metadata: Extra values to keep (e.g. the input scaling): anything that loads
+            with ``torch.load(weights_only=True)``, such as numbers, strings, lists,
+            tuples, dicts and tensors (numpy scalars and arrays must be converted).
 
     Raises:
         TypeError: If ``model`` is not a ``UNet``, ``geometry`` not a ``TileGeometry``,
@@ -72,7 +74,7 @@ def save_checkpoint(
         )
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
-    _check_plain("metadata", metadata or {})
+    _check_loadable(dict(metadata or {}))
     torch.save(
         {
             "format": FORMAT,
@@ -154,24 +156,18 @@ def load_checkpoint(
     return model, geometry, dict(data.get("metadata", {}))
 
 
-def _check_plain(where: str, value: object) -> None:
-    """Raises unless ``value`` is built of None, bools, ints, floats, strings, lists and
-    dicts with string keys: what ``torch.load(weights_only=True)`` reads back."""
-    # exact types: numpy scalars subclass float, but do not load with weights_only=True
-    if value is None or type(value) in (bool, int, float, str):
-        return
-    if isinstance(value, list | tuple) and type(value) in (list, tuple):
-        for i, item in enumerate(value):
-            _check_plain(f"{where}[{i}]", item)
-        return
-    if isinstance(value, dict) and type(value) is dict:
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where} keys must be strings, got {key!r}")
-            _check_plain(f"{where}[{key!r}]", item)
-        return
-    raise TypeError(
-        f"{where} must be None, a bool, int, float, str, list or dict (what loads with "
-        f"weights_only=True), got {type(value).__name__}: {value!r}; convert it, e.g. "
-        f"with float() or .tolist()"
-    )
+def _check_loadable(metadata: dict[str, Any]) -> None:
+    """Raises unless ``metadata`` reads back with ``torch.load(weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save(metadata, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except Exception as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        detail = f"found {found.group(1)}" if found else type(e).__name__
+        raise TypeError(
+            "metadata must hold only values that load with torch.load(weights_only=True) "
+            "(numbers, strings, lists, tuples, dicts, tensors; numpy values must be "
+            f"converted, e.g. with float() or .tolist()): {detail}"
+        ) from e

@@ -33,7 +33,9 @@ def read_image(path: str) -> np.ndarray:
     TIFF files are read with tifffile when it is installed (the ``io`` extra), which
     tells channels (RGB samples, planar or interleaved) from depth (pages, slices) by
     the file's own metadata; other formats, and TIFF without tifffile, with Pillow.
-    An alpha channel is dropped; palette and 1-bit images become RGB or grey.
+    Alpha is dropped (TIFF: the samples the file marks as alpha); palette and 1-bit
+    images become RGB or grey; other TIFF channels (e.g. 4 microscopy channels, CMYK)
+    are kept as they are.
 
     Args:
         path: The image file.
@@ -81,6 +83,9 @@ def _read_tiff(path: str, tifffile: Any) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes, array = str(series.axes), np.asarray(series.asarray())
+            # alpha samples (associated or unassociated) are the last extra samples
+            extras = tuple(getattr(tif.pages[0], "extrasamples", ()) or ())
+            alpha = sum(1 for e in extras if int(e) in (1, 2))
     except Exception as e:
         raise CLIError(f"cannot read {path} as a TIFF image: {e}") from e
     # drop axes of length 1 other than Y and X (e.g. a single time point or channel)
@@ -98,7 +103,9 @@ def _read_tiff(path: str, tifffile: Any) -> np.ndarray:
             "(expected Y and X, optionally samples/channels and one depth axis)"
         )
     array = np.transpose(array, [channel, *depth, axes.index("Y"), axes.index("X")])
-    return array[:3] if array.shape[0] == 4 else array  # RGBA: drop the alpha
+    if axes[channel] == "S" and 0 < alpha < array.shape[0]:
+        array = array[: array.shape[0] - alpha]  # RGBA or grey + alpha: drop the alpha
+    return array
 
 
 # ---------------------------------------------------------------------- geometry options
@@ -180,12 +187,25 @@ def _broadcast(value: Any, ndim: int) -> Any:
 
 
 def _check_output(path: str) -> None:
-    """Refuses a directory as the output file and creates its parent folder."""
+    """Refuses outputs that cannot be written, before any work; creates the parent folder."""
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise CLIError(
             f"-o/--output must be a file name such as mask.png, got a directory: {path}"
         )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    import PIL.Image
+
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in PIL.Image.registered_extensions():
+        raise CLIError(
+            f"-o/--output needs an image file extension such as .png or .tif, got {path!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise CLIError(f"cannot write {path}: {existing} is a file, not a folder")
+    os.makedirs(parent, exist_ok=True)
 
 
 # ---------------------------------------------------------------------- commands
@@ -241,10 +261,10 @@ def _preview(args: argparse.Namespace) -> int:
     from .viz import draw_tiles
 
     tiles: Any = "all" if not args.tiles else args.tiles
+    _check_output(args.output)
     picture = draw_tiles(
         image, geometry, align=args.align, mode=args.mode, tiles=tiles, scale=args.scale
     )
-    _check_output(args.output)
     picture.save(args.output)
     print(f"wrote {args.output} ({picture.width}x{picture.height})")
     return 0
@@ -285,6 +305,8 @@ def _segment(args: argparse.Namespace) -> int:
         raise CLIError(f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}")
     _check_output(args.output)
     device = parse_device(args.device) or torch.device("cpu")
+    if device.type == "meta":
+        raise CLIError("--device meta computes no values; use cpu or an accelerator")
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as e:  # e.g. no CUDA driver, torch without CUDA
@@ -375,4 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unet-transforms: error: {e}", file=sys.stderr)
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"unet-transforms: error: {e}", file=sys.stderr)
+    except MemoryError:
+        print(
+            "unet-transforms: error: not enough memory (a smaller image, --scale or "
+            "--batch-size may help)",
+            file=sys.stderr,
+        )
     return 2

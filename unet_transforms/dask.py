@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import operator
 import threading
 import weakref
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ._checks import is_int
 from .functional._mirror import MirrorMode, check_mode, mirror_index
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
@@ -167,14 +169,16 @@ def predict_dask(
     if not isinstance(geometry, TileGeometry):
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if meta_channels is not None and (
-        isinstance(meta_channels, bool) or not isinstance(meta_channels, int) or meta_channels < 1
-    ):
-        raise ValueError(f"meta_channels must be a positive int or None, got {meta_channels!r}")
+    if batch_size is not None:
+        if not is_int(batch_size) or operator.index(batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        batch_size = operator.index(batch_size)
+    if meta_channels is not None:
+        if not is_int(meta_channels) or operator.index(meta_channels) < 1:
+            raise ValueError(
+                f"meta_channels must be a positive int or None, got {meta_channels!r}"
+            )
+        meta_channels = operator.index(meta_channels)
     if not isinstance(model, torch.nn.Module) and not (
         is_dask_collection(model) or _is_future(model)
     ):

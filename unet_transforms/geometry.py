@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._checks import as_list_if_1d
 from ._checks import is_int as _is_int
 
 if TYPE_CHECKING:
@@ -19,8 +20,7 @@ _AXIS_NAMES = {2: ("height", "width"), 3: ("depth", "height", "width")}
 
 def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
     """Normalises an int or a sequence of ints to a tuple; validates type and length."""
-    if getattr(value, "ndim", None) == 1 and hasattr(value, "tolist"):
-        value = value.tolist()  # a 1-D numpy array or tensor of sizes
+    value = as_list_if_1d(value)  # a 1-D numpy array or tensor of sizes
     if _is_int(value):
         return (operator.index(value),) * (ndim or 2)  # type: ignore[arg-type]
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -81,6 +81,7 @@ class TileGeometry:
         *,
         step: int | Sequence[int] | None = None,
     ) -> None:
+        input_size, output_size, step = (as_list_if_1d(v) for v in (input_size, output_size, step))
         ndim: int | None = None
         for value in (input_size, output_size, step):
             if value is not None and not _is_int(value) and isinstance(value, Sequence):
@@ -195,6 +196,7 @@ class TileGeometry:
         name, given = (
             ("input_size", input_size) if output_size is None else ("output_size", output_size)
         )
+        given = as_list_if_1d(given)
         sizes = _as_sizes(name, given, ndim if _is_int(given) else None)
         if not _is_int(given) and ndim != 2 and len(sizes) != ndim:
             # a sequence sets the number of axes; an explicit, different ndim is a mistake
@@ -324,19 +326,12 @@ class _UNetArithmetic:
     def _find_min_input(self) -> int:
         """The smallest valid input, built backwards from the smallest bottom output.
 
-        Every size on the way down is then even and at least 2 (twice the size below),
-        and the decoder (``x -> 2x - loss`` per level) must stay positive.
+        Every size on the way down is then even and at least 2 (twice the size below).
+        On the way up each level maps ``x -> 2x - loss``, which after ``k`` levels is
+        ``2**k (b - loss) + loss`` for a bottom output ``b``: it stays positive for all
+        ``k <= depth`` exactly when ``b >= loss - (loss - 1) / 2**depth``.
         """
-        bottom = 1
-        while True:
-            size = bottom
-            for _ in range(self.depth):
-                size = 2 * size - self.loss
-                if size < 1:
-                    break
-            else:
-                break
-            bottom += 1
+        bottom: int = max(1, self.loss - (self.loss - 1) // (1 << self.depth))
         size = bottom + self.loss
         for _ in range(self.depth):
             size = 2 * size + self.loss

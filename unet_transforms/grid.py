@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import torch
 
-from ._checks import is_int
+from ._checks import as_list_if_1d, is_int
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .functional._tile import Box, crop_tile, spatial_shape
 from .geometry import TileGeometry
@@ -109,8 +109,7 @@ def tile_at(
 
 
 def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
-    if getattr(image_size, "ndim", None) == 1 and hasattr(image_size, "tolist"):
-        image_size = image_size.tolist()  # a 1-D numpy array or tensor of sizes
+    image_size = as_list_if_1d(image_size)  # a 1-D numpy array or tensor of sizes
     if is_int(image_size):
         sizes: tuple[Any, ...] = (operator.index(image_size),) * ndim  # type: ignore[arg-type]
     elif isinstance(image_size, Sequence | torch.Size) and not isinstance(image_size, str):
@@ -400,8 +399,8 @@ class TileGrid:
         """Writes tile ``index``'s keep window from ``tile_output`` into ``result`` in place.
 
         ``result`` is ``(..., *image_size)`` and ``tile_output`` is ``(..., *output_size)``
-        or ``(..., *input_size)`` with the same leading axes; used by :meth:`stitch` and
-        tiled inference.
+        or ``(..., *input_size)`` with leading axes that broadcast to ``result``'s; used
+        by :meth:`stitch` and tiled inference.
 
         Raises:
             TypeError: If ``result`` or ``tile_output`` is not a tensor.
@@ -427,14 +426,24 @@ class TileGrid:
                 f"result must have shape (..., *{self.image_size}) (the image size), got "
                 f"{tuple(result.shape)}"
             )
-        if result.shape[: result.ndim - ndim] != tile_output.shape[: tile_output.ndim - ndim]:
+        lead = tuple(result.shape[: result.ndim - ndim])
+        tile_lead = tuple(tile_output.shape[: tile_output.ndim - ndim])
+        try:  # as assignment broadcasts: extra leading axes of size 1 are allowed
+            both = tuple(torch.broadcast_shapes(tile_lead, lead))  # type: ignore[no-untyped-call]
+            extra = len(both) - len(lead)
+            fits = both[extra:] == lead and all(n == 1 for n in both[:extra])
+        except RuntimeError:
+            fits = False
+        if not fits:
             raise ValueError(
-                f"result {tuple(result.shape)} and tile_output {tuple(tile_output.shape)} "
-                f"must have the same leading axes"
+                f"tile_output {tuple(tile_output.shape)} must have leading axes that "
+                f"broadcast to result's {lead} (result {tuple(result.shape)})"
             )
-        size = (
-            tuple(tile_output.shape[tile_output.ndim - ndim :]) if tile_size is None else tile_size
-        )
+        size = tuple(tile_output.shape[tile_output.ndim - ndim :])
+        if tile_size is not None and tuple(tile_size) != size:
+            raise ValueError(
+                f"tile_size {tuple(tile_size)} must be tile_output's spatial size {size}"
+            )
         src, dst = self.keep_slices(index, size)
         to: tuple[Any, ...] = (Ellipsis, *dst)
         frm: tuple[Any, ...] = (Ellipsis, *src)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -185,8 +186,9 @@ def predict_tiled(
         )
     if batch_size is None:
         batch_size = default_batch_size(run_device)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or operator.index(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = operator.index(batch_size)
     grid = TileGrid(shape[-geometry.ndim :], geometry, align=align)
     if batched:
         results = [

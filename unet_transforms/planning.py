@@ -6,7 +6,7 @@ import math
 import operator
 from collections.abc import Sequence
 
-from ._checks import is_int
+from ._checks import as_list_if_1d, is_int
 from .geometry import TileGeometry, _UNetArithmetic
 from .grid import TileGrid, _image_size
 
@@ -53,6 +53,7 @@ def plan_geometry(
     """
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+    image_size, max_input_size = as_list_if_1d(image_size), as_list_if_1d(max_input_size)
     if isinstance(image_size, Sequence) and not isinstance(image_size, str):
         # a sequence sets the number of axes; an explicit, different ndim is a mistake
         if len(image_size) not in (2, 3) or (ndim != 2 and len(image_size) != ndim):

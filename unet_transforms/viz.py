@@ -29,6 +29,8 @@ DIM = 0.45
 LINE_WIDTH = 2
 """Width of every outline in pixels of the picture, whatever the ``scale``."""
 
+_MAX_PIXELS = 1 << 28  # 256 Mpx: a picture beyond this is a mistake in scale
+
 _PIL_DIRECT = ("L", "RGB", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -233,10 +235,20 @@ def draw_tiles(
     # that minus the padding before; mirror_index maps it into the image.
     (b_h, _), (b_w, _) = grid.padding[-2:]
     h, w = grid.image_size[-2:]
-    positions = []
-    for (before, _), canvas in zip(grid.padding[-2:], grid.padded_size[-2:], strict=True):
-        n = max(1, round(canvas * factor))
+    height, width = (max(1, round(c * factor)) for c in grid.padded_size[-2:])
+    if height * width > _MAX_PIXELS:
+        raise ValueError(
+            f"scale={scale!r} gives a {width} x {height} picture (more than {_MAX_PIXELS} "
+            f"pixels) for a {grid.padded_size[-1]} x {grid.padded_size[-2]} canvas; use a "
+            "smaller scale"
+        )
+    positions: list[torch.Tensor] = []
+    shown: list[torch.Tensor] = []
+    for (before, _), canvas, n in zip(
+        grid.padding[-2:], grid.padded_size[-2:], (height, width), strict=True
+    ):
         at = ((torch.arange(n, dtype=torch.float64) + 0.5) / factor).floor().to(torch.int64)
+        shown.append(at)  # the canvas pixel each picture pixel shows, non-decreasing
         positions.append(at.clamp(0, canvas - 1) - before)
     rows, cols = (mirror_index(p, n, mode) for p, n in zip(positions, (h, w), strict=True))
     pixels = _to_display(_gather(x, rows, cols), value_range)
@@ -248,16 +260,16 @@ def draw_tiles(
     picture = PIL.Image.fromarray(rgb.round().to(torch.uint8).permute(1, 2, 0).numpy())
     draw = PIL.ImageDraw.Draw(picture)
 
-    def first_showing(c: int) -> int:
+    def first_showing(c: int, axis: int) -> int:
         """The first picture pixel that shows canvas pixel ``c`` or a later one."""
-        return math.ceil(c * factor - 0.5)
+        return int(torch.searchsorted(shown[axis], c))
 
     def outline(box: Sequence[tuple[int, int]], colour: tuple[int, int, int]) -> None:
         """Outlines an image-coordinate ``((y0, y1), (x0, x1))`` box, lines inside it."""
         (y0, y1), (x0, x1) = box[-2:]
-        top, left = first_showing(y0 + b_h), first_showing(x0 + b_w)
-        bottom = max(top, first_showing(y1 + b_h) - 1)
-        right = max(left, first_showing(x1 + b_w) - 1)
+        top, left = first_showing(y0 + b_h, 0), first_showing(x0 + b_w, 1)
+        bottom = max(top, first_showing(y1 + b_h, 0) - 1)
+        right = max(left, first_showing(x1 + b_w, 1) - 1)
         draw.rectangle([left, top, right, bottom], outline=colour, width=LINE_WIDTH)
 
     # input windows first, output windows on top, then the image outline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
@@ -146,12 +147,30 @@ class FillError(ValueError):
 
     def __init__(self, fill: object, dtype: object, expected: str, name: str = "fill") -> None:
         self.fill, self.dtype, self.expected = fill, dtype, expected
+        shown = (
+            repr(fill)
+            if len(repr(fill)) <= 40
+            else f"{repr(fill)[:20]}...({len(repr(fill))} digits)"
+        )
         super().__init__(
-            f"{name}={fill!r} does not fit the input's dtype {dtype}: expected {expected}"
+            f"{name}={shown} does not fit the input's dtype {dtype}: expected {expected}"
         )
 
     def named(self, name: str) -> FillError:
         return FillError(self.fill, self.dtype, self.expected, name)
+
+
+def _check_float_fill(fill: numbers.Real, dtype: object, largest: float) -> None:
+    """NaN and infinities fit a floating dtype; finite numbers must not overflow it."""
+    try:
+        value = float(fill)
+    except OverflowError:
+        value = math.inf  # a finite int too large for a Python float
+        finite = True
+    else:
+        finite = math.isfinite(value)
+    if finite and not abs(value) <= largest:
+        raise FillError(fill, dtype, f"a number within +-{largest:.6g}, inf or nan")
 
 
 def check_fill_fits(fill: object, dtype: torch.dtype | np.dtype[Any]) -> None:
@@ -163,19 +182,24 @@ def check_fill_fits(fill: object, dtype: torch.dtype | np.dtype[Any]) -> None:
     if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise TypeError(f"fill must be None or a number, got {type(fill).__name__}")
     bounds: tuple[int, int] | None
+    if isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype.is_complex):
+        _check_float_fill(fill, dtype, float(torch.finfo(dtype).max))
+        return
+    if not isinstance(dtype, torch.dtype) and dtype.kind in "fc":
+        _check_float_fill(fill, dtype, float(np.finfo(dtype).max))
+        return
     if isinstance(dtype, torch.dtype):
-        if dtype.is_floating_point or dtype.is_complex:
-            return
         is_bool = dtype == torch.bool
         info = None if is_bool else torch.iinfo(dtype)
         bounds = None if info is None else (int(info.min), int(info.max))
     else:
-        if dtype.kind in "fc":
-            return
         is_bool = dtype.kind == "b"
         np_info = None if is_bool else np.iinfo(dtype)
         bounds = None if np_info is None else (int(np_info.min), int(np_info.max))
-    value = float(fill)
+    try:
+        value = float(fill)
+    except OverflowError:  # an int beyond any float: beyond every integer dtype too
+        value = math.inf
     integral = isinstance(fill, numbers.Integral) or value.is_integer()
     whole = (
         operator.index(fill)
@@ -265,7 +289,9 @@ def _crop_tensor(
         src = to_tensor_region(
             x, [slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, spatial, strict=True)]
         )
-        out = torch.full((*lead, *window), fill, dtype=src.dtype, device=src.device)
+        # a float fill for float images: torch converts a big int through int64
+        value = float(fill) if src.dtype.is_floating_point else fill
+        out = torch.full((*lead, *window), value, dtype=src.dtype, device=src.device)
         if all(max(a, 0) < min(b, n) for (a, b), n in zip(box, spatial, strict=True)):
             dst = [
                 slice(max(a, 0) - a, min(b, n) - a) for (a, b), n in zip(box, spatial, strict=True)
