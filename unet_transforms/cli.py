@@ -273,8 +273,9 @@ def _preview(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     import torch
 
+    from ._model import parse_device
     from .checkpoint import load_checkpoint
-    from .inference import parse_device, predict_tiled
+    from .inference import predict_tiled
 
     if not os.path.exists(args.checkpoint):
         raise CLIError(f"checkpoint file not found: {args.checkpoint}")

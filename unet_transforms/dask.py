@@ -18,7 +18,6 @@ import math
 import operator
 import threading
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +25,18 @@ import numpy as np
 import torch
 
 from ._checks import is_int
-from .functional._mirror import MirrorMode, check_mode, mirror_index
-from .geometry import TileGeometry
-from .grid import Align, TileGrid
-from .inference import (
-    _batches,
-    _expected_shapes,
-    _model_device_dtype,
+from ._model import (
+    batches,
     check_channels,
-    default_batch_size,
+    check_tile_output,
+    model_device_dtype,
     parse_device,
     same_device,
 )
+from .functional._mirror import MirrorMode, check_mode, mirror_index
+from .geometry import TileGeometry
+from .grid import Align, TileGrid
+from .inference import default_batch_size
 
 if TYPE_CHECKING:
     import dask.array
@@ -208,7 +207,7 @@ def predict_dask(
         channels = meta_channels
         out_dtype = torch.float32
         if isinstance(model, torch.nn.Module):
-            out_dtype = _model_device_dtype(model)[1]
+            out_dtype = model_device_dtype(model)[1]
     np_dtype = _numpy_dtype(out_dtype)
 
     # The model enters the graph once, as a single key every block depends on.
@@ -353,26 +352,11 @@ def _probe(
     model: torch.nn.Module, in_channels: int, geometry: TileGeometry
 ) -> tuple[int, torch.dtype]:
     """Output channels and dtype of the model, from one tile of zeros."""
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     with torch.inference_mode():
         y = model(torch.zeros((1, in_channels, *geometry.input_size), device=device, dtype=dtype))
-    _check_output(y, 1, geometry, (1, in_channels, *geometry.input_size))
+    check_tile_output(y, 1, geometry, (1, in_channels, *geometry.input_size))
     return int(y.shape[1]), y.dtype
-
-
-def _check_output(y: object, n: int, geometry: TileGeometry, x_shape: Sequence[int]) -> None:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"model must return a tensor, got {type(y).__name__}")
-    if (
-        y.ndim != geometry.ndim + 2
-        or y.shape[0] != n
-        or tuple(y.shape[2:]) not in (geometry.output_size, geometry.input_size)
-    ):
-        raise ValueError(
-            f"model output must have shape {_expected_shapes(n, geometry)}, got "
-            f"{tuple(y.shape)} for input {tuple(x_shape)}; measure the network's geometry "
-            "with TileGeometry.from_model(model, input_size)"
-        )
 
 
 # ---------------------------------------------------------------------- one block
@@ -416,7 +400,7 @@ _MOVED_LOCK = threading.Lock()
 
 def _on_device(model: torch.nn.Module, device: str | None) -> tuple[torch.nn.Module, torch.device]:
     """The model on ``device``: itself, or a copy made once per process and device."""
-    model_device, _ = _model_device_dtype(model)
+    model_device, _ = model_device_dtype(model)
     if device is None:
         return model, model_device
     run = torch.device(device)
@@ -447,7 +431,7 @@ def _predict_block(
     run_model, run_device = _on_device(model, device)
     if batch_size is None:
         batch_size = default_batch_size(run_device)
-    _, model_dtype = _model_device_dtype(run_model)
+    _, model_dtype = model_device_dtype(run_model)
     geometry = grid.geometry
     source = _Region(np.asarray(region), region_start, grid.image_size)
     indices = [
@@ -456,13 +440,13 @@ def _predict_block(
     ]
     result = torch.empty((channels, *block_shape), dtype=dtype)
     with torch.inference_mode():
-        for batch in _batches(len(indices), batch_size):
+        for batch in batches(len(indices), batch_size):
             chosen = [indices[k] for k in batch]
             tensors = [grid.extract(source, i, mode) for i in chosen]
             x = torch.stack(tensors) if len(tensors) > 1 else tensors[0].unsqueeze(0)
             x = x.to(device=run_device, dtype=model_dtype)
             y = run_model(x)
-            _check_output(y, len(chosen), geometry, x.shape)
+            check_tile_output(y, len(chosen), geometry, x.shape)
             if y.shape[1] != channels:
                 raise ValueError(
                     f"model returned {y.shape[1]} channels but the dask array was planned "

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ._checks import is_int
+from ._model import (
+    batches,
+    check_channels,
+    check_tile_output,
+    model_device_dtype,
+    parse_device,
+    same_device,
+)
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
@@ -30,45 +38,6 @@ def default_batch_size(device: torch.device) -> int:
         1
     """
     return 1 if device.type == "cpu" else 8
-
-
-def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def parse_device(device: object) -> torch.device | None:
-    """``device`` as a :class:`torch.device` (``None`` stays ``None``); ValueError if bad."""
-    if device is None or isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str | int) or isinstance(device, bool):
-        raise TypeError(
-            f"device must be a torch.device, a string such as 'cuda:0' or None, got "
-            f"{type(device).__name__}"
-        )
-    try:
-        return torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(
-            f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}"
-        ) from e
-
-
-def check_channels(model: torch.nn.Module, channels: int, what: str = "image") -> None:
-    """Raises if the model declares ``in_channels`` (as UNet and MONAI's networks do)
-    and the input has another number of channels."""
-    expected = getattr(model, "in_channels", None)
-    if is_int(expected) and expected != channels:
-        raise ValueError(
-            f"{what} has {channels} channels but the model takes in_channels={expected}"
-        )
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    """Whether two devices are the same, ``cuda`` matching any ``cuda:k``."""
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def _spatial_ndim_check(image: Any, geometry: TileGeometry) -> tuple[tuple[int, ...], bool]:
@@ -92,11 +61,6 @@ def _spatial_ndim_check(image: Any, geometry: TileGeometry) -> tuple[tuple[int, 
     if 0 in shape:
         raise ValueError(f"image must not be empty, got shape {shape}")
     return shape, batched
-
-
-def _batches(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(start + size, n))
 
 
 def predict_tiled(
@@ -176,7 +140,7 @@ def predict_tiled(
     check_mode(mode)
     shape, batched = _spatial_ndim_check(image, geometry)
     check_channels(model, shape[1] if batched else shape[0])
-    model_device, model_dtype = _model_device_dtype(model)
+    model_device, model_dtype = model_device_dtype(model)
     run_device = parse_device(device) or model_device
     if any(True for _ in model.parameters()) and not same_device(run_device, model_device):
         raise ValueError(
@@ -215,13 +179,6 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="tile", desc="predict_tiled")
 
 
-def _expected_shapes(n: int, geometry: TileGeometry) -> str:
-    return (
-        f"({n}, C_out, *{geometry.output_size}) (output_size) or "
-        f"({n}, C_out, *{geometry.input_size}) (input_size)"
-    )
-
-
 def _predict_one(
     model: torch.nn.Module,
     image: Any,
@@ -239,25 +196,14 @@ def _predict_one(
     tile_size: Sequence[int] = ()
     autocast = torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
     with torch.inference_mode(), _progress(len(grid), progress) as bar:
-        for batch in _batches(len(grid), batch_size):
+        for batch in batches(len(grid), batch_size):
             tiles = [grid.extract(image, i, mode) for i in batch]
             x = torch.stack(tiles) if len(tiles) > 1 else tiles[0].unsqueeze(0)
             x = x.to(device=device, dtype=dtype, non_blocking=True)
             with autocast:
                 y = model(x)
-            if not isinstance(y, torch.Tensor):
-                raise TypeError(f"model must return a tensor, got {type(y).__name__}")
+            check_tile_output(y, len(batch), geometry, x.shape)
             spatial = tuple(y.shape[2:])
-            if (
-                y.ndim != geometry.ndim + 2
-                or y.shape[0] != len(batch)
-                or spatial not in (geometry.output_size, geometry.input_size)
-            ):
-                raise ValueError(
-                    f"model output must have shape {_expected_shapes(len(batch), geometry)}, "
-                    f"got {tuple(y.shape)} for input {tuple(x.shape)}; measure the network's "
-                    "geometry with TileGeometry.from_model(model, input_size)"
-                )
             if result is None:
                 tile_size = spatial
                 out_dtype = torch.float32 if amp and y.is_floating_point() else y.dtype
