@@ -92,8 +92,12 @@ def slide_chunk(y0: int, x0: int, shape: tuple[int, int], seed: int = 0) -> np.n
 
 def write_slide(path: Path, size: int, chunk: int) -> zarr.Array:
     """Writes the ``(1, size, size)`` uint8 slide chunk by chunk (one chunk in memory)."""
-    z = zarr.create_array(
-        store=str(path), shape=(1, size, size), chunks=(1, chunk, chunk), dtype="uint8"
+    z = zarr.create_array(  # overwrite: a kept or interrupted earlier run may have left one
+        store=str(path),
+        shape=(1, size, size),
+        chunks=(1, chunk, chunk),
+        dtype="uint8",
+        overwrite=True,
     )
     for y0 in range(0, size, chunk):
         for x0 in range(0, size, chunk):
@@ -212,14 +216,22 @@ def self_check(
         print(f"  window at {start}: {side}x{side} labels and logits match predict_tiled")
 
 
+def positive(text: str) -> int:
+    """An argparse type: a positive int."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=20000, help="image side in pixels")
-    parser.add_argument("--chunk", type=int, default=2048, help="zarr chunk side in pixels")
+    parser.add_argument("--size", type=positive, default=20000, help="image side in pixels")
+    parser.add_argument("--chunk", type=positive, default=2048, help="zarr chunk side in pixels")
     parser.add_argument(
         "--scheduler", choices=["threads", "processes", "distributed"], default="threads"
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=positive, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=Path("out/whole_slide"))
     parser.add_argument("--windows", type=int, default=3, help="random windows to check")
     parser.add_argument("--keep", action="store_true", help="keep the zarr stores")

@@ -89,6 +89,41 @@ def test_sequences_starting_with_image_and_label(wrap):
         assert torch.equal(out[1].long(), grid.extract_output(label, k, fill=99))
 
 
+def test_pil_samples_become_tensors_that_collate():
+    import PIL.Image
+
+    rng = np.random.default_rng(0)
+    rgb = PIL.Image.fromarray(rng.integers(0, 255, (9, 14, 3), dtype=np.uint8))
+    palette = PIL.Image.fromarray(rng.integers(0, 4, (9, 14), dtype=np.uint8)).convert("P")
+    tiles = TiledDataset([(rgb, palette)] * 2, GEOMETRY, mask_fill=255)
+    image, label = tiles[0]
+    assert (
+        type(image) is torch.Tensor and image.shape == (3, 20, 20) and image.dtype == torch.uint8
+    )
+    assert isinstance(label, tv_tensors.Mask) and label.shape == (8, 8)
+    grid = TileGrid((9, 14), GEOMETRY)
+    expected = grid.extract_output(torch.from_numpy(np.array(palette)), 0, fill=255)
+    assert torch.equal(label.as_subclass(torch.Tensor), expected)
+    images, labels = next(iter(torch.utils.data.DataLoader(tiles, batch_size=4)))
+    assert images.shape == (4, 3, 20, 20) and labels.shape == (4, 8, 8)
+
+
+def test_transforms_run_after_the_crop_and_keep_labels_aligned():
+    from torchvision.transforms import v2
+
+    code = torch.arange(30 * 40).reshape(30, 40)
+    flips = v2.Compose([v2.RandomHorizontalFlip(p=1), v2.RandomVerticalFlip(p=1)])
+    tiles = TiledDataset([(code[None].float(), code, "id")], GEOMETRY, transforms=flips)
+    plain = TiledDataset([(code[None].float(), code, "id")], GEOMETRY)
+    for k in range(len(tiles)):
+        image, label, name = tiles[k]
+        assert name == "id"
+        assert torch.equal(image, plain[k][0].flip(-1, -2))
+        assert torch.equal(label.as_subclass(torch.Tensor), image[0, 6:14, 6:14].long())
+    with pytest.raises(TypeError, match="transforms must be callable or None, got int"):
+        TiledDataset([], GEOMETRY, transforms=3)
+
+
 def test_numpy_and_tensor_integers_as_indices():
     tiles = TiledDataset(CountingDataset([(13, 7)]), GEOMETRY)
     expected = tiles[1][0]

@@ -248,10 +248,39 @@ def test_two_plain_positional_arguments_are_image_and_label():
     t = PairedTileCrop(GEOMETRY, index=0, mask_fill=7)
     image, target = make_tensor((3, *DEFAULT_SIZE)), make_tensor(DEFAULT_SIZE, torch.int64)
     out_image, out_target = t(image, target)
-    assert type(out_image) is torch.Tensor and type(out_target) is torch.Tensor
+    # the label comes back as a Mask: the v2 transforms after this one then move it too
+    assert type(out_image) is torch.Tensor and type(out_target) is tv_tensors.Mask
     assert out_image.shape == (3, 14, 14) and out_target.shape == (6, 6)
+    assert out_target.dtype == torch.int64
     pil_image, pil_target = t(make_pil(), make_pil(mode="P"))
     assert pil_image.size == (14, 14) and pil_target.size == (6, 6) and pil_target.mode == "P"
+
+
+@pytest.mark.parametrize(
+    "crop",
+    [
+        PairedTileCrop(TileGeometry(60, 20)),
+        PairedTileCrop(TileGeometry(60, 20), index="all"),
+        OverlapTileCrop(TileGeometry(60, 20)),
+        MirrorExtrapolate(7),
+    ],
+    ids=["paired", "paired-all", "overlap", "mirror"],
+)
+@pytest.mark.parametrize(
+    "augment",
+    [v2.RandomHorizontalFlip(p=1), v2.RandomVerticalFlip(p=1), v2.RandomRotation((90, 90))],
+    ids=["hflip", "vflip", "rot90"],
+)
+def test_plain_pairs_stay_aligned_through_later_v2_transforms(crop, augment):
+    # a label that encodes each pixel's position shows any misalignment
+    code = torch.arange(100 * 70).reshape(100, 70)
+    torch.manual_seed(0)
+    tile, label = v2.Compose([crop, augment])(code[None].float(), code)
+    margin = [(i - o) // 2 for i, o in zip(tile.shape[-2:], label.shape[-2:])]
+    centre = tile[
+        ..., 0, margin[0] : tile.shape[-2] - margin[0], margin[1] : tile.shape[-1] - margin[1]
+    ]
+    assert torch.equal(label.as_subclass(torch.Tensor), centre.long())
 
 
 def test_single_tuple_follows_torchvision_rules():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import bisect
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
+from torchvision.transforms.v2 import functional as tvF
 
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import torch_compatible
@@ -32,13 +35,19 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         dataset: A map-style dataset (``__len__`` and ``__getitem__``). A sample that is
             a tuple or list starting with two plain tensors, numpy arrays or PIL images
             is ``(image, label, *rest)``: the image gets the input window, the label
-            the output window and the rest passes through (numpy arrays come back as
-            tensors). Any other sample is given to :class:`PairedTileCrop` as it is
-            (``tv_tensors.Mask`` entries are labels there, e.g. in a dict).
+            the output window and the rest passes through. Images come back as
+            tensors ``(C, H, W)`` and labels as ``tv_tensors.Mask`` (numpy arrays and
+            PIL images are converted, so items collate in a ``DataLoader``). Any other
+            sample is given to :class:`PairedTileCrop` as it is (``tv_tensors.Mask``
+            entries are labels there, e.g. in a dict).
         geometry: The :class:`TileGeometry`.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mask_fill: Value for label pixels outside the image (an ignore index).
+        transforms: Applied to each cropped item, e.g. random flips: called as
+            ``transforms(image, label)`` for ``(image, label, ...)`` samples (like
+            torchvision datasets' ``transforms=``; the label is a ``Mask``, so v2
+            transforms move it with the image) and as ``transforms(item)`` otherwise.
 
     Example:
         >>> import torch
@@ -59,7 +68,13 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         mode: MirrorMode = "reflect",
         align: Align = "center",
         mask_fill: float | None = None,
+        transforms: Callable[..., Any] | None = None,
     ) -> None:
+        if transforms is not None and not callable(transforms):
+            raise TypeError(
+                f"transforms must be callable or None, got {type(transforms).__name__}"
+            )
+        self.transforms = transforms
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
                 "dataset must be a map-style dataset with __len__ and __getitem__, got "
@@ -100,13 +115,16 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
             self.geometry, index=tile, mode=self.mode, align=self.align, mask_fill=self.mask_fill
         )
         args, rebuild = _roles(self.dataset[sample])
-        return rebuild(crop(*args))
+        out = crop(*args)
+        if self.transforms is not None:
+            out = self.transforms(*out) if len(args) == 2 else self.transforms(out)
+        return rebuild(out)
 
     def __repr__(self) -> str:
         return (
             f"TiledDataset({len(self.grid_shapes)} samples, {len(self)} tiles, "
             f"geometry={self.geometry!r}, mode={self.mode!r}, align={self.align!r}, "
-            f"mask_fill={self.mask_fill!r})"
+            f"mask_fill={self.mask_fill!r}, transforms={self.transforms!r})"
         )
 
 
@@ -118,7 +136,7 @@ def _roles(sample: Any) -> tuple[tuple[Any, ...], Any]:
     the label; everything else is called as ``crop(sample)``.
     """
     if isinstance(sample, tuple | list) and len(sample) >= 2:
-        image, label = (_as_plain(x) for x in sample[:2])
+        image, label = _as_plain(sample[0], is_label=False), _as_plain(sample[1], is_label=True)
         if _is_plain(image) and _is_plain(label):
             rest = list(sample[2:])
 
@@ -134,8 +152,14 @@ def _roles(sample: Any) -> tuple[tuple[Any, ...], Any]:
     return (sample,), _identity
 
 
-def _as_plain(x: Any) -> Any:
-    """A numpy array as a tensor (a view when it can be one); other values unchanged."""
+def _as_plain(x: Any, *, is_label: bool) -> Any:
+    """A numpy array as a tensor (a view when it can be one), a PIL image as a tensor
+    (``(C, H, W)`` for images, ``(H, W)`` for single-band labels); other values unchanged."""
+    if isinstance(x, PIL.Image.Image):
+        if not is_label:
+            return tvF.pil_to_tensor(x)
+        x = np.asarray(x)
+        x = x if x.ndim == 2 else np.moveaxis(x, -1, 0)
     if not isinstance(x, np.ndarray):
         return x
     arr = torch_compatible(x)

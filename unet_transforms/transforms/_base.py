@@ -83,8 +83,12 @@ class TileTransform(v2.Transform):
 
     Roles: a :class:`torchvision.tv_tensors.Mask` is a label; called with two
     positional plain arguments ``(image, target)`` (tensors or PIL images, as
-    torchvision datasets' ``transforms=`` argument does), the second is the label.
-    Everything else follows torchvision's rules: images, videos, the first plain tensor
+    torchvision datasets' ``transforms=`` argument does), the second is the label. A
+    plain tensor label comes back as a ``tv_tensors.Mask`` so that the v2 transforms
+    after this one (flips, rotations) move it with the image; torchvision would pass a
+    second plain tensor through untouched. A PIL label stays PIL, which torchvision's
+    own transforms treat as an image: wrap PIL datasets with
+    ``torchvision.datasets.wrap_dataset_for_transforms_v2``. Everything else follows torchvision's rules: images, videos, the first plain tensor
     of a sample without an image, PIL images, bounding boxes and key points are
     transformed; other leaves pass through unchanged.
     """
@@ -133,6 +137,15 @@ class TileTransform(v2.Transform):
             return crop_tile(value, box, self.mode, fill)
         except FillError as e:
             raise e.named("mask_fill") from None
+
+    @staticmethod
+    def as_label_if_plain(inpt: Any, out: Any) -> Any:
+        """The label of a plain ``(image, target)`` tensor pair comes back as a
+        ``tv_tensors.Mask``, so that the v2 transforms after this one (flips, rotations)
+        move it with the image: torchvision would pass a second plain tensor through."""
+        if isinstance(inpt, LabelRole) and type(inpt.value) is torch.Tensor:
+            return out.as_subclass(tv_tensors.Mask)
+        return out
 
     @staticmethod
     def unwrap(inpt: Any) -> tuple[Any, bool]:

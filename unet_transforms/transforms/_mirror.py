@@ -65,7 +65,9 @@ class MirrorExtrapolate(TileTransform):
     canvas ``TileGrid(size, geometry, align=align).padding`` of each input's size).
 
     Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
-    plain arguments ``(image, target)``; other inputs follow torchvision's rules.
+    plain arguments ``(image, target)`` (a plain tensor label comes back as a
+    ``tv_tensors.Mask``, so later v2 transforms keep it aligned); other inputs follow
+    torchvision's rules.
     Spatial axes are the trailing 2 (or 3, for 3-D padding/geometry) axes.
 
     Args:
@@ -131,4 +133,4 @@ class MirrorExtrapolate(TileTransform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         value, is_label = self.unwrap(inpt)
         fill = self.mask_fill if is_label else None
-        return self.crop(value, params["box"], fill)
+        return self.as_label_if_plain(inpt, self.crop(value, params["box"], fill))

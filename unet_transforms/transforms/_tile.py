@@ -36,7 +36,9 @@ class OverlapTileCrop(TileTransform):
     The crop is read from the unpadded image, so the cost is proportional to the tile.
 
     Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
-    plain arguments ``(image, target)``; other inputs follow torchvision's rules.
+    plain arguments ``(image, target)`` (a plain tensor label comes back as a
+    ``tv_tensors.Mask``, so later v2 transforms keep it aligned); other inputs follow
+    torchvision's rules.
     Spatial axes are the trailing ``geometry.ndim`` axes (2-D for tv_tensors and PIL,
     3-D for plain tensors). Bounding boxes and key points are translated to the window.
 
@@ -108,15 +110,16 @@ class OverlapTileCrop(TileTransform):
             box, fill = self.window(tile, is_label)
             crops.append(self.crop(value, box, fill))
         if not params["stack"]:
-            return crops[0]
+            return self.as_label_if_plain(inpt, crops[0])
         if isinstance(value, torch.Tensor) and not isinstance(
             value, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints
         ):
             stacked = torch.stack([c.as_subclass(torch.Tensor) for c in crops])
-            return (
+            return self.as_label_if_plain(
+                inpt,
                 tv_tensors.wrap(stacked, like=value)
                 if isinstance(value, tv_tensors.TVTensor)
-                else stacked
+                else stacked,
             )
         return crops
 
@@ -131,7 +134,8 @@ class PairedTileCrop(OverlapTileCrop):
 
     Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
     plain arguments ``(image, target)``, as torchvision datasets' ``transforms=``
-    argument passes them; other inputs (images, videos, plain tensors, PIL images,
+    argument passes them (a plain tensor label comes back as a ``tv_tensors.Mask``, so
+    later v2 transforms keep it aligned); other inputs (images, videos, plain tensors, PIL images,
     bounding boxes, key points) follow the image window.
 
     Args:
