@@ -13,6 +13,8 @@ import torch
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 
+from unet_transforms import TileGeometry, TileGrid
+
 # Odd, non-square: catches height/width swaps.
 DEFAULT_SIZE = (17, 11)
 DTYPES = [torch.uint8, torch.bool, torch.int64, torch.float16, torch.bfloat16, torch.float32]
@@ -111,3 +113,20 @@ def check_transform(transform: Callable[..., Any], sample: Any) -> Any:
         elif isinstance(a, PIL.Image.Image):
             assert np.array_equal(np.asarray(a), np.asarray(b))
     return out
+
+
+@st.composite
+def geometries(draw, ndim: int | None = None):
+    ndim = ndim or draw(st.sampled_from([2, 3]))
+    out = draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim))
+    margin = draw(st.lists(st.integers(0, 6), min_size=ndim, max_size=ndim))
+    step = [draw(st.integers(1, o)) for o in out]
+    return TileGeometry([o + 2 * m for o, m in zip(out, margin)], out, step=step)
+
+
+@st.composite
+def grids(draw, ndim: int | None = None, max_size: int = 30):
+    geometry = draw(geometries(ndim))
+    size = draw(st.lists(st.integers(1, max_size), min_size=geometry.ndim, max_size=geometry.ndim))
+    align = draw(st.sampled_from(["center", "start"]))
+    return TileGrid(size, geometry, align=align)

@@ -13,24 +13,7 @@ from hypothesis import strategies as st
 
 from unet_transforms import TileGeometry, TileGrid, TileIndexError, mirror_pad
 
-from common import DTYPES, make_tensor
-
-
-@st.composite
-def geometries(draw, ndim: int | None = None):
-    ndim = ndim or draw(st.sampled_from([2, 3]))
-    out = draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim))
-    margin = draw(st.lists(st.integers(0, 6), min_size=ndim, max_size=ndim))
-    step = [draw(st.integers(1, o)) for o in out]
-    return TileGeometry([o + 2 * m for o, m in zip(out, margin)], out, step=step)
-
-
-@st.composite
-def grids(draw, ndim: int | None = None, max_size: int = 30):
-    geometry = draw(geometries(ndim))
-    size = draw(st.lists(st.integers(1, max_size), min_size=geometry.ndim, max_size=geometry.ndim))
-    align = draw(st.sampled_from(["center", "start"]))
-    return TileGrid(size, geometry, align=align)
+from common import DTYPES, grids, make_tensor
 
 
 def window(box, offset=None):
@@ -127,10 +110,10 @@ def test_extract_equals_pad_then_crop(grid, mode, dtype):
         assert torch.equal(label, canvas[0][window(tile.output_box, before)])
 
 
-@given(grids(), st.sampled_from(["reflect", "symmetric"]))
-def test_round_trip_law(grid, mode):
+@given(grids(), st.sampled_from(["reflect", "symmetric"]), st.sampled_from(DTYPES))
+def test_round_trip_law(grid, mode, dtype):
     g = grid.geometry
-    image = make_tensor((3, *grid.image_size), torch.float32)
+    image = make_tensor((3, *grid.image_size), dtype)
     centre = tuple(slice(m, m + o) for m, o in zip(g.margin, g.output_size))
     crops = torch.stack(
         [grid.extract(image, i, mode)[(Ellipsis, *centre)] for i in range(len(grid))]

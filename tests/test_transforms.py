@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import numpy as np
@@ -25,7 +26,9 @@ from unet_transforms import (
 
 from common import (
     DEFAULT_SIZE,
+    DTYPES,
     check_transform,
+    grids,
     make_bounding_boxes,
     make_image,
     make_keypoints,
@@ -362,6 +365,66 @@ def test_dtypes_are_kept_in_compose(dtype):
     out = check_transform(pipeline, (image, mask))
     assert out[0].dtype == dtype and out[0].shape == (2, 14, 14)
     assert out[1].shape == (6, 6)
+
+
+@given(
+    grids(),
+    st.sampled_from(DTYPES),
+    st.sampled_from(["reflect", "symmetric"]),
+    st.sampled_from([None, 3]),
+    st.data(),
+)
+def test_paired_windows_against_the_canvas_for_every_dtype(grid, dtype, mode, fill, data):
+    # image: the input window of the mirrored canvas; label: the centre of the image's
+    # window (or fill outside the image); index="all" + stitch gives the image back
+    index = data.draw(st.integers(0, len(grid) - 1))
+    image = make_tensor((2, *grid.image_size), dtype)
+    label = make_tensor(grid.image_size, torch.uint8, seed=3)
+    crop = PairedTileCrop(grid.geometry, index=index, mode=mode, align=grid.align, mask_fill=fill)
+    out_image, out_label = crop(image, label)
+    tile = grid[index]
+    assert torch.equal(out_image, canvas_crop(image, tile.input_box, mode))
+    assert out_image.dtype == dtype and out_label.dtype == torch.uint8
+    margin = grid.geometry.margin
+    centre = tuple(slice(m, m + o) for m, o in zip(margin, grid.geometry.output_size))
+    mirrored = canvas_crop(label, tile.input_box, mode)[centre]
+    # pixels of the output window inside the image: an outer product of per-axis masks
+    per_axis = [
+        (torch.arange(a, b) >= 0) & (torch.arange(a, b) < n)
+        for (a, b), n in zip(tile.output_box, grid.image_size)
+    ]
+    inside = functools.reduce(
+        lambda acc, axis: acc.unsqueeze(-1) & axis, per_axis[1:], per_axis[0]
+    )
+    plain_label = out_label.as_subclass(torch.Tensor)
+    assert torch.equal(plain_label[inside], mirrored[inside])
+    expected_outside = (
+        mirrored[~inside] if fill is None else torch.full_like(mirrored[~inside], fill)
+    )
+    assert torch.equal(plain_label[~inside], expected_outside)
+    stacked = OverlapTileCrop(grid.geometry, index="all", mode=mode, align=grid.align)(image)
+    centres = stacked[(slice(None), slice(None), *centre)]
+    assert torch.equal(grid.stitch(centres), image)
+
+
+@pytest.mark.parametrize("transform_cls", [OverlapTileCrop, PairedTileCrop])
+def test_dict_samples_get_the_same_tile_values(transform_cls):
+    grid = TileGrid((17, 11), GEOMETRY)
+    sample = {
+        "image": make_image(),
+        "target": {"masks": make_mask(), "id": 4},
+        "video": make_video(),
+    }
+    out = v2.Compose([transform_cls(GEOMETRY, index=1), v2.RandomHorizontalFlip(p=1)])(sample)
+    assert torch.equal(out["image"], grid.extract(sample["image"], 1).flip(-1))
+    assert torch.equal(out["video"], grid.extract(sample["video"], 1).flip(-1))
+    expected = (
+        grid.extract(sample["target"]["masks"], 1)
+        if transform_cls is OverlapTileCrop
+        else grid.extract_output(sample["target"]["masks"], 1)
+    )
+    assert torch.equal(out["target"]["masks"], expected.flip(-1))
+    assert out["target"]["id"] == 4
 
 
 def test_flips_keep_image_and_label_aligned():
