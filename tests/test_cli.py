@@ -118,7 +118,10 @@ def test_plan_3d():
             ("preview", "missing.png", "-o", "x.png", "--unet-input", "572"),
             "image file not found: missing.png",
         ),
-        (("segment", "missing.png", "--checkpoint", "m.pt", "-o", "x.png"), "not found"),
+        (
+            ("segment", "in.png", "--checkpoint", "m.pt", "-o", "x.png"),
+            "checkpoint file not found: m.pt",
+        ),
         (("frobnicate",), "invalid choice"),
         (
             ("plan", "--image-size", "512", "512", "--unet-input", "572", "--step", "100"),
@@ -156,13 +159,16 @@ def test_plan_3d():
         ),
         (
             ("plan", "--image-size", "9", "9", "--unet-input", "572", "--mode", "symmetric"),
-            "--mode",
+            "unrecognized arguments: --mode symmetric",
         ),
         (
             ("preview", "in.png", "-o", ".", "--unet-input", "572"),
             "-o/--output must be a file name such as mask.png, got a directory",
         ),
-        (("preview", "in.png", "-o", "t.png", "--unet-input", "572", "--scale", "0"), "scale"),
+        (
+            ("preview", "in.png", "-o", "t.png", "--unet-input", "572", "--scale", "0"),
+            "scale must be a positive finite number, got 0.0",
+        ),
         (
             ("preview", "in.png", "-o", "t.png", "--unet-input", "572", "--scale", "1e5"),
             "use a smaller scale",
@@ -313,7 +319,8 @@ def test_segment_refuses_what_it_cannot_write_or_run(tmp_path):
     assert_one_line_error(run_here(*args, "-o", str(tmp_path / "o.png")), "std=0; expected > 0")
     save_checkpoint(tmp_path / "m.pt", net, net.geometry(input_size=18))
     assert_one_line_error(
-        run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "bogus"), "device"
+        run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "bogus"),
+        "device must name a torch device such as 'cpu' or 'cuda:0', got 'bogus'",
     )
     assert_one_line_error(
         run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "meta"), "--device meta"

@@ -206,7 +206,7 @@ def test_2d_tv_tensors_cannot_follow_a_3d_tile():
     for inpt in (make_image((10, 10)), make_mask((10, 10))):
         with pytest.raises(TypeError, match=r"is 2-D .* pass volumes as plain tensors"):
             PairedTileCrop(geometry, index=0)(inpt)
-    with pytest.raises(TypeError, match="is 2-D"):
+    with pytest.raises(TypeError, match=r"tv_tensors\.Image is 2-D .* cannot follow a 3-D tile"):
         MirrorExtrapolate([(1, 1)] * 3)(make_image((10, 10)))
     volume = PairedTileCrop(geometry, index=0)(torch.rand(3, 10, 10))  # a plain tensor is 3-D
     assert volume.shape == (6, 6, 6)

@@ -9,7 +9,7 @@ full output size, 388) it does not: that test guards the stride against "simplif
 from __future__ import annotations
 
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from unet_transforms import TileGeometry, TileGrid, mirror_pad, predict_tiled
@@ -44,6 +44,10 @@ def assert_exact(tiled, reference):
 
 UNET_2D = make_unet(in_channels=2, out_channels=3, depth=2, base_channels=4)
 GEOMETRY_2D = UNET_2D.geometry(input_size=60)  # output 20, step 20 (a multiple of 4)
+# one conv per level: output 22 is not a multiple of 4, so step 20 keeps the centre 20
+UNET_2D_ODD = make_unet(in_channels=2, out_channels=3, depth=2, base_channels=4, convs_per_level=1)
+GEOMETRY_2D_ODD = UNET_2D_ODD.geometry(output_size=22)
+NETS_2D = {"step=output": (UNET_2D, GEOMETRY_2D), "step<output": (UNET_2D_ODD, GEOMETRY_2D_ODD)}
 
 
 @settings(max_examples=25)
@@ -51,13 +55,21 @@ GEOMETRY_2D = UNET_2D.geometry(input_size=60)  # output 20, step 20 (a multiple 
     st.tuples(st.integers(1, 90), st.integers(1, 90)),
     st.sampled_from(["reflect", "symmetric"]),
     st.sampled_from(["center", "start"]),
+    st.sampled_from(sorted(NETS_2D)),
 )
-def test_tiled_equals_whole_image_2d(size, mode, align):
+@example((1, 1), "reflect", "center", "step<output")  # a single pixel
+@example((7, 3), "symmetric", "start", "step=output")  # smaller than the 20-pixel margin
+@example((40, 60), "reflect", "center", "step=output")  # exact multiples of the step
+@example((40, 60), "reflect", "start", "step<output")
+@example((41, 59), "symmetric", "center", "step<output")  # odd, one pixel off
+def test_tiled_equals_whole_image_2d(size, mode, align, net):
+    model, geometry = NETS_2D[net]
+    assert net == "step=output" or geometry.step < geometry.output_size
     image = make_tensor((2, *size))
-    grid = TileGrid(size, GEOMETRY_2D, align=align)
-    tiled = predict_tiled(UNET_2D, image, GEOMETRY_2D, mode=mode, align=align, batch_size=4)
+    grid = TileGrid(size, geometry, align=align)
+    tiled = predict_tiled(model, image, geometry, mode=mode, align=align, batch_size=4)
     assert tiled.shape == (3, *size)
-    assert_exact(tiled, whole_image(UNET_2D, image, grid, mode))
+    assert_exact(tiled, whole_image(model, image, grid, mode))
 
 
 def test_depth_3_with_a_stride_that_is_not_the_output_size():
@@ -69,11 +81,23 @@ def test_depth_3_with_a_stride_that_is_not_the_output_size():
     assert_exact(predict_tiled(model, image, geometry), whole_image(model, image, grid))
 
 
-@settings(max_examples=6)
-@given(st.tuples(st.integers(1, 30), st.integers(1, 30), st.integers(1, 30)))
-def test_tiled_equals_whole_image_3d(size):
-    model = make_unet(in_channels=1, out_channels=2, depth=2, base_channels=2, ndim=3)
-    geometry = model.geometry(input_size=(44, 44, 52))
+UNET_3D = make_unet(in_channels=1, out_channels=2, depth=2, base_channels=2, ndim=3)
+UNET_3D_ODD = make_unet(
+    in_channels=1, out_channels=2, depth=2, base_channels=2, ndim=3, convs_per_level=1
+)
+
+
+@settings(max_examples=10)
+@given(st.tuples(st.integers(1, 30), st.integers(1, 30), st.integers(1, 30)), st.booleans())
+@example((1, 1, 1), False)
+@example((3, 20, 7), True)
+def test_tiled_equals_whole_image_3d(size, odd):
+    model = UNET_3D_ODD if odd else UNET_3D
+    geometry = (
+        model.geometry(output_size=(6, 10, 14))  # steps (4, 8, 12): keep the centres
+        if odd
+        else model.geometry(input_size=(44, 44, 52))
+    )
     image = make_tensor((1, *size))
     grid = TileGrid(size, geometry)
     assert_exact(

@@ -40,27 +40,26 @@ def test_docs_page_code_runs(page, tmp_path, monkeypatch):
         exec(compile(block, f"docs/{page}", "exec"), namespace)
 
 
+def run_example(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``examples/<script>`` with ``args``; fails the test on a non-zero exit."""
+    command = [sys.executable, str(ROOT / "examples" / script), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 def test_train_unet_smoke(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "train_unet.py"),
-            "--steps",
-            "3",
-            "--batch-size",
-            "2",
-            "--threads",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    args = ("--steps", "3", "--batch-size", "2", "--threads", "1", "--out", str(tmp_path))
+    result = run_example("train_unet.py", *args)
     assert "pixel accuracy" in result.stdout
     for name in ("input.png", "labels.png", "prediction.png", "tiles.png"):
         with PIL.Image.open(tmp_path / name) as picture:
             assert picture.width > 300
     assert (tmp_path / "model.pt").stat().st_size > 1000
+
+
+def test_whole_slide_example_smoke(tmp_path):
+    args = ("--size", "512", "--chunk", "256", "--workers", "2", "--windows", "1")
+    result = run_example("whole_slide.py", *args, "--out", str(tmp_path / "ws"))
+    assert "MP/s" in result.stdout and "peak RSS" in result.stdout
+    assert "match predict_tiled" in result.stdout

@@ -84,3 +84,64 @@ def test_numpy_integers_are_integers():
     expected = plan_geometry(512, max_input_size=800)
     assert plan_geometry(np.int64(512), max_input_size=np.int64(800)) == expected
     assert plan_geometry(np.array([512, 512]), max_input_size=(800, np.int32(800))) == expected
+
+
+def unet_output(n: int, depth: int, convs: int, kernel: int) -> int | None:
+    """Output size of a valid U-Net for input n, simulated layer by layer (None: invalid)."""
+    loss, skips = convs * (kernel - 1), []
+    for _ in range(depth):
+        n -= loss
+        if n < 2 or n % 2:
+            return None
+        skips.append(n)
+        n //= 2
+    n -= loss
+    for _ in skips:
+        n = 2 * n - loss
+        if n < 1:
+            return None
+    return n if n >= 1 else None
+
+
+@given(
+    st.tuples(st.integers(1, 400), st.integers(1, 400), st.integers(1, 400)),
+    st.tuples(st.integers(90, 260), st.integers(90, 260), st.integers(90, 260)),
+    st.sampled_from([(2, 1, 3), (2, 2, 3), (3, 2, 3), (2, 1, 5)]),
+)
+def test_3d_per_axis_budgets_against_an_independent_brute_force(size, budget, net):
+    depth, convs, kernel = net
+    period = 2**depth
+    per_axis = []
+    for cap in budget:  # every usable input size and its output, simulated independently
+        options = []
+        for n in range(1, cap + 1):
+            out = unet_output(n, depth, convs, kernel)
+            if out is not None and out >= period:
+                options.append((n, out // period * period))
+        per_axis.append(options)
+    if not all(per_axis):
+        with pytest.raises(ValueError, match="no valid U-Net input size fits"):
+            plan_geometry(
+                size,
+                max_input_size=budget,
+                depth=depth,
+                convs_per_level=convs,
+                kernel_size=kernel,
+                ndim=3,
+            )
+        return
+    chosen = plan_geometry(
+        size, max_input_size=budget, depth=depth, convs_per_level=convs, kernel_size=kernel, ndim=3
+    )
+
+    def pixels_and_tiles(inputs, steps):
+        tiles = math.prod(math.ceil(n / s) for n, s in zip(size, steps))
+        return tiles * math.prod(inputs), tiles
+
+    best = pixels_and_tiles(chosen.input_size, chosen.step)
+    assert all(i <= c for i, c in zip(chosen.input_size, budget))
+    for a in per_axis[0]:
+        for b in per_axis[1]:
+            for c in per_axis[2]:
+                combo = (a, b, c)
+                assert pixels_and_tiles([n for n, _ in combo], [s for _, s in combo]) >= best
