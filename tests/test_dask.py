@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import dask
@@ -55,6 +56,10 @@ class CountingConvs(ValidConvs):
 
     def forward(self, x):
         self.forward_calls += 1
+        if "copy_id" not in self.__dict__:  # a copy made in a process gets its own mark
+            self.copy_id = uuid.uuid4().hex
+        with open(self.path + ".forward", "a") as f:
+            f.write(f"{os.getpid()} {self.copy_id}\n")
         return super().forward(x)
 
 
@@ -326,8 +331,19 @@ def test_distributed_ships_the_model_once_per_worker(tmp_path):
         Client(cluster) as client,
     ):
         before = pickles(counter)
+        model.__dict__.pop("copy_id", None)  # marked by predict_tiled above
+        Path(str(counter) + ".forward").unlink(missing_ok=True)
         result = lazy.compute()
         shipped = pickles(counter)[len(before) :]
+        # every worker process that ran blocks used one copy of the model for all of them
+        calls = Path(str(counter) + ".forward").read_text().split("\n")
+        copies: dict[str, set[str]] = {}
+        for line in filter(None, calls):
+            pid, copy_id = line.split()
+            copies.setdefault(pid, set()).add(copy_id)
+        assert str(os.getpid()) not in copies  # the blocks ran on the workers
+        assert 1 <= len(copies) <= 2 and all(len(ids) == 1 for ids in copies.values()), copies
+        assert len(calls) - 1 >= blocks  # at least one forward call per block
         # Pickled once with the graph and once in the task that puts it on a worker (the
         # scheduler runs in this process); a model inside every block's task would be
         # pickled here once per block. Workers pass it on with distributed's own
