@@ -15,6 +15,7 @@ __all__ = [
     "check_tile_output",
     "model_device_dtype",
     "parse_device",
+    "resolve_device",
     "same_device",
 ]
 
@@ -52,6 +53,20 @@ def parse_device(device: object) -> torch.device | None:
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are the same, ``cuda`` matching any ``cuda:k``."""
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def resolve_device(model: torch.nn.Module, device: object) -> tuple[torch.device, torch.dtype]:
+    """Where tiles go and which dtype they take: ``device``, which must be the model's
+    own when it has parameters (the model is never moved or copied), or the model's."""
+    model_device, dtype = model_device_dtype(model)
+    run_device = parse_device(device) or model_device
+    if any(True for _ in model.parameters()) and not same_device(run_device, model_device):
+        raise ValueError(
+            f"device is {str(run_device)!r} but the model's parameters are on "
+            f"{str(model_device)!r}: move the model first (model.to({str(run_device)!r})) "
+            f"or leave device=None"
+        )
+    return run_device, dtype
 
 
 def check_channels(model: torch.nn.Module, channels: int, what: str = "image") -> None:

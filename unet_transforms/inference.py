@@ -10,14 +10,7 @@ from typing import Any
 import torch
 
 from ._checks import is_int
-from ._model import (
-    batches,
-    check_channels,
-    check_tile_output,
-    model_device_dtype,
-    parse_device,
-    same_device,
-)
+from ._model import batches, check_channels, check_tile_output, resolve_device
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
@@ -140,14 +133,7 @@ def predict_tiled(
     check_mode(mode)
     shape, batched = _spatial_ndim_check(image, geometry)
     check_channels(model, shape[1] if batched else shape[0])
-    model_device, model_dtype = model_device_dtype(model)
-    run_device = parse_device(device) or model_device
-    if any(True for _ in model.parameters()) and not same_device(run_device, model_device):
-        raise ValueError(
-            f"device is {str(run_device)!r} but the model's parameters are on "
-            f"{str(model_device)!r}: move the model first (model.to({str(run_device)!r})) "
-            f"or leave device=None"
-        )
+    run_device, model_dtype = resolve_device(model, device)
     if batch_size is None:
         batch_size = default_batch_size(run_device)
     if not is_int(batch_size) or operator.index(batch_size) < 1:
