@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
@@ -160,74 +159,49 @@ class FillError(ValueError):
         return FillError(self.fill, self.dtype, self.expected, name)
 
 
-def _check_float_fill(fill: numbers.Real, dtype: object, largest: float) -> None:
-    """NaN and infinities fit a floating dtype; finite numbers must not overflow it."""
-    try:
-        value = float(fill)
-    except OverflowError:
-        value = math.inf  # a finite int too large for a Python float
-        finite = True
-    else:
-        finite = math.isfinite(value)
-    if finite and not abs(value) <= largest:
-        raise FillError(fill, dtype, f"a number within +-{largest:.6g}, inf or nan")
-
-
 def check_fill_fits(fill: object, dtype: torch.dtype | np.dtype[Any]) -> None:
     """Raises unless ``fill`` is a number that ``dtype`` holds exactly (no wrap-around).
 
-    Floating dtypes take any number (NaN and infinities included); integer dtypes an
-    integral value in their range; bool 0 or 1.
+    Floating dtypes take NaN, infinities and finite numbers within their range; integer
+    dtypes an integral value in their range; bool 0 or 1. ``dtype`` may be a torch or a
+    numpy dtype (PIL images are checked against the numpy dtype they are stored in).
     """
     if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise TypeError(f"fill must be None or a number, got {type(fill).__name__}")
-    bounds: tuple[int, int] | None
-    if isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype.is_complex):
-        _check_float_fill(fill, dtype, float(torch.finfo(dtype).max))
+    checked = dtype if isinstance(dtype, torch.dtype) else _torch_dtype(dtype)
+    if checked.is_floating_point or checked.is_complex:
+        largest = float(torch.finfo(checked).max)
+        try:
+            too_large = abs(float(fill)) > largest  # NaN compares False: it fits
+        except OverflowError:  # an int beyond any Python float
+            too_large = True
+        if too_large:
+            raise FillError(fill, dtype, f"a number within +-{largest:.6g}, inf or nan")
         return
-    if not isinstance(dtype, torch.dtype) and dtype.kind in "fc":
-        _check_float_fill(fill, dtype, float(np.finfo(dtype).max))
-        return
-    if isinstance(dtype, torch.dtype):
-        is_bool = dtype == torch.bool
-        info = None if is_bool else torch.iinfo(dtype)
-        bounds = None if info is None else (int(info.min), int(info.max))
+    if checked == torch.bool:
+        low, high, expected = 0, 1, "0 or 1"
     else:
-        is_bool = dtype.kind == "b"
-        np_info = None if is_bool else np.iinfo(dtype)
-        bounds = None if np_info is None else (int(np_info.min), int(np_info.max))
-    try:
-        value = float(fill)
-    except OverflowError:  # an int beyond any float: beyond every integer dtype too
-        value = math.inf
-    integral = isinstance(fill, numbers.Integral) or value.is_integer()
-    whole = (
-        operator.index(fill)
-        if isinstance(fill, numbers.Integral)
-        else int(value)
-        if integral
-        else 0
-    )
-    if is_bool:
-        if not (integral and whole in (0, 1)):
-            raise FillError(fill, dtype, "0 or 1")
-    elif bounds is not None and not (integral and bounds[0] <= whole <= bounds[1]):
-        raise FillError(fill, dtype, f"an integer in [{bounds[0]}, {bounds[1]}]")
+        info = torch.iinfo(checked)
+        low, high = int(info.min), int(info.max)
+        expected = f"an integer in [{low}, {high}]"
+    integral = isinstance(fill, numbers.Integral) or float(fill).is_integer()
+    if not (integral and low <= fill <= high):  # type: ignore[operator]
+        raise FillError(fill, dtype, expected)
 
 
-def _inside_slices(box: object, shape: torch.Size) -> tuple[Any, ...] | None:
-    """``(..., slice, ...)`` for a box of int pairs inside ``shape``'s trailing axes, else None."""
-    if type(box) is not tuple or not 0 < len(box) <= len(shape):
+def _torch_dtype(dtype: np.dtype[Any]) -> torch.dtype:
+    """The torch dtype of a numpy dtype (byte order ignored)."""
+    return torch.from_numpy(np.empty(0, dtype=dtype.newbyteorder("="))).dtype
+
+
+def _inside_slices(box: Sequence[tuple[int, int]], shape: torch.Size) -> tuple[Any, ...] | None:
+    """``(..., slice, ...)`` when a (validated) box lies inside ``shape``'s trailing axes."""
+    if len(box) > len(shape):
         return None
-    slices: list[Any] = [Ellipsis]
-    for pair, n in zip(box, shape[len(shape) - len(box) :], strict=True):
-        if type(pair) is not tuple or len(pair) != 2:
-            return None
-        a, b = pair
-        if type(a) is not int or type(b) is not int or not 0 <= a < b <= n:
-            return None
-        slices.append(slice(a, b))
-    return tuple(slices)
+    spatial = shape[len(shape) - len(box) :]
+    if not all(a >= 0 and b <= n for (a, b), n in zip(box, spatial, strict=True)):
+        return None
+    return (Ellipsis, *(slice(a, b) for a, b in box))
 
 
 def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
@@ -263,7 +237,10 @@ def torch_compatible(arr: np.ndarray) -> np.ndarray:
 def _crop_tensor(
     x: Any, box: Sequence[tuple[int, int]], mode: MirrorMode = "reflect", fill: float | None = None
 ) -> torch.Tensor:
-    """Tensor/array kernel: the window ``box`` of the trailing axes, mirrored or filled outside."""
+    """Tensor/array kernel: the window ``box`` of the trailing axes, mirrored or filled outside.
+
+    ``box`` has been validated by :func:`crop_tile`, the only way kernels are reached.
+    """
     if isinstance(x, torch.Tensor):
         # the common case, a window inside the image given as int pairs: slice and copy
         slices = _inside_slices(box, x.shape)
@@ -271,7 +248,6 @@ def _crop_tensor(
             if fill is not None:  # checked wherever the window lies, not only outside
                 check_fill_fits(fill, x.dtype)
             return x.as_subclass(torch.Tensor)[slices].clone()
-    box = as_box(box)
     check_mode(mode)
     spatial = spatial_shape(x, len(box))
     if 0 in spatial:
