@@ -381,11 +381,11 @@ class TileGrid:
                 else f"{count} tiles of shapes {sorted(shapes)}"
             )
             raise ValueError(f"outputs must have shape {expected}, got {got}")
-        lead, tile_size = shape[: len(shape) - ndim], shape[len(shape) - ndim :]
+        lead = shape[: len(shape) - ndim]
         first = outputs[0]
         result = empty_like_shape((*lead, *self.image_size), first.dtype, first.device)
         for i in range(n):
-            self.paste(result, i, outputs[i], tile_size=tile_size)
+            self._paste(result, i, outputs[i])  # shapes checked above, once
         return result
 
     def paste(
@@ -414,6 +414,12 @@ class TileGrid:
             >>> int(result.sum())
             4
         """
+        self._check_paste(result, tile_output, tile_size)
+        self._paste(result, index, tile_output)
+
+    def _check_paste(
+        self, result: torch.Tensor, tile_output: torch.Tensor, tile_size: Sequence[int] | None
+    ) -> None:
         ndim = self.geometry.ndim
         for name, x in (("result", result), ("tile_output", tile_output)):
             if not isinstance(x, torch.Tensor) or x.ndim < ndim:
@@ -444,7 +450,11 @@ class TileGrid:
             raise ValueError(
                 f"tile_size {tuple(tile_size)} must be tile_output's spatial size {size}"
             )
-        src, dst = self.keep_slices(index, size)
+
+    def _paste(self, result: torch.Tensor, index: int, tile_output: torch.Tensor) -> None:
+        """:meth:`paste` without the shape checks, for callers that made them once."""
+        ndim = self.geometry.ndim
+        src, dst = self.keep_slices(index, tile_output.shape[tile_output.ndim - ndim :])
         to: tuple[Any, ...] = (Ellipsis, *dst)
         frm: tuple[Any, ...] = (Ellipsis, *src)
         result[to] = tile_output[frm]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -179,7 +178,6 @@ def _predict_one(
     geometry = grid.geometry
     result_device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
     result: torch.Tensor | None = None
-    tile_size: Sequence[int] = ()
     autocast = torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
     with torch.inference_mode(), _progress(len(grid), progress) as bar:
         for batch in batches(len(grid), batch_size):
@@ -189,16 +187,14 @@ def _predict_one(
             with autocast:
                 y = model(x)
             check_tile_output(y, len(batch), geometry, x.shape)
-            spatial = tuple(y.shape[2:])
             if result is None:
-                tile_size = spatial
                 out_dtype = torch.float32 if amp and y.is_floating_point() else y.dtype
                 with torch.inference_mode(False):  # a normal tensor, usable with autograd
                     result = empty_like_shape(
                         (y.shape[1], *grid.image_size), out_dtype, result_device
                     )
             for j, i in enumerate(batch):
-                grid.paste(result, i, y[j], tile_size=tile_size)
+                grid.paste(result, i, y[j])
             if progress:
                 bar.update(len(batch))
     assert result is not None
