@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._checks import as_list_if_1d
-from ._checks import is_int as _is_int
+from ._checks import as_list_if_1d, is_int
 
 if TYPE_CHECKING:
     import torch
@@ -21,10 +20,10 @@ _AXIS_NAMES = {2: ("height", "width"), 3: ("depth", "height", "width")}
 def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
     """Normalises an int or a sequence of ints to a tuple; validates type and length."""
     value = as_list_if_1d(value)  # a 1-D numpy array or tensor of sizes
-    if _is_int(value):
+    if is_int(value):
         return (operator.index(value),) * (ndim or 2)  # type: ignore[arg-type]
     if isinstance(value, Sequence) and not isinstance(value, str):
-        if not all(_is_int(v) for v in value):
+        if not all(is_int(v) for v in value):
             raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
         sizes = tuple(operator.index(v) for v in value)
         if len(sizes) not in (2, 3):
@@ -84,7 +83,7 @@ class TileGeometry:
         input_size, output_size, step = (as_list_if_1d(v) for v in (input_size, output_size, step))
         ndim: int | None = None
         for value in (input_size, output_size, step):
-            if value is not None and not _is_int(value) and isinstance(value, Sequence):
+            if value is not None and not is_int(value) and isinstance(value, Sequence):
                 ndim = len(value)
                 break
         inp = _as_sizes("input_size", input_size, ndim)
@@ -197,8 +196,8 @@ class TileGeometry:
             ("input_size", input_size) if output_size is None else ("output_size", output_size)
         )
         given = as_list_if_1d(given)
-        sizes = _as_sizes(name, given, ndim if _is_int(given) else None)
-        if not _is_int(given) and ndim != 2 and len(sizes) != ndim:
+        sizes = _as_sizes(name, given, ndim if is_int(given) else None)
+        if not is_int(given) and ndim != 2 and len(sizes) != ndim:
             # a sequence sets the number of axes; an explicit, different ndim is a mistake
             raise ValueError(f"{name} must have {ndim} entries (ndim={ndim}), got {given!r}")
         if output_size is None:
@@ -263,7 +262,7 @@ class TileGeometry:
         import torch
 
         inp = _as_sizes("input_size", input_size, None)
-        if not _is_int(in_channels) or in_channels < 1:
+        if not is_int(in_channels) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         floating = [p for p in model.parameters() if p.is_floating_point()]
         if device is None:
@@ -296,7 +295,7 @@ class _UNetArithmetic:
             ("convs_per_level", convs_per_level, 1),
             ("kernel_size", kernel_size, 1),
         ):
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         self.depth = int(depth)
         self.loss = int(convs_per_level) * (int(kernel_size) - 1)

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .._checks import is_int as _is_int
+from .._checks import is_int
 
 __all__ = ["MirrorMode", "mirror_index", "mirror_pad", "normalize_padding", "check_mode"]
 
@@ -67,7 +67,7 @@ def mirror_index(
         [2, 1, 0, 0, 1, 2, 3, 3, 2]
     """
     check_mode(mode)
-    if not _is_int(size):
+    if not is_int(size):
         raise TypeError(f"size must be an int, got {type(size).__name__}")
     size = operator.index(size)
     if size < 1:
@@ -116,7 +116,7 @@ def normalize_padding(padding: object, name: str = "padding") -> tuple[tuple[int
             not isinstance(pair, Sequence)
             or isinstance(pair, str)
             or len(pair) != 2
-            or not all(_is_int(p) for p in pair)
+            or not all(is_int(p) for p in pair)
         ):
             raise TypeError(
                 f"{name} must be a sequence of (before, after) int pairs, got {pair!r} for "

@@ -13,7 +13,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvF
 
-from .._checks import is_int as _is_int
+from .._checks import is_int
 from ._mirror import _MODES, MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
 
 __all__ = ["Box", "crop_tile", "register_kernel", "spatial_shape", "to_tensor_region"]
@@ -131,7 +131,7 @@ def as_box(box: object) -> Box:
             isinstance(pair, str | bytes)
             or not isinstance(pair, Sequence)
             or len(pair) != 2
-            or not (_is_int(pair[0]) and _is_int(pair[1]))
+            or not (is_int(pair[0]) and is_int(pair[1]))
         ):
             raise TypeError(f"box must hold (start, stop) int pairs, got {pair!r} for axis {axis}")
         start, stop = operator.index(pair[0]), operator.index(pair[1])

@@ -88,7 +88,9 @@ class TileTransform(v2.Transform):
     after this one (flips, rotations) move it with the image; torchvision would pass a
     second plain tensor through untouched. A PIL label stays PIL, which torchvision's
     own transforms treat as an image: wrap PIL datasets with
-    ``torchvision.datasets.wrap_dataset_for_transforms_v2``. Everything else follows torchvision's rules: images, videos, the first plain tensor
+    ``torchvision.datasets.wrap_dataset_for_transforms_v2``.
+
+    Everything else follows torchvision's rules: images, videos, the first plain tensor
     of a sample without an image, PIL images, bounding boxes and key points are
     transformed; other leaves pass through unchanged.
     """

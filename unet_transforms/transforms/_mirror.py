@@ -6,7 +6,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from .._checks import is_int as _is_int
+from .._checks import is_int
 from ..functional._mirror import MirrorMode, normalize_padding
 from ..geometry import TileGeometry
 from ..grid import Align, TileGrid
@@ -21,11 +21,11 @@ def parse_padding(padding: object) -> tuple[tuple[int, int], ...]:
     Accepts an int (all sides of a 2-D image), torchvision's ``[left/right, top/bottom]``
     or ``[left, top, right, bottom]``, or per-axis ``(before, after)`` pairs (2 or 3).
     """
-    if _is_int(padding):
+    if is_int(padding):
         p = operator.index(padding)  # type: ignore[arg-type]
         pairs: Any = ((p, p), (p, p))
     elif isinstance(padding, Sequence) and not isinstance(padding, str):
-        if padding and all(_is_int(v) for v in padding):
+        if padding and all(is_int(v) for v in padding):
             v = [operator.index(x) for x in padding]
             if len(v) == 1:
                 pairs = ((v[0], v[0]), (v[0], v[0]))
