@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import uuid
+import weakref
 from pathlib import Path
 
 import dask
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unet_transforms import TileGeometry, TileGrid, predict_tiled
-from unet_transforms.dask import _on_device, predict_dask
+from unet_transforms.dask import _on_device, _ShippedModel, predict_dask
 from unet_transforms.models import UNet
 
 MODES = st.sampled_from(["reflect", "symmetric"])
@@ -41,13 +42,23 @@ class ValidConvs(torch.nn.Module):
         return self.body(x)
 
 
+# Per-copy bookkeeping lives outside the modules: a forward that added a key to the
+# module's __dict__ while a worker was serializing the same module for another worker
+# would break that transfer ("dictionary changed size during iteration").
+_COPY_IDS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
+_FORWARD_CALLS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+
+
 class CountingConvs(ValidConvs):
     """Appends one line to ``path`` (with the process id) every time it is pickled."""
 
     def __init__(self, path: str):
         super().__init__()
         self.path = path
-        self.forward_calls = 0
+
+    @property
+    def forward_calls(self) -> int:
+        return _FORWARD_CALLS.get(self, 0)
 
     def __getstate__(self):
         with open(self.path, "a") as f:
@@ -55,11 +66,13 @@ class CountingConvs(ValidConvs):
         return super().__getstate__()
 
     def forward(self, x):
-        self.forward_calls += 1
-        if "copy_id" not in self.__dict__:  # a copy made in a process gets its own mark
-            self.copy_id = uuid.uuid4().hex
+        calls = _FORWARD_CALLS[self] = self.forward_calls + 1
+        copy_id = _COPY_IDS.setdefault(self, uuid.uuid4().hex)  # one mark per copy
+        # Like a forward that caches something on the module: a worker that serialized
+        # the live module for another worker meanwhile would fail and stall the graph.
+        vars(self)[f"cached_{calls}"] = None
         with open(self.path + ".forward", "a") as f:
-            f.write(f"{os.getpid()} {self.copy_id}\n")
+            f.write(f"{os.getpid()} {copy_id}\n")
         return super().forward(x)
 
 
@@ -313,6 +326,26 @@ def test_device_copy_is_made_once_and_leaves_the_model_alone():
     assert torch.equal(torch.from_numpy(out.compute()), predict_tiled(model, array, geometry))
 
 
+def test_the_model_travels_as_bytes_pickled_once(tmp_path):
+    counter = tmp_path / "pickles"
+    model = CountingConvs(str(counter)).eval()
+    shipped = _ShippedModel(model)
+    assert shipped.module is model  # a local scheduler runs the caller's module
+    first, second = pickle.dumps(shipped), pickle.dumps(shipped)
+    assert pickles(counter) == [str(os.getpid())]  # the module was pickled once
+    remote = pickle.loads(first)
+    assert remote.module is remote.module is not model  # unpickled once, on first use
+    x = torch.rand(1, 2, 12, 12)
+    torch.testing.assert_close(remote.module(x), model(x), rtol=0, atol=0)
+    # A copy handed on passes the same bytes, not the module, which may be running
+    # (and changing) meanwhile.
+    vars(remote.module)["cached"] = torch.zeros(1)
+    assert pickle.dumps(remote) == first == second
+    assert pickles(counter) == [str(os.getpid())]
+    assert "cached" not in vars(pickle.loads(pickle.dumps(remote)).module)
+    assert dask.base.tokenize(shipped) == dask.base.tokenize(_ShippedModel(model))
+
+
 # ---------------------------------------------------------------------- distributed
 def test_distributed_ships_the_model_once_per_worker(tmp_path):
     from distributed import Client, LocalCluster
@@ -326,14 +359,18 @@ def test_distributed_ships_the_model_once_per_worker(tmp_path):
     expected = predict_tiled(model, array, geometry).numpy()
     with (
         LocalCluster(
-            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0"
+            processes=True,
+            n_workers=2,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            local_directory=str(tmp_path / "dask-scratch"),
         ) as cluster,
         Client(cluster) as client,
     ):
         before = pickles(counter)
-        model.__dict__.pop("copy_id", None)  # marked by predict_tiled above
+        _COPY_IDS.pop(model, None)  # marked by predict_tiled above
         Path(str(counter) + ".forward").unlink(missing_ok=True)
-        result = lazy.compute()
+        result = client.compute(lazy).result(timeout=120)
         shipped = pickles(counter)[len(before) :]
         # every worker process that ran blocks used one copy of the model for all of them
         calls = Path(str(counter) + ".forward").read_text().split("\n")
@@ -344,17 +381,15 @@ def test_distributed_ships_the_model_once_per_worker(tmp_path):
         assert str(os.getpid()) not in copies  # the blocks ran on the workers
         assert 1 <= len(copies) <= 2 and all(len(ids) == 1 for ids in copies.values()), copies
         assert len(calls) - 1 >= blocks  # at least one forward call per block
-        # Pickled once with the graph and once in the task that puts it on a worker (the
-        # scheduler runs in this process); a model inside every block's task would be
-        # pickled here once per block. Workers pass it on with distributed's own
-        # serializer for modules, which bypasses __getstate__.
+        # Pickled once, here, with the graph; a model inside every block's task would be
+        # pickled once per block. The workers pass those bytes on, never the module.
         assert blocks == 30
-        assert len(shipped) <= 3, shipped
+        assert shipped == [str(os.getpid())], shipped
         np.testing.assert_array_equal(result, expected)
 
         # the cluster pattern: scatter the model, pass the future (the probe runs remotely)
         remote = client.scatter(model, broadcast=True)
         scattered = predict_dask(remote, array, geometry)
         assert scattered.shape == (3, 60, 50)
-        np.testing.assert_array_equal(scattered.compute(), expected)
+        np.testing.assert_array_equal(client.compute(scattered).result(timeout=120), expected)
     assert dask.config.get("scheduler", None) is None

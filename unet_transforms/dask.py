@@ -16,6 +16,7 @@ import copy
 import itertools
 import math
 import operator
+import pickle
 import threading
 import weakref
 from dataclasses import dataclass
@@ -77,10 +78,13 @@ def predict_dask(
     ``map_overlap`` boundary is involved (dask's ``'reflect'`` is numpy's
     ``'symmetric'``, and halos deeper than the image fail).
 
-    The model is one key of the graph (``dask.delayed(model, pure=True)``) that every
-    block depends on, so the distributed scheduler sends it with the graph once and
-    the workers copy it between themselves, once per worker. On a real cluster,
-    scatter it yourself and pass the future::
+    The model is one key of the graph that every block depends on, pickled once (with
+    cloudpickle, so a model class defined in a notebook travels too), so the
+    distributed scheduler sends it with the graph once and the workers copy its bytes
+    between themselves, once per worker; each worker process unpickles it once. A
+    worker never serializes the live module, which a block may be running (and a
+    ``forward`` that caches something on the module may be changing) at that moment.
+    On a real cluster, scatter it yourself and pass the future::
 
         from distributed import Client
         client = Client("tcp://scheduler:8786")
@@ -89,8 +93,11 @@ def predict_dask(
         pred = predict_dask(remote, image, geometry, meta_channels=2, device="cuda")
         pred.argmax(axis=0).astype("uint8").to_zarr("labels.zarr")
 
-    Workers need torch and unet_transforms installed. With ``device`` set, each worker
-    process moves a copy of the model there once and keeps it. dask's local
+    ``broadcast=True`` puts a copy on every worker before any block runs; without it,
+    workers fetch the module from each other while blocks may be running it, as
+    distributed does for any scattered object. Workers need torch and
+    unet_transforms installed. With ``device`` set, each worker process moves a copy
+    of the model there once and keeps it. dask's local
     ``"processes"`` scheduler (not ``distributed``) sends every task's inputs, the
     model included, with every task and every result back through the parent: use
     ``distributed.LocalCluster`` for processes on one machine. With the ``"threads"``
@@ -210,8 +217,12 @@ def predict_dask(
             out_dtype = model_device_dtype(model)[1]
     np_dtype = _numpy_dtype(out_dtype)
 
-    # The model enters the graph once, as a single key every block depends on.
-    model_ref = delayed(model, pure=True) if isinstance(model, torch.nn.Module) else model
+    # The model enters the graph once, as a single key every block depends on. A module
+    # travels as its pickled bytes: workers pass those on, never the live module a
+    # block may be running (see _ShippedModel).
+    model_ref = (
+        delayed(_ShippedModel(model), pure=True) if isinstance(model, torch.nn.Module) else model
+    )
 
     # Per axis: blocks of whole tiles, about as large as the input's chunks.
     plans = []
@@ -392,6 +403,56 @@ class _Region:
         return out
 
 
+class _ShippedModel:
+    """A module as it travels in a dask graph: pickled once, unpickled once per process.
+
+    Where the graph is built, it holds the caller's module, which blocks run by a local
+    scheduler use as is. Pickling it pickles the module once (cloudpickle) and keeps
+    the bytes; a copy unpickled elsewhere holds only those bytes and unpickles the
+    module on first use. Pickling a copy again (a worker handing it to another
+    worker) passes the same bytes on and never touches the module, which a block may
+    be running at that moment: serializing a live module can fail when its
+    ``forward`` adds an attribute meanwhile.
+    """
+
+    __slots__ = ("_lock", "_module", "_payload")
+
+    def __init__(self, module: torch.nn.Module | None, payload: bytes | None = None):
+        self._module = module
+        self._payload = payload
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        with self._lock:
+            if self._payload is None:
+                import cloudpickle
+
+                self._payload = cloudpickle.dumps(self._module, protocol=pickle.HIGHEST_PROTOCOL)
+            return _unship, (self._payload,)
+
+    def __dask_tokenize__(self) -> object:
+        from dask.base import tokenize
+
+        if self._module is not None:
+            return ("_ShippedModel", tokenize(self._module))
+        return ("_ShippedModel", tokenize(self._payload))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        with self._lock:
+            if self._module is None:
+                assert self._payload is not None
+                module = pickle.loads(self._payload)
+                if not isinstance(module, torch.nn.Module):  # pragma: no cover - defensive
+                    raise TypeError(f"expected a pickled torch.nn.Module, got {type(module)}")
+                self._module = module
+            return self._module
+
+
+def _unship(payload: bytes) -> _ShippedModel:
+    return _ShippedModel(None, payload)
+
+
 _MOVED: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.nn.Module]] = (
     weakref.WeakKeyDictionary()
 )
@@ -414,7 +475,7 @@ def _on_device(model: torch.nn.Module, device: str | None) -> tuple[torch.nn.Mod
 
 
 def _predict_block(
-    model: torch.nn.Module,
+    model: torch.nn.Module | _ShippedModel,
     region: np.ndarray[Any, Any],
     grid: TileGrid,
     mode: MirrorMode,
@@ -428,6 +489,8 @@ def _predict_block(
     dtype: torch.dtype,
 ) -> np.ndarray[Any, Any]:
     """Runs the tiles ``tiles`` (per-axis grid ranges) and returns their keep windows."""
+    if isinstance(model, _ShippedModel):
+        model = model.module
     run_model, run_device = _on_device(model, device)
     if batch_size is None:
         batch_size = default_batch_size(run_device)
