@@ -1,7 +1,8 @@
 """Generates the documentation's pictures into docs/images/ with draw_tiles.
 
-Run by ``make docs`` before ``mkdocs build``; the pictures are build output, ignored by
-git. The image is scikit-image's ``coins`` photograph when scikit-image is installed
+Run by ``make docs`` before ``mkdocs build``. The output is deterministic and committed,
+so the pages and the README show the pictures on the repository host too; rerun it after
+changing ``draw_tiles``. The image is scikit-image's ``coins`` photograph when scikit-image is installed
 (the ``examples`` extra), otherwise a synthetic pattern, so the docs build without it.
 """
 
