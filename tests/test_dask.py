@@ -42,9 +42,8 @@ class ValidConvs(torch.nn.Module):
         return self.body(x)
 
 
-# Per-copy bookkeeping lives outside the modules: a forward that added a key to the
-# module's __dict__ while a worker was serializing the same module for another worker
-# would break that transfer ("dictionary changed size during iteration").
+# Per-copy bookkeeping lives outside the modules, so it never travels with a pickled copy:
+# each copy counts its own calls and gets its own mark.
 _COPY_IDS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
 _FORWARD_CALLS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
 

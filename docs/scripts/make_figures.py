@@ -2,8 +2,9 @@
 
 Run by ``make docs`` before ``mkdocs build``. The output is deterministic and committed,
 so the pages and the README show the pictures on the repository host too; rerun it after
-changing ``draw_tiles``. The image is scikit-image's ``coins`` photograph when scikit-image is installed
-(the ``examples`` extra), otherwise a synthetic pattern, so the docs build without it.
+changing ``draw_tiles``. The image is scikit-image's ``coins`` photograph when
+scikit-image is installed (the ``examples`` extra), otherwise a synthetic pattern, so the
+docs build without it.
 """
 
 from __future__ import annotations
