@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -163,10 +164,12 @@ def test_normalisation_and_value_semantics():
         ((10, 8), {"step": 0}, ValueError, r"step must be in \[1, output_size=8\], got 0"),
         (((10, 10), (8, 8, 8)), {}, ValueError, r"output_size must have 2 entries"),
         (((10,), (8,)), {}, ValueError, r"must have 2 or 3 entries"),
-        ((10.0, 8), {}, TypeError, r"input_size must be an int or a sequence of ints, got float"),
+        ((10.5, 8), {}, ValueError, r"input_size must be an integer, got 10.5"),
+        ((float("nan"), 8), {}, ValueError, r"input_size must be an integer, got nan"),
         (("10", 8), {}, TypeError, r"got str"),
         ((True, 1), {}, TypeError, r"got bool"),
-        (((10, 10.5), 8), {}, TypeError, r"input_size must be an int or a sequence of ints"),
+        (((10, 10.5), 8), {}, ValueError, r"input_size\[1\] must be an integer, got 10.5"),
+        ((b"<<", 8), {}, TypeError, r"input_size must be an int or a sequence of ints, got bytes"),
     ],
 )
 def test_bad_geometries(args, kwargs, error, match):
@@ -233,3 +236,55 @@ def test_from_model_errors():
         TileGeometry.from_model(torch.nn.Flatten(), 8)
     with pytest.raises(ValueError, match="in_channels must be a positive int, got 0"):
         TileGeometry.from_model(torch.nn.Identity(), 8, in_channels=0)
+
+
+# ------------------------------------------------ bounded work (issue 11, item 4)
+@given(
+    st.integers(0, 62),
+    st.integers(1, 3),
+    st.sampled_from([1, 2, 3, 5]),
+    st.integers(1, 10**6),
+    st.integers(-3, 3),
+)
+def test_closed_form_matches_the_simulation_at_any_depth(depth, convs, kernel, bottom, shift):
+    # an input built up from a bottom size, and its neighbours: valid or not, the
+    # closed form agrees with the layer-by-layer simulation (linear in depth only)
+    loss = convs * (kernel - 1)
+    size = 2**depth * (bottom + 2 * loss) - loss + shift
+    net = _UNetArithmetic(depth, convs, kernel)
+    assert net.forward(size) == unet_forward_size(size, depth, convs, kernel)
+    smallest = net.input_for_min_output(2**depth)
+    assert unet_forward_size(smallest, depth, convs, kernel) >= 2**depth
+    below = smallest - 2**depth
+    assert (unet_forward_size(below, depth, convs, kernel) or 0) < 2**depth
+
+
+@pytest.mark.parametrize(("convs", "kernel"), [(1, 1), (2, 3), (3, 5)])
+@pytest.mark.parametrize("depth", [0, 3, 4])
+def test_input_for_min_output_against_a_scan(depth, convs, kernel):
+    net = _UNetArithmetic(depth, convs, kernel)
+    for min_output in range(0, 80):
+        expected = next(
+            n
+            for n in range(1, 10**5)
+            if (unet_forward_size(n, depth, convs, kernel) or 0) >= max(min_output, 1)
+        )
+        assert net.input_for_min_output(min_output) == expected
+
+
+def test_deepest_network_is_computed_in_closed_form():
+    g = TileGeometry.unet(output_size=2**62, depth=62, kernel_size=1)
+    assert g.input_size == g.output_size == g.step == (2**62, 2**62)
+    g = TileGeometry.unet(input_size=2**62 * 13 - 4, depth=62)  # bottom output 5
+    assert _UNetArithmetic(62, 2, 3).forward(g.input_size[0]) == g.output_size[0]
+    assert g.output_size[0] == unet_forward_size(2**62 * 13 - 4, 62, 2, 3)
+
+
+@pytest.mark.parametrize("depth", [63, 10**5, 10**6, 10**100])
+def test_absurd_depths_are_refused_at_once(depth):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"depth must be at most 62 .*, got {depth}"):
+        TileGeometry.unet(input_size=572, depth=depth)
+    with pytest.raises(ValueError, match="depth must be at most 62"):
+        TileGeometry.unet(output_size=388, depth=depth, ndim=3)
+    assert time.perf_counter() - start < 5  # a backstop only: depth=10**6 used to hang

@@ -74,7 +74,8 @@ def test_invalid_inputs_name_the_nearest_sizes():
     [
         ({"in_channels": 0}, ValueError, "in_channels must be >= 1, got 0"),
         ({"depth": -1}, ValueError, "depth must be >= 0, got -1"),
-        ({"base_channels": 2.0}, TypeError, "base_channels must be an int, got float"),
+        ({"base_channels": 2.5}, ValueError, "base_channels must be an integer, got 2.5"),
+        ({"base_channels": "8"}, TypeError, "base_channels must be an int, got str"),
         ({"padding": 2}, ValueError, r"padding must be 0 \(valid\) or 1 \(same\), got 2"),
         ({"ndim": 1}, ValueError, "ndim must be 2 or 3, got 1"),
     ],

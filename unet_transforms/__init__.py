@@ -5,6 +5,7 @@ overlap-tile plan of one image), :func:`mirror_pad`, and the torchvision v2 tran
 :class:`MirrorExtrapolate`, :class:`OverlapTileCrop` and :class:`PairedTileCrop`.
 """
 
+from .config import from_config, to_config
 from .dataset import TiledDataset
 from .functional import crop_tile, mirror_pad
 from .geometry import TileGeometry
@@ -25,8 +26,10 @@ __all__ = [
     "TileIndexError",
     "TiledDataset",
     "crop_tile",
+    "from_config",
     "mirror_pad",
     "plan_geometry",
     "predict_tiled",
     "tile_at",
+    "to_config",
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
-__all__ = ["as_list_if_1d", "is_int"]
+import numpy as np
+
+__all__ = ["as_int", "as_list_if_1d", "is_int"]
 
 
 def is_int(value: object) -> bool:
@@ -40,3 +44,30 @@ def as_list_if_1d(value: Any) -> Any:
     if getattr(value, "ndim", None) == 1 and hasattr(value, "tolist"):
         return value.tolist()
     return value
+
+
+def as_int(name: str, value: object) -> int:
+    """``value`` as an ``int``: integers, and integral floats as YAML and JSON give them.
+
+    ``8.0`` is 8 (a config file may write any number as a float); ``8.5``, ``True``,
+    ``"8"``, NaN and infinities are refused with a message that names ``name``.
+
+    Raises:
+        TypeError: If ``value`` is not a number (strings, bools and containers included).
+        ValueError: If it is a float that is not integral (``8.5``, NaN, infinity).
+
+    Example:
+        >>> as_int("depth", 4), as_int("depth", 4.0)
+        (4, 4)
+        >>> as_int("depth", 4.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: depth must be an integer, got 4.5
+    """
+    if is_int(value):
+        return operator.index(value)  # type: ignore[arg-type]
+    if isinstance(value, float | np.floating) and not isinstance(value, bool):
+        if not math.isfinite(value) or not float(value).is_integer():
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")

@@ -7,17 +7,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._checks import as_int
+from .config import Configurable
 from .geometry import TileGeometry, _as_sizes, _UNetArithmetic
 
 __all__ = ["UNet"]
 
 
 def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
+    number = as_int(name, value)
+    if number < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return number
 
 
 def _centre_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -29,7 +30,7 @@ def _centre_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x[tuple(index)]
 
 
-class UNet(nn.Module):
+class UNet(Configurable, nn.Module):
     """The U-Net of Ronneberger et al. (2015), and its 3-D variant (Çiçek et al., 2016).
 
     Per level ``convs_per_level`` 3x3 convolutions (unpadded for ``padding=0``, as in
@@ -78,9 +79,10 @@ class UNet(nn.Module):
         self.depth = _check_int("depth", depth, 0)
         self.base_channels = _check_int("base_channels", base_channels, 1)
         self.convs_per_level = _check_int("convs_per_level", convs_per_level, 1)
-        if padding not in (0, 1) or isinstance(padding, bool):
+        padding, ndim = as_int("padding", padding), as_int("ndim", ndim)
+        if padding not in (0, 1):
             raise ValueError(f"padding must be 0 (valid) or 1 (same), got {padding!r}")
-        if ndim not in (2, 3) or isinstance(ndim, bool):
+        if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
         self.padding = padding
         self.ndim = ndim
@@ -90,13 +92,13 @@ class UNet(nn.Module):
 
         def block(cin: int, cout: int) -> nn.Sequential:
             layers: list[nn.Module] = []
-            for i in range(convs_per_level):
+            for i in range(self.convs_per_level):
                 layers += [conv(cin if i == 0 else cout, cout, 3, padding=padding), nn.ReLU()]
             return nn.Sequential(*layers)
 
-        widths = [base_channels * 2**level for level in range(depth + 1)]
+        widths = [self.base_channels * 2**level for level in range(self.depth + 1)]
         self.down = nn.ModuleList()
-        cin = in_channels
+        cin = self.in_channels
         for w in widths[:-1]:
             self.down.append(block(cin, w))
             cin = w
@@ -106,15 +108,8 @@ class UNet(nn.Module):
         for w in reversed(widths[:-1]):
             self.ups.append(up(2 * w, w, 2, stride=2))
             self.up_blocks.append(block(2 * w, w))
-        self.head = conv(widths[0], out_channels, 1)
-        self._sizes = _UNetArithmetic(depth, convs_per_level, 3)
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
-            f"depth={self.depth}, base_channels={self.base_channels}, "
-            f"convs_per_level={self.convs_per_level}, padding={self.padding}, ndim={self.ndim}"
-        )
+        self.head = conv(widths[0], self.out_channels, 1)
+        self._sizes = _UNetArithmetic(self.depth, self.convs_per_level, 3)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != self.ndim + 2 or x.shape[1] != self.in_channels:
@@ -185,4 +180,4 @@ class UNet(nn.Module):
                     f"input_size {size} on axis {axis} must be a multiple of 2**depth={factor}"
                 )
         step = tuple(max(o // factor * factor, 1) if o >= factor else o for o in out)
-        return TileGeometry(inp, out, step=step)
+        return TileGeometry._compact(inp, out, step)
