@@ -139,9 +139,9 @@ def _snapshot(value: Any) -> Any:
         from omegaconf import OmegaConf
 
         return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):
         return type(value)(_snapshot(v) for v in value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {k: _snapshot(v) for k, v in value.items()}
     return value
 

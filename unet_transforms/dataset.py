@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as tvF
 
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import torch_compatible
+from .config import Configurable, from_config
 from .geometry import TileGeometry
 from .grid import Align, TileGrid, TileIndexError
 from .transforms import PairedTileCrop
@@ -22,7 +23,7 @@ from .transforms._base import _is_plain, check_align, check_fill, check_geometry
 __all__ = ["TiledDataset"]
 
 
-class TiledDataset(torch.utils.data.Dataset[Any]):
+class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
     """Yields every grid tile of every sample of a map-style dataset as its own item.
 
     The "train many times on one image" option: item ``k`` is tile ``t`` of sample
@@ -32,7 +33,9 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
     Works with ``DataLoader(num_workers > 0)``.
 
     Args:
-        dataset: A map-style dataset (``__len__`` and ``__getitem__``). A sample that is
+        dataset: A map-style dataset (``__len__`` and ``__getitem__``), or its config
+            (a mapping with ``"_target_"``, built by :func:`~unet_transforms.from_config`
+            with the library's names only). A sample that is
             a tuple or list starting with two plain tensors, numpy arrays or PIL images
             is ``(image, label, *rest)``: the image gets the input window, the label
             the output window and the rest passes through. Images come back as
@@ -40,7 +43,7 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
             PIL images are converted, so items collate in a ``DataLoader``). Any other
             sample is given to :class:`PairedTileCrop` as it is (``tv_tensors.Mask``
             entries are labels there, e.g. in a dict).
-        geometry: The :class:`TileGeometry`.
+        geometry: The :class:`TileGeometry`, or a mapping of its arguments.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mask_fill: Value for label pixels outside the image (an ignore index).
@@ -63,7 +66,7 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
     def __init__(
         self,
         dataset: Any,
-        geometry: TileGeometry,
+        geometry: TileGeometry | Mapping[str, Any],
         *,
         mode: MirrorMode = "reflect",
         align: Align = "center",
@@ -75,6 +78,8 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
                 f"transforms must be callable or None, got {type(transforms).__name__}"
             )
         self.transforms = transforms
+        if isinstance(dataset, Mapping) and "_target_" in dataset:
+            dataset = from_config(dataset)
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
                 "dataset must be a map-style dataset with __len__ and __getitem__, got "
@@ -85,12 +90,12 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         self.mode = check_mode(mode)
         self.align = check_align(align)
         self.mask_fill = check_fill(mask_fill)
-        probe = PairedTileCrop(geometry, index=0, mode=mode, align=align, mask_fill=mask_fill)
+        probe = PairedTileCrop(self.geometry, index=0, mode=mode, align=align, mask_fill=mask_fill)
         self.grid_shapes: list[tuple[int, ...]] = []
         self.offsets: list[int] = [0]
         for s in range(len(dataset)):
             size = probe.sample_size(*_roles(dataset[s])[0])
-            grid = TileGrid(size, geometry, align=align)
+            grid = TileGrid(size, self.geometry, align=align)
             self.grid_shapes.append(grid.shape)
             self.offsets.append(self.offsets[-1] + len(grid))
 
@@ -119,13 +124,6 @@ class TiledDataset(torch.utils.data.Dataset[Any]):
         if self.transforms is not None:
             out = self.transforms(*out) if len(args) == 2 else self.transforms(out)
         return rebuild(out)
-
-    def __repr__(self) -> str:
-        return (
-            f"TiledDataset({len(self.grid_shapes)} samples, {len(self)} tiles, "
-            f"geometry={self.geometry!r}, mode={self.mode!r}, align={self.align!r}, "
-            f"mask_fill={self.mask_fill!r}, transforms={self.transforms!r})"
-        )
 
 
 def _roles(sample: Any) -> tuple[tuple[Any, ...], Any]:
