@@ -12,9 +12,9 @@ import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as tvF
 
+from .config import Configurable, from_config
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import torch_compatible
-from .config import Configurable, from_config
 from .geometry import TileGeometry
 from .grid import Align, TileGrid, TileIndexError
 from .transforms import PairedTileCrop
