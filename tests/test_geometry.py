@@ -164,10 +164,12 @@ def test_normalisation_and_value_semantics():
         ((10, 8), {"step": 0}, ValueError, r"step must be in \[1, output_size=8\], got 0"),
         (((10, 10), (8, 8, 8)), {}, ValueError, r"output_size must have 2 entries"),
         (((10,), (8,)), {}, ValueError, r"must have 2 or 3 entries"),
-        ((10.0, 8), {}, TypeError, r"input_size must be an int or a sequence of ints, got float"),
+        ((10.5, 8), {}, ValueError, r"input_size must be an integer, got 10.5"),
+        ((float("nan"), 8), {}, ValueError, r"input_size must be an integer, got nan"),
         (("10", 8), {}, TypeError, r"got str"),
         ((True, 1), {}, TypeError, r"got bool"),
-        (((10, 10.5), 8), {}, TypeError, r"input_size must be an int or a sequence of ints"),
+        (((10, 10.5), 8), {}, ValueError, r"input_size\[1\] must be an integer, got 10.5"),
+        ((b"<<", 8), {}, TypeError, r"input_size must be an int or a sequence of ints, got bytes"),
     ],
 )
 def test_bad_geometries(args, kwargs, error, match):

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._checks import as_list_if_1d, is_int
+from ._checks import as_int, as_list_if_1d, is_int
+from .config import Configurable
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TileGeometry"]
+__all__ = ["TileGeometry", "as_geometry"]
 
 _AXIS_NAMES = {2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
 def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
-    """Normalises an int or a sequence of ints to a tuple; validates type and length."""
+    """Normalises an int or a sequence of ints to a tuple; validates type and length.
+
+    Integral floats (``8.0``, as YAML and JSON may give them) count as ints.
+    """
     value = as_list_if_1d(value)  # a 1-D numpy array or tensor of sizes
-    if is_int(value):
-        return (operator.index(value),) * (ndim or 2)  # type: ignore[arg-type]
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if not all(is_int(v) for v in value):
-            raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
-        sizes = tuple(operator.index(v) for v in value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        sizes = tuple(as_int(f"{name}[{i}]", v) for i, v in enumerate(value))
         if len(sizes) not in (2, 3):
             raise ValueError(
                 f"{name} must have 2 or 3 entries (one per spatial axis), got {len(sizes)}: "
@@ -34,11 +32,16 @@ def _as_sizes(name: str, value: object, ndim: int | None) -> tuple[int, ...]:
         if ndim is not None and len(sizes) != ndim:
             raise ValueError(f"{name} must have {ndim} entries (ndim={ndim}), got {value!r}")
         return sizes
-    raise TypeError(f"{name} must be an int or a sequence of ints, got {type(value).__name__}")
+    if not is_int(value) and not isinstance(value, float):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {type(value).__name__}")
+    return (as_int(name, value),) * (ndim or 2)
 
 
-@dataclass(frozen=True, init=False)
-class TileGeometry:
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+class TileGeometry(Configurable):
     """The tile geometry of a network: what goes in, what comes out, and the tile stride.
 
     A network with unpadded ("valid") convolutions maps an ``input_size`` tile to a
@@ -83,7 +86,7 @@ class TileGeometry:
         input_size, output_size, step = (as_list_if_1d(v) for v in (input_size, output_size, step))
         ndim: int | None = None
         for value in (input_size, output_size, step):
-            if value is not None and not is_int(value) and isinstance(value, Sequence):
+            if isinstance(value, Sequence) and _is_sequence(value):
                 ndim = len(value)
                 break
         inp = _as_sizes("input_size", input_size, ndim)
@@ -114,12 +117,34 @@ class TileGeometry:
         object.__setattr__(self, "output_size", out)
         object.__setattr__(self, "step", stp)
 
-    def __repr__(self) -> str:
-        def fmt(v: tuple[int, ...]) -> str:
-            return str(v[0]) if self.ndim == 2 and v[0] == v[1] else str(v)
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"TileGeometry is immutable: cannot set {name!r}")
 
-        step = "" if self.step == self.output_size else f", step={fmt(self.step)}"
-        return f"TileGeometry({fmt(self.input_size)}, {fmt(self.output_size)}{step})"
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TileGeometry):
+            return NotImplemented
+        return (self.input_size, self.output_size, self.step) == (
+            other.input_size,
+            other.output_size,
+            other.step,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.input_size, self.output_size, self.step))
+
+    @classmethod
+    def _compact(
+        cls, input_size: tuple[int, ...], output_size: tuple[int, ...], step: tuple[int, ...]
+    ) -> TileGeometry:
+        """The geometry built from its shortest arguments: an int for a square 2-D size,
+        no ``step`` when it equals the output (as a reader would write the call)."""
+
+        def short(v: tuple[int, ...]) -> int | tuple[int, ...]:
+            return v[0] if len(v) == 2 and v[0] == v[1] else v
+
+        if step == output_size:
+            return cls(short(input_size), short(output_size))
+        return cls(short(input_size), short(output_size), step=short(step))
 
     @property
     def ndim(self) -> int:
@@ -187,7 +212,12 @@ class TileGeometry:
             >>> TileGeometry.unet(input_size=(116, 132, 132), depth=3).ndim
             3
         """
-        net = _UNetArithmetic(depth, convs_per_level, kernel_size)
+        net = _UNetArithmetic(
+            as_int("depth", depth),
+            as_int("convs_per_level", convs_per_level),
+            as_int("kernel_size", kernel_size),
+        )
+        ndim = as_int("ndim", ndim)
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
         if (input_size is None) == (output_size is None):
@@ -199,8 +229,8 @@ class TileGeometry:
             ("input_size", input_size) if output_size is None else ("output_size", output_size)
         )
         given = as_list_if_1d(given)
-        sizes = _as_sizes(name, given, ndim if is_int(given) else None)
-        if not is_int(given) and ndim != 2 and len(sizes) != ndim:
+        sizes = _as_sizes(name, given, None if _is_sequence(given) else ndim)
+        if _is_sequence(given) and ndim != 2 and len(sizes) != ndim:
             # a sequence sets the number of axes; an explicit, different ndim is a mistake
             raise ValueError(f"{name} must have {ndim} entries (ndim={ndim}), got {given!r}")
         factor = net.period
@@ -218,7 +248,7 @@ class TileGeometry:
                     f"{net.input_for_min_output(factor)}"
                 )
         step = tuple(o // factor * factor for o in out)
-        return cls(inp, out, step=step)
+        return cls._compact(inp, out, step)
 
     @classmethod
     def from_model(
@@ -286,7 +316,75 @@ class TileGeometry:
                 f"model output must have shape (N, C, *spatial) with {len(inp)} spatial axes, "
                 f"got shape {tuple(out.shape)} for input {(1, in_channels, *inp)}"
             )
-        return cls(inp, tuple(out.shape[2:]), step=step)
+        out_size = tuple(int(n) for n in out.shape[2:])
+        if step is None:
+            return cls._compact(inp, out_size, out_size)
+        return cls(inp, out_size, step=step)
+
+
+def as_geometry(value: object, name: str = "geometry") -> TileGeometry:
+    """A :class:`TileGeometry` from itself or from plain data, as configs give it.
+
+    Accepts a ``TileGeometry``; a mapping of its arguments
+    (``{"input_size": 572, "output_size": 388, "step": 384}``, also with the
+    ``"_target_"`` that :meth:`TileGeometry.to_config` writes); or ``{"unet": {...}}``
+    with the arguments of :meth:`TileGeometry.unet`.
+
+    Args:
+        value: The geometry or its plain form.
+        name: The argument's name, for error messages.
+
+    Raises:
+        TypeError: If ``value`` is none of these, or a key is unknown.
+        ValueError: If a size is refused; the message names ``name`` and the key.
+
+    Example:
+        >>> as_geometry({"input_size": 572, "output_size": 388})
+        TileGeometry(input_size=572, output_size=388)
+        >>> as_geometry({"unet": {"input_size": 572}})
+        TileGeometry(572, 388, step=384)
+    """
+    if isinstance(value, TileGeometry):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a TileGeometry or a mapping such as {{'input_size': 572, "
+            f"'output_size': 388}} or {{'unet': {{'input_size': 572}}}}, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    args = dict(value)
+    target = args.pop("_target_", "unet_transforms.TileGeometry")
+    if target != "unet_transforms.TileGeometry":
+        raise TypeError(f"{name}._target_ must be 'unet_transforms.TileGeometry', got {target!r}")
+    if "unet" in args:
+        if len(args) > 1 or not isinstance(args["unet"], Mapping):
+            raise TypeError(
+                f"{name} as {{'unet': {{...}}}} takes one key holding the arguments of "
+                f"TileGeometry.unet, got {value!r}"
+            )
+        factory: Callable[..., TileGeometry] = TileGeometry.unet
+        name, args = f"{name}.unet", dict(args["unet"])
+    else:
+        factory = TileGeometry
+    accepted = (
+        {"input_size", "output_size", "step"}
+        if factory is TileGeometry
+        else {"input_size", "output_size", "depth", "convs_per_level", "kernel_size", "ndim"}
+    )
+    unknown = sorted(str(k) for k in args if k not in accepted)
+    if unknown:
+        raise TypeError(
+            f"{name} has unknown key {unknown[0]!r}; accepted: {', '.join(sorted(accepted))}"
+        )
+    if factory is TileGeometry:
+        missing = sorted({"input_size", "output_size"} - set(args))
+        if missing:
+            raise TypeError(f"{name} needs the key {missing[0]!r}, got {value!r}")
+    try:
+        return factory(**args)
+    except (TypeError, ValueError) as e:
+        kind = TypeError if isinstance(e, TypeError) else ValueError
+        raise kind(f"{name}.{e}" if str(e).split(" ")[0] in accepted else f"{name}: {e}") from e
 
 
 class _UNetArithmetic:
