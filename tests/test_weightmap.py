@@ -121,6 +121,26 @@ def test_one_class_and_fewer_than_two_instances():
     np.testing.assert_array_equal(everything_ignored, np.zeros((2, 3)))
 
 
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [
+        (np.int64, [10**12, -(10**15), 2**62]),  # sparse: sorted, not counted
+        (np.uint64, [2**64 - 1, 2**63 + 5, 1]),  # beyond int64
+        (np.int8, [-128, 127, -1]),  # the whole range of a small type
+        (np.uint16, [65535, 3, 9]),
+    ],
+)
+@pytest.mark.parametrize("background", [0, 5])
+def test_any_label_values_give_the_map_of_their_ranks(dtype, values, background):
+    rng = np.random.default_rng(2)
+    ranks = rng.integers(0, 4, (21, 15))  # 0: background, 1..3: instances
+    ranks[:2] = 4  # ignored
+    labels = np.array([background, *values, 7], dtype=dtype)[ranks]
+    expected = unet_weight_map(ranks, sigma=2.0, ignore_index=4)
+    out = unet_weight_map(labels, sigma=2.0, background=background, ignore_index=7)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_volume_of_depth_one_equals_the_image():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 5, (19, 13)) * (rng.random((19, 13)) < 0.3)
@@ -218,7 +238,7 @@ def test_instance_errors(instances, error, match):
 def test_missing_scipy_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
     with pytest.raises(ImportError, match=r"pip install scipy"):
-        unet_weight_map(np.array([[1, 0, 2]]))
+        unet_weight_map(np.array([[1, 0, 0]]))
 
 
 def test_weight_map_is_a_mask_and_keeps_its_type_through_v2():

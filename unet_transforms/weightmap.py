@@ -36,8 +36,9 @@ class WeightMap(tv_tensors.Mask):  # type: ignore[misc]  # torchvision is untype
     this library's :class:`~unet_transforms.PairedTileCrop` (which gives it the label's
     output window) treat it as they treat the label, so image, label and weights stay
     aligned. Build it from the output of :func:`unet_weight_map`. As for masks,
-    resampling transforms use nearest-neighbour interpolation and fill with 0 (no
-    weight) where they fill.
+    resampling transforms use nearest-neighbour interpolation and torchvision's fill
+    (0 by default: no weight); :class:`~unet_transforms.PairedTileCrop` mirrors it, or
+    fills it with ``mask_fill`` like the label.
 
     Example:
         >>> import torch
@@ -227,6 +228,7 @@ def unet_weight_map(
         [0.625, 0.625, 3.8534, 0.625, 0.625]
     """
     array = _as_numpy(instances)
+    ndimage = _scipy_ndimage()
     w0 = _check_number(w0, "w0", positive=False)
     sigma = _check_number(sigma, "sigma", positive=True)
     weights = _check_class_weights(class_weights)
@@ -245,13 +247,15 @@ def unet_weight_map(
         raise ValueError(
             f"instances must be 2-D (H, W) or 3-D (D, H, W), got shape {tuple(array.shape)}"
         )
-    out = _weight_map(array, w0, sigma, weights, int(background), ignore_index)
+    ignore = None if ignore_index is None else int(ignore_index)
+    out = _weight_map(ndimage, array, w0, sigma, weights, int(background), ignore)
     if isinstance(instances, torch.Tensor):
         return torch.from_numpy(out).to(instances.device)
     return out
 
 
 def _weight_map(
+    ndimage: ModuleType,
     array: npt.NDArray[Any],
     w0: float,
     sigma: float,
@@ -260,18 +264,7 @@ def _weight_map(
     ignore_index: int | None,
 ) -> npt.NDArray[np.float32]:
     """The weight map of a validated 2-D or 3-D integer array (float64 inside)."""
-    values, inverse = np.unique(array, return_inverse=True)
-    inverse = inverse.reshape(array.shape)
-    is_instance = values != background
-    if ignore_index is not None:
-        is_instance &= values != ignore_index
-    # relabel: 0 for background and ignored pixels, 1..K for the instances
-    lut: npt.NDArray[np.signedinteger[Any]] = np.zeros(
-        len(values), dtype=np.int32 if len(values) < 2**31 else np.int64
-    )
-    lut[is_instance] = np.arange(1, int(is_instance.sum()) + 1)
-    labels: npt.NDArray[np.signedinteger[Any]] = lut[inverse]
-    del inverse
+    labels, n_instances = _relabel(array, background, ignore_index)
 
     is_background = array == background
     is_foreground = labels > 0
@@ -283,9 +276,8 @@ def _weight_map(
     out[is_background] = class_weights[0]
     out[is_foreground] = class_weights[1]
 
-    n_instances = int(is_instance.sum())
     if n_instances >= 2 and w0 > 0:
-        d1, d2 = _two_nearest(labels, sigma)
+        d1, d2 = _two_nearest(ndimage, labels, sigma)
         near = is_background & np.isfinite(d2)
         with np.errstate(over="ignore", under="ignore"):
             scaled = (d1[near] + d2[near]) / sigma
@@ -293,12 +285,45 @@ def _weight_map(
     return out.astype(np.float32)
 
 
+def _relabel(
+    array: npt.NDArray[Any], background: int, ignore_index: int | None
+) -> tuple[npt.NDArray[np.intp], int]:
+    """The instances numbered 1..K in the order of their values, 0 for background and
+    ignored pixels; and K."""
+    if array.size == 0:
+        return np.zeros(array.shape, dtype=np.intp), 0
+    lo, hi = int(array.min()), int(array.max())
+    if hi - lo <= 2 * array.size and hi <= np.iinfo(np.intp).max:
+        # a dense range of values (the usual case): count them, in linear time
+        index = array.astype(np.intp)
+        index -= lo
+        is_instance = np.bincount(index.ravel(), minlength=hi - lo + 1) > 0
+
+        def position(label: int) -> int:
+            return label - lo
+    else:  # sparse values: sort them
+        values, inverse = np.unique(array, return_inverse=True)
+        index = inverse.reshape(array.shape)
+        is_instance = np.ones(len(values), dtype=bool)
+
+        def position(label: int) -> int:
+            at = int(np.searchsorted(values, label))
+            return at if values[at] == label else -1
+
+    for label in (background, ignore_index):
+        if label is not None and lo <= label <= hi and (at := position(label)) >= 0:
+            is_instance[at] = False
+    n_instances = int(is_instance.sum())
+    lut = np.zeros(len(is_instance), dtype=np.intp)
+    lut[is_instance] = np.arange(1, n_instances + 1)
+    return lut[index], n_instances
+
+
 def _two_nearest(
-    labels: npt.NDArray[np.signedinteger[Any]], sigma: float
+    ndimage: ModuleType, labels: npt.NDArray[np.intp], sigma: float
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Running distances to the nearest and second-nearest instance (``inf`` where an
     instance is farther than the margin); ``labels`` are 0 or an instance 1..K."""
-    ndimage = _scipy_ndimage()
     margin = min(_border_margin(sigma), max(labels.shape))
     d1 = np.full(labels.shape, np.inf)
     d2 = np.full(labels.shape, np.inf)
