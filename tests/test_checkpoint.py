@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import pathlib
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -77,3 +82,175 @@ def test_bad_arguments_and_files(tmp_path):
     torch.save({"format": "unet-transforms/checkpoint-v1"}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match=r"is incomplete: missing \['model_args'"):
         load_checkpoint(tmp_path / "partial.pt")
+
+
+def saved(tmp_path, name="net.pt", **unet_args):
+    """A small saved checkpoint and the dict torch.load reads from it."""
+    net = UNet(**{"base_channels": 2, "depth": 1, **unet_args})
+    path = tmp_path / name
+    save_checkpoint(path, net, net.geometry(input_size=36))
+    return path, torch.load(path, weights_only=True)
+
+
+def edited(data, change):
+    copy = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    change(copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda d: d["model_args"].update(depth=100000),
+            r"model_args\.depth must be an int in \[0, 20\], got 100000",
+        ),
+        (
+            lambda d: d["model_args"].update(base_channels=2**40),
+            r"model_args\.base_channels must be an int in \[1, 1048576\], got 1099511627776",
+        ),
+        (
+            lambda d: d["model_args"].update(base_channels=2**19, depth=2),
+            r"model_args\.base_channels \* 2\*\*model_args\.depth \(the widest layer\) must be at most "
+            r"1048576, got 524288 \* 2\*\*2 = 2097152",
+        ),
+        (  # within the bounds, but 10**12 parameters where the file holds a few hundred
+            lambda d: d["model_args"].update(base_channels=2**17),
+            r"state_dict\['down\.0\.0\.weight'\] has shape \(2, 1, 3, 3\), model_args give "
+            r"\(131072, 1, 3, 3\) \(they describe a UNet of \d{13} parameters, the "
+            r"state_dict holds \d{3}\)",
+        ),
+        (lambda d: d["model_args"].pop("depth"), r"model_args\.depth is missing"),
+        (lambda d: d["model_args"].update(ndim=True), r"model_args\.ndim must be an int in"),
+        (lambda d: d["model_args"].update(padding=0.0), r"model_args\.padding must be an int"),
+        (lambda d: d["model_args"].update(extra=1), r"model_args has unknown fields \['extra'\]"),
+        (lambda d: d.update(model_args=[1, 2]), "model_args must be a dict, got list"),
+        (lambda d: d["geometry"].pop("step"), r"geometry\.step is missing"),
+        (
+            lambda d: d["geometry"].update(step=[2, 2, 2]),
+            r"geometry\.step must be a list of 2 ints \(model_args\.ndim=2\), got \[2, 2, 2\]",
+        ),
+        (
+            lambda d: d["geometry"].update(step=[100, 100]),
+            r"geometry: step must be in \[1, output_size=20\], got 100",
+        ),
+        (
+            lambda d: d["state_dict"].update({"head.weight": torch.zeros(2, 4, 1, 1)}),
+            r"state_dict\['head\.weight'\] has shape \(2, 4, 1, 1\), model_args give \(2, 2, 1, 1\)",
+        ),
+        (
+            lambda d: d["state_dict"].pop("head.bias"),
+            r"state_dict does not fit model_args: missing \['head\.bias'\], unexpected \[\]",
+        ),
+        (
+            lambda d: d["state_dict"].update(extra=torch.zeros(1)),
+            r"state_dict does not fit model_args: missing \[\], unexpected \['extra'\]",
+        ),
+        (
+            lambda d: d["state_dict"].update({"head.bias": torch.zeros(2, dtype=torch.long)}),
+            r"state_dict\['head\.bias'\] must be a floating-point tensor, got torch\.int64",
+        ),
+        (lambda d: d.update(metadata=[1]), "metadata must be a dict, got list"),
+    ],
+)
+def test_a_checkpoint_is_checked_before_anything_is_built(tmp_path, change, match):
+    _, data = saved(tmp_path)
+    bad = tmp_path / "bad.pt"
+    torch.save(edited(data, change), bad)
+    with pytest.raises(ValueError, match=rf"^checkpoint '{bad}': {match}"):
+        load_checkpoint(bad)
+
+
+def test_an_unavailable_map_location_names_the_device(tmp_path):
+    path, _ = saved(tmp_path)
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match=rf"^map_location='{missing}' is not available"):
+        load_checkpoint(path, map_location=missing)
+    with pytest.raises(ValueError, match=r"map_location must name a torch device .* got 'gpu0'"):
+        load_checkpoint(path, map_location="gpu0")
+    with pytest.raises(TypeError, match=r"map_location must be a torch\.device .* got NoneType"):
+        load_checkpoint(path, map_location=None)
+    model = load_checkpoint(path, map_location=torch.device("cpu"))[0]
+    assert next(model.parameters()).device == torch.device("cpu")
+
+
+def test_saving_where_no_file_can_go_is_refused(tmp_path):
+    net = UNet(base_channels=2, depth=1)
+    geometry = net.geometry(input_size=36)
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike, got NoneType"):
+        save_checkpoint(None, net, geometry)
+    with pytest.raises(ValueError, match="path must name a file, got a directory"):
+        save_checkpoint(tmp_path, net, geometry)
+    with pytest.raises(ValueError, match="path must be in an existing folder"):
+        save_checkpoint(tmp_path / "missing" / "net.pt", net, geometry)
+    assert list(tmp_path.iterdir()) == []
+
+
+def assert_same_checkpoint(path, data):
+    """The file at ``path`` still loads, with the weights of ``data``."""
+    model = load_checkpoint(path)[0]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, data["state_dict"][name]), name
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
+def test_a_full_disk_or_ctrl_c_keeps_the_older_checkpoint(tmp_path, monkeypatch, error):
+    path, old = saved(tmp_path, base_channels=3)
+    real_save = torch.save
+
+    def half_then_fail(obj, f, *args, **kwargs):  # half of the file, then the error
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        if not hasattr(f, "write"):
+            f = open(f, "wb")  # noqa: SIM115 (as torch.save itself would, given a path)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        raise error
+
+    monkeypatch.setattr(torch, "save", half_then_fail)
+    net = UNet(base_channels=2, depth=1)
+    with pytest.raises(type(error)):
+        save_checkpoint(path, net, net.geometry(input_size=36))
+    monkeypatch.undo()
+    assert_same_checkpoint(path, old)
+    assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]
+
+
+def test_sigterm_while_saving_keeps_the_older_checkpoint(tmp_path):
+    path, old = saved(tmp_path, base_channels=3)
+    script = f"""
+import io, sys, time, torch
+from unet_transforms.checkpoint import save_checkpoint
+from unet_transforms.models import UNet
+
+real_save = torch.save
+
+def slow_save(obj, f, *args, **kwargs):  # half of the file written, then a pause
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    if not hasattr(f, "write"):
+        f = open(f, "wb")
+    f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+torch.save = slow_save
+net = UNet(base_channels=2, depth=1)
+save_checkpoint({str(path)!r}, net, net.geometry(input_size=36))
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "writing\n"
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == -signal.SIGTERM
+    assert_same_checkpoint(path, old)
+    assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]
