@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import PIL.Image
@@ -10,7 +11,14 @@ import pytest
 import torch
 
 from unet_transforms import TileGeometry, TileGrid, mirror_pad
-from unet_transforms.viz import DIM, IMAGE_COLOUR, INPUT_COLOUR, OUTPUT_COLOUR, draw_tiles
+from unet_transforms.viz import (
+    DIM,
+    IMAGE_COLOUR,
+    INPUT_COLOUR,
+    MAX_TILES,
+    OUTPUT_COLOUR,
+    draw_tiles,
+)
 
 GEOMETRY = TileGeometry(40, 20)  # margin 10, step 20
 SIZE = (50, 70)  # odd, non-square: a 3 x 4 grid
@@ -314,3 +322,55 @@ def test_3d_errors():
         draw_tiles(torch.rand(5, 5), geometry)
     with pytest.raises(ValueError, match="3-D geometry, got a PIL image"):
         draw_tiles(PIL.Image.new("L", (5, 5)), geometry)
+
+
+# ------------------------------------------------ bounded work (issue 11, item 4)
+def test_too_many_tiles_are_refused_before_any_work(monkeypatch):
+    visited = []
+    original = TileGrid.__getitem__
+    monkeypatch.setattr(TileGrid, "__getitem__", lambda g, i: visited.append(i) or original(g, i))
+    start = time.perf_counter()
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"tiles selects all 2250000 tiles of the \(1500, 1500\) grid, more than "
+            r"max_tiles=10000; pass max_tiles=2250000 \(or None\) to draw them all"
+        ),
+    ):
+        draw_tiles(torch.zeros(1500, 1500, dtype=torch.uint8), TileGeometry(3, 1))
+    assert time.perf_counter() - start < 5  # a backstop only: this used to run ~5 min
+    assert visited == []  # no tile was even looked at
+    assert MAX_TILES == 10_000
+    with pytest.raises(ValueError, match=r"tiles selects 5 tiles, more than max_tiles=4"):
+        draw_tiles(grey(), GEOMETRY, tiles=[0, 1, 2, 3, 3], max_tiles=4)
+    assert visited == []
+
+
+def test_max_tiles_raises_or_lifts_the_limit():
+    grid = TileGrid(SIZE, GEOMETRY)  # 12 tiles
+    expected = expected_picture(grid, range(len(grid)))
+    for limit in (len(grid), None):
+        np.testing.assert_array_equal(
+            np.asarray(draw_tiles(grey(), GEOMETRY, max_tiles=limit)), expected
+        )
+    with pytest.raises(
+        ValueError, match=r"all 12 tiles of the \(3, 4\) grid, more than max_tiles=11"
+    ):
+        draw_tiles(grey(), GEOMETRY, max_tiles=11)
+    picture = draw_tiles(grey(), GEOMETRY, tiles=[5, -1], max_tiles=2)
+    np.testing.assert_array_equal(np.asarray(picture), expected_picture(grid, [5, -1]))
+
+
+@pytest.mark.parametrize(
+    ("max_tiles", "error", "match"),
+    [
+        (0, ValueError, "max_tiles must be a positive int or None, got 0"),
+        (-3, ValueError, "max_tiles must be a positive int or None, got -3"),
+        (2.0, TypeError, "max_tiles must be an int or None, got float"),
+        (True, TypeError, "max_tiles must be an int or None, got bool"),
+        ("12", TypeError, "max_tiles must be an int or None, got str"),
+    ],
+)
+def test_max_tiles_errors(max_tiles, error, match):
+    with pytest.raises(error, match=match):
+        draw_tiles(grey(), GEOMETRY, max_tiles=max_tiles)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -12,11 +14,20 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
+from ._checks import is_int
 from .functional._mirror import MirrorMode, check_mode, mirror_index
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
 
-__all__ = ["DIM", "IMAGE_COLOUR", "INPUT_COLOUR", "LINE_WIDTH", "OUTPUT_COLOUR", "draw_tiles"]
+__all__ = [
+    "DIM",
+    "IMAGE_COLOUR",
+    "INPUT_COLOUR",
+    "LINE_WIDTH",
+    "MAX_TILES",
+    "OUTPUT_COLOUR",
+    "draw_tiles",
+]
 
 INPUT_COLOUR = (0, 114, 255)
 """Outline of the tiles' input windows (blue)."""
@@ -28,6 +39,9 @@ DIM = 0.45
 """Brightness factor of the mirror-extrapolated part of the canvas."""
 LINE_WIDTH = 2
 """Width of every outline in pixels of the picture, whatever the ``scale``."""
+MAX_TILES = 10_000
+"""Default most tiles :func:`draw_tiles` outlines (a second or two of drawing); a grid
+with more tiles (a tiny geometry over a big image) is refused before any work."""
 
 _MAX_PIXELS = 1 << 28  # 256 Mpx: a picture beyond this is a mistake in scale
 
@@ -142,16 +156,37 @@ def _check_scale(scale: object) -> float:
     return value
 
 
-def _selected(grid: TileGrid, tiles: object) -> list[int]:
+def _check_max_tiles(max_tiles: object) -> int | None:
+    if max_tiles is None:
+        return None
+    if not is_int(max_tiles):
+        raise TypeError(f"max_tiles must be an int or None, got {type(max_tiles).__name__}")
+    limit = operator.index(max_tiles)  # type: ignore[arg-type]
+    if limit < 1:
+        raise ValueError(f"max_tiles must be a positive int or None, got {max_tiles!r}")
+    return limit
+
+
+def _selected(grid: TileGrid, tiles: object, max_tiles: int | None) -> list[int]:
+    """The selected tile indices, refused before any work if there are more than
+    ``max_tiles``."""
     if isinstance(tiles, str):
         if tiles != "all":
             raise ValueError(f"tiles must be 'all' or a sequence of tile indices, got {tiles!r}")
-        return list(range(len(grid)))
-    if not isinstance(tiles, Sequence):
+        count, what = len(grid), f"all {len(grid)} tiles of the {grid.shape} grid"
+    elif isinstance(tiles, Sequence):
+        count, what = len(tiles), f"{len(tiles)} tiles"
+    else:
         raise TypeError(
             f"tiles must be 'all' or a sequence of tile indices, got {type(tiles).__name__}"
         )
-    return [grid[i].index for i in tiles]
+    if max_tiles is not None and count > max_tiles:
+        raise ValueError(
+            f"tiles selects {what}, more than max_tiles={max_tiles}; pass "
+            f"max_tiles={count} (or None) to draw them all, or choose a few with "
+            "tiles=[...] or a larger geometry"
+        )
+    return list(range(count)) if isinstance(tiles, str) else [grid[i].index for i in tiles]
 
 
 def draw_tiles(
@@ -162,6 +197,7 @@ def draw_tiles(
     mode: MirrorMode = "reflect",
     tiles: Literal["all"] | Sequence[int] = "all",
     scale: float = 1.0,
+    max_tiles: int | None = MAX_TILES,
 ) -> PIL.Image.Image:
     """Draws the overlap-tile layout of an image.
 
@@ -198,16 +234,21 @@ def draw_tiles(
         tiles: ``"all"`` or a sequence of tile indices (negative indices count from
             the end, as for :class:`~unet_transforms.TileGrid`).
         scale: Size of the picture relative to the canvas, a positive number.
+        max_tiles: Most tiles to outline (default :data:`MAX_TILES`), or ``None`` for
+            no limit. Each tile costs 0.1 to 0.2 ms, so a tiny geometry over a big image
+            (millions of tiles) is refused up front instead of running for minutes;
+            the message gives the count to pass to draw them anyway.
 
     Returns:
         An RGB :class:`PIL.Image.Image` of size ``round(canvas * scale)`` (at least 1
         pixel), where ``canvas`` is ``grid.padded_size`` (in-plane for 3-D).
 
     Raises:
-        TypeError: If ``image``, ``geometry``, ``tiles``, a tile index or ``scale`` has
-            an unsupported type.
-        ValueError: If the image shape does not fit the geometry, or ``align``,
-            ``mode``, ``tiles``, a tile index or ``scale`` has a bad value.
+        TypeError: If ``image``, ``geometry``, ``tiles``, a tile index, ``scale`` or
+            ``max_tiles`` has an unsupported type.
+        ValueError: If the image shape does not fit the geometry, ``align``, ``mode``,
+            ``tiles``, a tile index, ``scale`` or ``max_tiles`` has a bad value, or more
+            than ``max_tiles`` tiles are selected.
 
     Example:
         >>> import torch
@@ -224,9 +265,10 @@ def draw_tiles(
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
     factor = _check_scale(scale)
+    limit = _check_max_tiles(max_tiles)
     x = _as_channels_first(image, geometry.ndim)
     grid = TileGrid(tuple(x.shape[1:]), geometry, align=align)
-    selected = _selected(grid, tiles)
+    selected = _selected(grid, tiles, limit)
     value_range = None if _shown_as_is(x) else _value_range(x)
     if geometry.ndim == 3:
         x = x[:, grid.image_size[0] // 2]  # the canvas's middle slice lies inside the image
@@ -243,12 +285,12 @@ def draw_tiles(
             "smaller scale"
         )
     positions: list[torch.Tensor] = []
-    shown: list[torch.Tensor] = []
+    shown: list[list[int]] = []
     for (before, _), canvas, n in zip(
         grid.padding[-2:], grid.padded_size[-2:], (height, width), strict=True
     ):
         at = ((torch.arange(n, dtype=torch.float64) + 0.5) / factor).floor().to(torch.int64)
-        shown.append(at)  # the canvas pixel each picture pixel shows, non-decreasing
+        shown.append(at.tolist())  # the canvas pixel each picture pixel shows, non-decreasing
         positions.append(at.clamp(0, canvas - 1) - before)
     rows, cols = (mirror_index(p, n, mode) for p, n in zip(positions, (h, w), strict=True))
     pixels = _to_display(_gather(x, rows, cols), value_range)
@@ -262,7 +304,7 @@ def draw_tiles(
 
     def first_showing(c: int, axis: int) -> int:
         """The first picture pixel that shows canvas pixel ``c`` or a later one."""
-        return int(torch.searchsorted(shown[axis], c))
+        return bisect.bisect_left(shown[axis], c)
 
     def outline(box: Sequence[tuple[int, int]], colour: tuple[int, int, int]) -> None:
         """Outlines an image-coordinate ``((y0, y1), (x0, x1))`` box, lines inside it."""
