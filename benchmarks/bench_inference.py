@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from unet_transforms import TileGrid, predict_tiled
+from unet_transforms.merging import TileMerger
 from unet_transforms.models import UNet
 
 from _common import footer, header, parser, round_robin, table
@@ -41,7 +42,7 @@ def main() -> None:
 
     def naive() -> torch.Tensor:
         padded = np.pad(image.numpy(), [(0, 0), *grid.padding], mode="reflect")
-        out = torch.empty(2, n, n)
+        merger = TileMerger(grid)
         before = [b for b, _ in grid.padding]
         with torch.inference_mode():
             for tile in grid:
@@ -49,14 +50,20 @@ def main() -> None:
                 window = padded[
                     :, y0 + before[0] : y1 + before[0], x0 + before[1] : x1 + before[1]
                 ]
-                grid.paste(out, tile.index, model(torch.from_numpy(window.copy())[None])[0])
-        return out
+                merger.add(tile.index, model(torch.from_numpy(window.copy())[None])[0])
+        return merger.result()
 
     candidates = {f"floor: forward only, batch {b}": floor(b) for b in (1, 2, 4)}
     for b in (1, 2, 4):
         candidates[f"predict_tiled, batch {b}"] = lambda b=b: predict_tiled(
             model, image, geometry, batch_size=b
         )
+    candidates["predict_tiled, batch 1, output='labels'"] = lambda: predict_tiled(
+        model, image, geometry, output="labels"
+    )
+    candidates["predict_tiled, batch 1, blend='gaussian'"] = lambda: predict_tiled(
+        model, image, geometry, blend="gaussian"
+    )
     candidates["naive np.pad + loop"] = naive
     try:
         import torchio as tio

@@ -1,4 +1,4 @@
-"""TileGrid: the overlap-tile plan, extraction from the unpadded image, stitching."""
+"""TileGrid: the overlap-tile plan, extraction from the unpadded image, neighbourhoods."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unet_transforms import TileGeometry, TileGrid, TileIndexError, mirror_pad
+from unet_transforms import TileGeometry, TileGrid, TileIndexError, mirror_pad, tile_at
+from unet_transforms.merging import TileMerger
 
 from common import DTYPES, grids, make_tensor
 
@@ -110,19 +111,23 @@ def test_extract_equals_pad_then_crop(grid, mode, dtype):
         assert torch.equal(label, canvas[0][window(tile.output_box, before)])
 
 
+def merge(grid, outputs):
+    merger = TileMerger(grid)
+    for i, output in enumerate(outputs):
+        merger.add(i, output)
+    return merger.result()
+
+
 @given(grids(), st.sampled_from(["reflect", "symmetric"]), st.sampled_from(DTYPES))
 def test_round_trip_law(grid, mode, dtype):
     g = grid.geometry
     image = make_tensor((3, *grid.image_size), dtype)
     centre = tuple(slice(m, m + o) for m, o in zip(g.margin, g.output_size))
-    crops = torch.stack(
-        [grid.extract(image, i, mode)[(Ellipsis, *centre)] for i in range(len(grid))]
-    )
-    assert torch.equal(grid.stitch(crops), image)
-    # a same-padding network returns input-size tiles: stitching centre-crops them
-    inputs = torch.stack([grid.extract(image, i, mode) for i in range(len(grid))])
-    assert torch.equal(grid.stitch(inputs), image)
-    assert torch.equal(grid.stitch(list(inputs)), image)
+    crops = [grid.extract(image, i, mode)[(Ellipsis, *centre)] for i in range(len(grid))]
+    assert torch.equal(merge(grid, crops), image)
+    # a same-padding network returns input-size tiles: merging centre-crops them
+    inputs = [grid.extract(image, i, mode) for i in range(len(grid))]
+    assert torch.equal(merge(grid, inputs), image)
 
 
 @given(grids(ndim=2), st.integers(-3, 120))
@@ -210,43 +215,72 @@ def test_grid_errors():
         grid.extract(torch.zeros(10, 10), 0, mode="edge")  # type: ignore[arg-type]
 
 
-def test_paste_checks_shapes():
-    grid = TileGrid(10, TileGeometry(12, 8))
-    result = torch.zeros(2, 10, 10)
-    grid.paste(result, 0, torch.ones(2, 8, 8))
-    (rows, cols) = grid[0].keep_box
-    kept = (min(rows[1], 10) - max(rows[0], 0)) * (min(cols[1], 10) - max(cols[0], 0))
-    assert result.sum() == 2 * kept  # the in-image part of tile 0's keep window
-    with pytest.raises(ValueError, match=r"result must have shape \(\.\.\., \*\(10, 10\)\)"):
-        grid.paste(torch.zeros(2, 5, 5), 0, torch.ones(2, 8, 8))
-    with pytest.raises(ValueError, match=r"result must have shape .* got \(2, 11, 10\)"):
-        grid.paste(torch.zeros(2, 11, 10), 0, torch.ones(2, 8, 8))
-    with pytest.raises(ValueError, match=r"leading axes that broadcast to result's \(2,\)"):
-        grid.paste(result, 0, torch.ones(3, 8, 8))
-    grid.paste(torch.zeros(10, 10), 0, torch.ones(1, 8, 8))  # broadcasts, as assignment does
-    grid.paste(result, 0, torch.ones(8, 8))
-    with pytest.raises(ValueError, match=r"tile_size \(12, 12\) must be tile_output's"):
-        grid.paste(result, 0, torch.ones(2, 8, 8), tile_size=(12, 12))
-    with pytest.raises(TypeError, match="tile_output must be a tensor with at least 2 axes"):
-        grid.paste(result, 0, np.ones((2, 8, 8)))
-    with pytest.raises(ValueError, match=r"spatial size \(8, 8\) \(output_size\)"):
-        grid.paste(result, 0, torch.ones(2, 9, 9))
+def brute_force_overlapping(grid, box, window):
+    """Per axis, the positions whose window (read from the tiles) meets the box."""
+    result = []
+    for axis, (lo, hi) in enumerate(box):
+        hits = []
+        for position in range(grid.shape[axis]):
+            index = grid.flat_index([position if a == axis else 0 for a in range(len(box))])
+            a, b = getattr(grid[index], f"{window}_box")[axis]
+            if a < hi and b > lo:
+                hits.append(position)
+        result.append(hits)
+    return result
 
 
-def test_stitch_errors():
+@given(
+    grids(),
+    st.sampled_from(["keep", "output", "input"]),
+    st.data(),
+)
+def test_overlapping_matches_the_tiles_windows(grid, window, data):
+    box = []
+    for n in grid.image_size:
+        lo = data.draw(st.integers(-5, n + 3))
+        box.append((lo, lo + data.draw(st.integers(1, n + 5))))
+    got = grid.overlapping(box, window)
+    assert [list(r) for r in got] == brute_force_overlapping(grid, box, window)
+
+
+@given(grids())
+def test_flat_index_inverts_grid_index(grid):
+    for tile in grid:
+        assert grid.flat_index(tile.grid_index) == tile.index
+
+
+def test_neighbourhood_errors():
     grid = TileGrid(10, TileGeometry(12, 8))
+    with pytest.raises(ValueError, match="window must be 'keep', 'output' or 'input', got 'all'"):
+        grid.overlapping(((0, 1), (0, 1)), "all")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"box must have 2 \(start, stop\) pairs, got"):
+        grid.overlapping(((0, 1),))
+    with pytest.raises(ValueError, match=r"box must have stop > start, got \(3, 3\)"):
+        grid.overlapping(((0, 1), (3, 3)))
     with pytest.raises(
-        ValueError,
-        match=r"outputs must have shape \(len\(grid\)=4, \.\.\., \*\(8, 8\)\) or .* got \(3, 2, 8, 8\)",
+        TileIndexError, match=r"position must have 2 ints inside the \(2, 2\) grid"
     ):
-        grid.stitch(torch.zeros(3, 2, 8, 8))
-    with pytest.raises(ValueError, match=r"got \(4, 2, 9, 8\)"):
-        grid.stitch(torch.zeros(4, 2, 9, 8))
-    with pytest.raises(ValueError, match="4 tiles of shapes"):
-        grid.stitch([torch.zeros(8, 8)] * 3 + [torch.zeros(12, 12)])
-    with pytest.raises(
-        TypeError, match="outputs must be a tensor or a sequence of tensors, got int"
-    ):
-        grid.stitch(3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"spatial size \(8, 8\) \(output_size\) or \(12, 12\)"):
-        grid.keep_slices(0, (10, 10))
+        grid.flat_index((0, 2))
+    with pytest.raises(TileIndexError, match="position must have 2 ints"):
+        grid.flat_index((0,))
+
+
+def test_no_stitching_on_the_grid():
+    # planning and merging are split: the grid plans and extracts, TileMerger merges
+    grid = TileGrid(10, TileGeometry(12, 8))
+    for name in ("stitch", "paste", "keep_slices"):
+        assert not hasattr(grid, name)
+
+
+def test_clear_errors_for_odd_arguments():
+    with pytest.raises(TypeError, match="geometry must be a TileGeometry, got NoneType"):
+        tile_at(None, (0, 0))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="output_start must be a sequence of ints, got None"):
+        tile_at(TileGeometry(12, 8), None)  # type: ignore[arg-type]
+    grid = TileGrid(10, TileGeometry(12, 8))
+    with pytest.raises(TypeError, match="tile index must be an int, got Tensor"):
+        grid[torch.tensor(True)]  # type: ignore[index]
+    assert grid[torch.tensor(1)].index == 1  # a 0-d integer tensor is an int
+    with pytest.raises(ValueError, match=r"needs a \(4294967296, 4294967296\) grid .* more than"):
+        TileGrid((2**33, 2**33), TileGeometry(2, 2))
+    assert len(TileGrid((2**31, 2**31), TileGeometry(2, 2))) == 2**60

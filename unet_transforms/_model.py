@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from ._checks import is_int
@@ -11,9 +14,14 @@ from .geometry import TileGeometry
 
 __all__ = [
     "batches",
+    "check_batch_size",
     "check_channels",
+    "check_flag",
+    "check_image",
+    "check_model",
     "check_tile_output",
     "model_device_dtype",
+    "numpy_dtype",
     "parse_device",
     "resolve_device",
     "same_device",
@@ -53,6 +61,70 @@ def parse_device(device: object) -> torch.device | None:
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are the same, ``cuda`` matching any ``cuda:k``."""
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def check_model(model: object) -> None:
+    """Raises unless ``model`` is a module with real (not meta-device) parameters.
+
+    Example:
+        >>> check_model(torch.nn.Identity())
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.device.type == "meta":
+            raise ValueError(
+                "model has parameters on the meta device (shapes without data): load its "
+                "weights first, e.g. model.to_empty(device='cpu') and load_state_dict(...)"
+            )
+
+
+def check_image(image: object, name: str = "image") -> None:
+    """Raises if the image is complex (TypeError) or a tensor without data (meta device).
+
+    Example:
+        >>> check_image(torch.zeros(1, 2, 2))
+    """
+    dtype = getattr(image, "dtype", None)
+    complex_ = dtype.is_complex if isinstance(dtype, torch.dtype) else False
+    if not isinstance(dtype, torch.dtype) and dtype is not None:
+        try:
+            complex_ = np.dtype(dtype).kind == "c"
+        except TypeError:  # not a numpy dtype: nothing to say about it
+            complex_ = False
+    if complex_:
+        raise TypeError(
+            f"{name} must be real, got dtype {dtype}: segmentation networks take real "
+            "images; pass image.real or image.abs() explicitly"
+        )
+    if isinstance(image, torch.Tensor) and image.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without data)")
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (numpy bools included), else TypeError.
+
+    Example:
+        >>> check_flag("amp", True)
+        True
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_batch_size(batch_size: object, name: str = "batch_size") -> int | None:
+    """A positive int batch size (or ``None``), else ValueError.
+
+    Example:
+        >>> check_batch_size(np.int64(2)), check_batch_size(None)
+        (2, None)
+    """
+    if batch_size is None:
+        return None
+    if not is_int(batch_size) or operator.index(batch_size) < 1:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a positive int or None, got {batch_size!r}")
+    return operator.index(batch_size)  # type: ignore[arg-type]
 
 
 def resolve_device(model: torch.nn.Module, device: object) -> tuple[torch.device, torch.dtype]:
@@ -106,3 +178,19 @@ def batches(n: int, size: int) -> Iterator[range]:
     """
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype[Any]:
+    """The numpy dtype of a torch dtype; TypeError if it has none (bfloat16).
+
+    Example:
+        >>> numpy_dtype(torch.float32)
+        dtype('float32')
+    """
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError as e:
+        raise TypeError(
+            f"the model's output dtype {dtype} has no numpy equivalent; cast the output "
+            "(e.g. to float32) inside the model"
+        ) from e

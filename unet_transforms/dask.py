@@ -19,25 +19,30 @@ import operator
 import pickle
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ._checks import is_int
 from ._model import (
-    batches,
+    check_batch_size,
     check_channels,
+    check_flag,
+    check_image,
+    check_model,
     check_tile_output,
     model_device_dtype,
+    numpy_dtype,
     parse_device,
     same_device,
 )
+from ._runner import run_tiles
 from .functional._mirror import MirrorMode, check_mode, mirror_index
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
 from .inference import default_batch_size
+from .merging import Blend, Output, TileMerger, result_dtype
 
 if TYPE_CHECKING:
     import dask.array
@@ -62,6 +67,10 @@ def predict_dask(
     device: torch.device | str | None = None,
     meta_channels: int | None = None,
     align: Align = "center",
+    amp: bool = False,
+    progress: bool = False,
+    blend: Blend | torch.Tensor = "crop",
+    output: Output = "logits",
 ) -> dask.array.Array:
     """Lazily segments a large image tile by tile with dask, exactly like ``predict_tiled``.
 
@@ -69,45 +78,18 @@ def predict_dask(
     :func:`~unet_transforms.predict_tiled` uses for the whole image. The output is cut
     into chunks along keep-window boundaries of that grid (multiples of ``step`` from
     ``grid.origin``), about as large as the input's chunks. Each output chunk is one
-    task: it gets the image pixels that its tiles' input windows read (the chunk plus
-    the network's context, and whatever the mirroring at the border reflects), cuts
-    its tiles with :meth:`TileGrid.extract <unet_transforms.TileGrid.extract>` as
-    :func:`~unet_transforms.predict_tiled` does, runs them through the model and keeps
-    their keep windows. Every pixel comes from the same tile with the same input as in
-    :func:`~unet_transforms.predict_tiled`, so the results are equal; no
-    ``map_overlap`` boundary is involved (dask's ``'reflect'`` is numpy's
-    ``'symmetric'``, and halos deeper than the image fail).
+    task that runs the tile loop of :func:`~unet_transforms.predict_tiled` on the tiles
+    that reach the chunk (for a blend, also the neighbours whose outputs overlap it)
+    and merges them with a :class:`~unet_transforms.TileMerger` restricted to the
+    chunk. Every pixel is computed from the same tiles, with the same inputs, in the
+    same order as in :func:`~unet_transforms.predict_tiled`, so the results are equal;
+    no ``map_overlap`` boundary is involved.
 
     The model is one key of the graph that every block depends on, pickled once (with
-    cloudpickle, so a model class defined in a notebook travels too), so the
-    distributed scheduler sends it with the graph once and the workers copy its bytes
-    between themselves, once per worker; each worker process unpickles it once. A
-    worker never serializes the live module, which a block may be running (and a
-    ``forward`` that caches something on the module may be changing) at that moment.
-    On a real cluster, scatter it yourself and pass the future::
-
-        from distributed import Client
-        client = Client("tcp://scheduler:8786")
-        remote = client.scatter(model.eval(), broadcast=True)  # one copy per worker
-        image = dask.array.from_zarr("slide.zarr")              # (C, H, W)
-        pred = predict_dask(remote, image, geometry, meta_channels=2, device="cuda")
-        pred.argmax(axis=0).astype("uint8").to_zarr("labels.zarr")
-
-    ``broadcast=True`` puts a copy on every worker before any block runs; without it,
-    workers fetch the module from each other while blocks may be running it, as
-    distributed does for any scattered object. Workers need torch and
-    unet_transforms installed. With ``device`` set, each worker process moves a copy
-    of the model there once and keeps it. dask's local
-    ``"processes"`` scheduler (not ``distributed``) sends every task's inputs, the
-    model included, with every task and every result back through the parent: use
-    ``distributed.LocalCluster`` for processes on one machine. With the ``"threads"``
-    scheduler, torch's own threads multiply with dask's: ``torch.set_num_threads(1)``
-    and one dask thread per core is usually fastest on the CPU. distributed's nannies
-    start CPU workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which pins glibc's mmap
-    threshold and made CPU inference about twice as slow in
-    ``benchmarks/bench_dask.py``; unset it with ``dask.config.set(
-    {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})`` before
-    starting the cluster.
+    cloudpickle), and each worker process unpickles it once; a future from
+    ``client.scatter(model, broadcast=True)`` works too. Scheduler and cluster advice
+    (threads, processes, ``distributed``, GPUs) is on the "Huge images" page of the
+    documentation (``docs/huge-images.md``).
 
     Args:
         model: A :class:`torch.nn.Module` mapping ``(N, C, *input_size)`` to
@@ -115,40 +97,48 @@ def predict_dask(
             ``dask.delayed`` wrapping one, or a distributed future from
             ``client.scatter(model)``. Call ``model.eval()`` first.
         array: The image ``(C, *spatial)``: a dask array (its chunks set the size of
-            the output chunks), a zarr array (read chunk by chunk), a numpy array,
-            memory map, tensor or array-like with ``.shape``, ``.dtype`` and slicing
-            (wrapped with spatial chunks of 1024 in 2-D, 128 in 3-D).
-            ``spatial`` has ``geometry.ndim`` axes.
+            the output chunks; their sizes must be known), a zarr array (read chunk by
+            chunk), a numpy array, memory map, tensor or array-like with ``.shape``,
+            ``.dtype`` and slicing (wrapped with spatial chunks of 1024 in 2-D, 128 in
+            3-D). ``spatial`` has ``geometry.ndim`` axes; real values only.
         geometry: The network's :class:`~unet_transforms.TileGeometry`.
         batch_size: Tiles per forward call inside a block; defaults to
             :func:`~unet_transforms.inference.default_batch_size` of the device the
-            model runs on (1 on the CPU, which is fastest there, and what
-            :func:`~unet_transforms.predict_tiled` uses, so the results are bitwise
-            equal; other batch sizes may change the last bits of CPU convolutions, as
-            in :func:`~unet_transforms.predict_tiled`).
+            model runs on (1 on the CPU, as in :func:`~unet_transforms.predict_tiled`,
+            so the results are bitwise equal; other batch sizes may change the last
+            bits of CPU convolutions).
         mode: Mirroring at the image border: ``"reflect"`` or ``"symmetric"``.
         device: Where the model runs on the workers; defaults to the device of its
-            parameters there. Tiles are moved there batch by batch; the blocks are
-            numpy arrays in host memory.
+            parameters there. Each worker process moves a copy there once.
         meta_channels: Number of output channels, if known. ``None`` runs the model
             once on a tile of zeros (locally for a module, as a task for a delayed or
             remote model) to measure it, and the output dtype with it; given, the
             dtype is that of the model's first floating-point parameter (float32 for a
-            delayed or remote model) and blocks are cast to it.
+            delayed or remote model, or with ``amp``).
         align: Grid alignment: ``"center"`` or ``"start"``.
+        amp: Run the model under :func:`torch.autocast`, as in ``predict_tiled``.
+        progress: Show a progress bar over the blocks while the result is computed
+            with a local scheduler (dask's own callbacks, :mod:`dask.diagnostics`);
+            on a distributed cluster use ``distributed.progress`` or the dashboard.
+        blend: ``"crop"``, ``"gaussian"``, ``"hann"`` or a weight tensor, as in
+            ``predict_tiled``.
+        output: ``"logits"``, ``"probabilities"`` or ``"labels"``, as in
+            ``predict_tiled``.
 
     Returns:
-        A lazy ``(C_out, *spatial)`` dask array with one chunk along the channels and
-        spatial chunks that start and end on keep-window boundaries (clipped to the
-        image).
+        A lazy ``(C_out, *spatial)`` dask array (``spatial`` for labels) with one chunk
+        along the channels and spatial chunks that start and end on keep-window
+        boundaries (clipped to the image).
 
     Raises:
         ImportError: If dask is not installed.
-        TypeError: If ``array``, ``model`` or ``geometry`` have the wrong type, or the
-            model's output dtype has no numpy equivalent.
-        ValueError: If the image's shape does not fit the geometry, ``batch_size`` or
-            ``meta_channels`` is not a positive int, ``mode`` or ``align`` is unknown,
-            or the model returns an unexpected shape (at compute time for blocks).
+        TypeError: If ``array``, ``model`` or ``geometry`` have the wrong type, the
+            image is complex, ``amp``/``progress`` are not bools, or the result's dtype
+            has no numpy equivalent.
+        ValueError: If the image's shape does not fit the geometry or its chunk sizes
+            are unknown, ``batch_size`` or ``meta_channels`` is not a positive int,
+            ``mode``, ``align``, ``blend`` or ``output`` is unknown, or the model
+            returns an unexpected shape (at compute time for blocks).
 
     Example:
         >>> import dask.array as da
@@ -167,55 +157,159 @@ def predict_dask(
     """
     try:
         import dask.array as da
-        from dask.base import is_dask_collection
         from dask.delayed import delayed
     except ImportError as e:
         raise ImportError(f"predict_dask needs dask: {_INSTALL_HINT}") from e
 
+    options = _check_options(
+        model, geometry, mode, batch_size, meta_channels, device, amp, progress, blend, output
+    )
+    x = _as_dask_array(array, geometry.ndim, da)
+    grid = TileGrid(x.shape[1:], geometry, align=align)
+    in_channels = int(x.shape[0])
+    if isinstance(model, torch.nn.Module):
+        check_channels(model, in_channels, "array")
+    channels, tile_dtype = _output_spec(model, in_channels, geometry, meta_channels, amp, delayed)
+    dtype = result_dtype(output, channels, tile_dtype, blend)
+    np_dtype = numpy_dtype(dtype)
+    crop = isinstance(blend, str) and blend == "crop"
+    plans = [
+        _axis_blocks(grid, axis, max(x.chunks[axis + 1]), mode, crop)
+        for axis in range(grid.geometry.ndim)
+    ]
+    result, name = _build_graph(
+        model, x, grid, plans, replace(options, channels=channels, dtype=dtype), np_dtype
+    )
+    if progress:
+        _watch_progress(result, name)
+    return result
+
+
+# ---------------------------------------------------------------------- checks
+@dataclass(frozen=True)
+class _Options:
+    """What every block needs to know besides its region (one object in the graph)."""
+
+    mode: MirrorMode
+    batch_size: int | None
+    device: str | None
+    amp: bool
+    blend: Blend | torch.Tensor
+    output: Output
+    channels: int = 0
+    dtype: torch.dtype = torch.float32
+
+
+def _check_options(
+    model: object,
+    geometry: object,
+    mode: MirrorMode,
+    batch_size: object,
+    meta_channels: object,
+    device: object,
+    amp: object,
+    progress: object,
+    blend: Blend | torch.Tensor,
+    output: Output,
+) -> _Options:
+    """Checks every argument but the array before anything is planned."""
+    from dask.base import is_dask_collection
+
     if not isinstance(geometry, TileGeometry):
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
-    if batch_size is not None:
-        if not is_int(batch_size) or operator.index(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        batch_size = operator.index(batch_size)
-    if meta_channels is not None:
-        if not is_int(meta_channels) or operator.index(meta_channels) < 1:
-            raise ValueError(
-                f"meta_channels must be a positive int or None, got {meta_channels!r}"
-            )
-        meta_channels = operator.index(meta_channels)
-    if not isinstance(model, torch.nn.Module) and not (
-        is_dask_collection(model) or _is_future(model)
-    ):
+    size = check_batch_size(batch_size)
+    check_batch_size(meta_channels, "meta_channels")
+    if isinstance(model, torch.nn.Module):
+        check_model(model)
+    elif not (is_dask_collection(model) or _is_future(model)):
         raise TypeError(
             "model must be a torch.nn.Module, a dask.delayed module or a distributed future "
             f"(client.scatter(model)), got {type(model).__name__}"
         )
     parsed = parse_device(device)
-    device_name = None if parsed is None else str(parsed)
+    check_flag("progress", progress)
+    TileMerger(TileGrid(geometry.output_size, geometry), blend=blend, output=output)  # checks
+    return _Options(
+        mode, size, None if parsed is None else str(parsed), check_flag("amp", amp), blend, output
+    )
 
-    x = _as_dask_array(array, geometry.ndim, da)
-    nd = geometry.ndim
-    grid = TileGrid(x.shape[1:], geometry, align=align)
-    in_channels = int(x.shape[0])
-    if isinstance(model, torch.nn.Module):
-        check_channels(model, in_channels, "array")
 
-    # Output channels and dtype: measured once, or taken from the caller.
+def _output_spec(
+    model: Any,
+    in_channels: int,
+    geometry: TileGeometry,
+    meta_channels: int | None,
+    amp: bool,
+    delayed: Any,
+) -> tuple[int, torch.dtype]:
+    """Output channels and the dtype of the tiles the merger gets: measured or given."""
     if meta_channels is None:
         if isinstance(model, torch.nn.Module):
-            channels, out_dtype = _probe(model, in_channels, geometry)
+            channels, dtype = _probe(model, in_channels, geometry)
         else:
-            channels, out_dtype = delayed(_probe, pure=True)(
-                model, in_channels, geometry
-            ).compute()
+            channels, dtype = delayed(_probe, pure=True)(model, in_channels, geometry).compute()
     else:
-        channels = meta_channels
-        out_dtype = torch.float32
+        channels = operator.index(meta_channels)
+        dtype = torch.float32
         if isinstance(model, torch.nn.Module):
-            out_dtype = model_device_dtype(model)[1]
-    np_dtype = _numpy_dtype(out_dtype)
+            dtype = model_device_dtype(model)[1]
+    if amp and dtype.is_floating_point:
+        dtype = torch.float32
+    return channels, dtype
+
+
+# ---------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class _AxisBlock:
+    """One block along one axis: its image extent, its tiles and what they read."""
+
+    keep: tuple[int, int]  # the union of its keep windows, clipped to the image
+    source: tuple[int, int]  # the image pixels its tiles' (mirrored) input windows read
+
+
+def _axis_blocks(
+    grid: TileGrid, axis: int, chunk: int, mode: MirrorMode, crop: bool
+) -> list[_AxisBlock]:
+    """Cuts one axis into blocks of whole keep windows, about ``chunk`` pixels each.
+
+    All windows come from the grid; a blend's block also reads the input windows of
+    the neighbouring tiles whose outputs reach into it.
+    """
+    count, size = grid.shape[axis], grid.image_size[axis]
+    step = grid.geometry.step[axis]
+    per_block = max(1, (chunk + step // 2) // step)
+    whole = [(0, n) for n in grid.image_size]
+
+    def tile(position: int) -> Any:
+        return grid[
+            grid.flat_index([position if a == axis else 0 for a in range(grid.geometry.ndim)])
+        ]
+
+    blocks = []
+    for start in range(0, count, per_block):
+        stop = min(start + per_block, count)
+        lo = max(tile(start).keep_box[axis][0], 0)
+        hi = min(tile(stop - 1).keep_box[axis][1], size)
+        box = [*whole[:axis], (lo, hi), *whole[axis + 1 :]]
+        tiles = grid.overlapping(box, "keep" if crop else "output")[axis]
+        window = range(tile(tiles[0]).input_box[axis][0], tile(tiles[-1]).input_box[axis][1])
+        read = mirror_index(window, size, mode)
+        blocks.append(_AxisBlock((lo, hi), (int(read.min()), int(read.max()) + 1)))
+    return blocks
+
+
+def _build_graph(
+    model: Any,
+    x: Any,
+    grid: TileGrid,
+    plans: list[list[_AxisBlock]],
+    options: _Options,
+    np_dtype: np.dtype[Any],
+) -> tuple[dask.array.Array, str]:
+    """One task per block, each depending on the model's one key and its input region."""
+    import dask.array as da
+    from dask.delayed import delayed
 
     # The model enters the graph once, as a single key every block depends on. A module
     # travels as its pickled bytes: workers pass those on, never the live module a
@@ -223,76 +317,70 @@ def predict_dask(
     model_ref = (
         delayed(_ShippedModel(model), pure=True) if isinstance(model, torch.nn.Module) else model
     )
+    lead = () if options.output == "labels" else (options.channels,)
+    from dask.base import tokenize
 
-    # Per axis: blocks of whole tiles, about as large as the input's chunks.
-    plans = []
-    for axis in range(nd):
-        target = max(x.chunks[axis + 1])
-        step = geometry.step[axis]
-        per_block = max(1, (target + step // 2) // step)
-        plans.append(_axis_blocks(grid, axis, per_block, mode))
-
+    name = f"predict_dask-{tokenize(x.name, grid, plans, options, model_ref.key)}"
     predict = delayed(_predict_block, pure=True)
-    meta = np.empty((0,) * (nd + 1), dtype=np_dtype)
+    meta = np.empty((0,) * (len(lead) + grid.geometry.ndim), dtype=np_dtype)
     blocks: dict[tuple[int, ...], dask.array.Array] = {}
     for where in itertools.product(*(range(len(p)) for p in plans)):
         parts = [plans[axis][b] for axis, b in enumerate(where)]
         region = x[(slice(None), *(slice(*p.source) for p in parts))]
-        shape = tuple(p.keep[1] - p.keep[0] for p in parts)
+        box = tuple(p.keep for p in parts)
         block = predict(
             model_ref,
             region,
             grid,
-            mode,
-            tuple(p.tiles for p in parts),
             tuple(p.source[0] for p in parts),
-            tuple(p.keep[0] for p in parts),
-            shape,
-            batch_size,
-            device_name,
-            channels,
-            out_dtype,
+            box,
+            options,
+            dask_key_name=f"{name}-{'-'.join(map(str, where))}",
         )
+        shape = (*lead, *(hi - lo for lo, hi in box))
         blocks[where] = da.from_delayed(  # type: ignore[no-untyped-call]
-            block, shape=(channels, *shape), dtype=np_dtype, meta=meta
+            block, shape=shape, dtype=np_dtype, meta=meta
         )
     nested = _nest(blocks, tuple(len(p) for p in plans))
-    out: dask.array.Array = da.block([nested])  # type: ignore[no-untyped-call]
-    return out
+    out: dask.array.Array = da.block([nested] if lead else nested)  # type: ignore[no-untyped-call]
+    return out, name
 
 
-# ---------------------------------------------------------------------- planning
-@dataclass(frozen=True)
-class _AxisBlock:
-    """One block along one axis: grid positions, image extent, source extent."""
+def _watch_progress(result: dask.array.Array, name: str) -> None:
+    """Shows a bar over the blocks named ``name`` whenever a local scheduler runs them.
 
-    tiles: tuple[int, int]  # grid positions [start, stop) along the axis
-    keep: tuple[int, int]  # the union of their keep windows, clipped to the image
-    source: tuple[int, int]  # the image pixels their (mirrored) input windows read
-
-
-def _axis_blocks(grid: TileGrid, axis: int, per_block: int, mode: MirrorMode) -> list[_AxisBlock]:
-    """Cuts one axis of the grid into blocks of ``per_block`` tiles (the last may be smaller).
-
-    All windows come from the grid's tiles; the only arithmetic here is the C-order
-    flat index of a tile and the union of consecutive windows.
+    A dask callback (what :class:`dask.diagnostics.ProgressBar` is built on) registered
+    for as long as ``result`` lives; it ignores every other computation.
     """
-    count = grid.shape[axis]
-    stride = math.prod(grid.shape[axis + 1 :])
-    size = grid.image_size[axis]
-    tile_size = grid.geometry.output_size
-    blocks = []
-    for start in range(0, count, per_block):
-        stop = min(start + per_block, count)
-        first, last = start * stride, (stop - 1) * stride
-        keep_lo = grid.keep_slices(first, tile_size)[1][axis].start
-        keep_hi = grid.keep_slices(last, tile_size)[1][axis].stop
-        window = range(grid[first].input_box[axis][0], grid[last].input_box[axis][1])
-        read = mirror_index(window, size, mode)
-        blocks.append(
-            _AxisBlock((start, stop), (keep_lo, keep_hi), (int(read.min()), int(read.max()) + 1))
-        )
-    return blocks
+    from dask.callbacks import Callback
+
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "progress=True needs tqdm: pip install 'unet-transforms[progress]'"
+        ) from e
+    prefix = name + "-"
+
+    class BlockProgress(Callback):
+        bar: Any = None
+
+        def _start_state(self, dsk: Any, state: Any) -> None:
+            total = sum(1 for key in dsk if str(key).startswith(prefix))
+            self.bar = tqdm(total=total, unit="block", desc="predict_dask") if total else None
+
+        def _posttask(self, key: Any, *args: Any) -> None:
+            if self.bar is not None and str(key).startswith(prefix):
+                self.bar.update(1)
+
+        def _finish(self, *args: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    callback = BlockProgress()  # type: ignore[no-untyped-call]
+    callback.register()
+    weakref.finalize(result, callback.unregister)
 
 
 def _nest(blocks: dict[tuple[int, ...], Any], shape: tuple[int, ...]) -> list[Any]:
@@ -318,6 +406,12 @@ def _is_future(model: object) -> bool:
 def _as_dask_array(array: Any, ndim: int, da: Any) -> Any:
     """Wraps the input as a dask array and checks its shape: ``(C, *spatial)``."""
     given = getattr(array, "shape", None)
+    if given is not None and any(isinstance(n, float) and math.isnan(n) for n in given):
+        raise ValueError(
+            f"array has unknown chunk sizes (shape {tuple(given)}): call "
+            "array.compute_chunk_sizes() first"
+        )
+    check_image(array, "array")
     if given is not None and len(given) != ndim + 1:
         axes = ", ".join(["D", "H", "W"][-ndim:])
         raise ValueError(
@@ -347,16 +441,6 @@ def _as_dask_array(array: Any, ndim: int, da: Any) -> Any:
     if 0 in shape:
         raise ValueError(f"array must not be empty, got shape {shape}")
     return x
-
-
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype[Any]:
-    try:
-        return torch.empty(0, dtype=dtype).numpy().dtype
-    except TypeError as e:
-        raise TypeError(
-            f"the model's output dtype {dtype} has no numpy equivalent; cast the output "
-            "(e.g. to float32) inside the model"
-        ) from e
 
 
 def _probe(
@@ -475,54 +559,26 @@ def _predict_block(
     model: torch.nn.Module | _ShippedModel,
     region: np.ndarray[Any, Any],
     grid: TileGrid,
-    mode: MirrorMode,
-    tiles: tuple[tuple[int, int], ...],
     region_start: tuple[int, ...],
-    block_start: tuple[int, ...],
-    block_shape: tuple[int, ...],
-    batch_size: int | None,
-    device: str | None,
-    channels: int,
-    dtype: torch.dtype,
+    box: tuple[tuple[int, int], ...],
+    options: _Options,
 ) -> np.ndarray[Any, Any]:
-    """Runs the tiles ``tiles`` (per-axis grid ranges) and returns their keep windows."""
+    """Runs the tiles that reach ``box`` and returns the merged block."""
     if isinstance(model, _ShippedModel):
         model = model.module
-    run_model, run_device = _on_device(model, device)
-    if batch_size is None:
-        batch_size = default_batch_size(run_device)
+    run_model, run_device = _on_device(model, options.device)
     _, model_dtype = model_device_dtype(run_model)
-    geometry = grid.geometry
-    source = _Region(np.asarray(region), region_start, grid.image_size)
-    indices = [
-        int(np.ravel_multi_index(position, grid.shape))
-        for position in itertools.product(*(range(a, b) for a, b in tiles))
-    ]
-    result = torch.empty((channels, *block_shape), dtype=dtype)
-    with torch.inference_mode():
-        for batch in batches(len(indices), batch_size):
-            chosen = [indices[k] for k in batch]
-            tensors = [grid.extract(source, i, mode) for i in chosen]
-            x = torch.stack(tensors) if len(tensors) > 1 else tensors[0].unsqueeze(0)
-            x = x.to(device=run_device, dtype=model_dtype)
-            y = run_model(x)
-            check_tile_output(y, len(chosen), geometry, x.shape)
-            if y.shape[1] != channels:
-                raise ValueError(
-                    f"model returned {y.shape[1]} channels but the dask array was planned "
-                    f"for {channels} (meta_channels)"
-                )
-            y = y.cpu()
-            tile_size = tuple(y.shape[2:])
-            for j, i in enumerate(chosen):
-                src, dst = grid.keep_slices(i, tile_size)
-                to: tuple[Any, ...] = (
-                    Ellipsis,
-                    *(
-                        slice(d.start - s, d.stop - s)
-                        for d, s in zip(dst, block_start, strict=True)
-                    ),
-                )
-                frm: tuple[Any, ...] = (Ellipsis, *src)
-                result[to] = y[j][frm]
-    return result.numpy()
+    merger = TileMerger(grid, blend=options.blend, output=options.output, region=box, device="cpu")
+    run_tiles(
+        run_model,
+        _Region(np.asarray(region), region_start, grid.image_size),
+        merger,
+        batch_size=options.batch_size or default_batch_size(run_device),
+        mode=options.mode,
+        device=run_device,
+        dtype=model_dtype,
+        amp=options.amp,
+        channels=options.channels,
+    )
+    result: np.ndarray[Any, Any] = merger.result().to(options.dtype).numpy()
+    return result

@@ -5,20 +5,24 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from ._checks import as_list_if_1d, is_int
-from .functional._mirror import MirrorMode, check_mode, empty_like_shape
-from .functional._tile import Box, crop_tile, spatial_shape
-from .geometry import TileGeometry
+from .config import Configurable
+from .functional._mirror import MirrorMode, check_mode
+from .functional._tile import Box, as_box, crop_tile, spatial_shape
+from .geometry import TileGeometry, as_geometry
 
-__all__ = ["Align", "Tile", "TileGrid", "TileIndexError", "tile_at"]
+__all__ = ["Align", "Tile", "TileGrid", "TileIndexError", "Window", "tile_at"]
 
 Align = Literal["center", "start"]
+Window = Literal["keep", "output", "input"]
+_WINDOWS = ("keep", "output", "input")
 
 
 class TileIndexError(IndexError, ValueError):
@@ -87,6 +91,14 @@ def tile_at(
         >>> t.input_box, t.output_box
         (((-92, 480), (8, 580)), ((0, 388), (100, 488)))
     """
+    if not isinstance(geometry, TileGeometry):
+        raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
+    if (
+        isinstance(output_start, str)
+        or not isinstance(output_start, Sequence)
+        or not all(is_int(s) for s in output_start)
+    ):
+        raise TypeError(f"output_start must be a sequence of ints, got {output_start!r}")
     if len(output_start) != geometry.ndim:
         raise ValueError(
             f"output_start must have {geometry.ndim} entries, got {tuple(output_start)!r}"
@@ -129,8 +141,8 @@ def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
     return sizes
 
 
-@dataclass(frozen=True, init=False)
-class TileGrid:
+@dataclass(frozen=True, init=False, repr=False)
+class TileGrid(Configurable):
     """The overlap-tile plan for one image: the single place where windows are computed.
 
     Per axis the grid has ``ceil(size / step)`` tiles. Each tile has three nested,
@@ -163,16 +175,24 @@ class TileGrid:
     origin: tuple[int, ...] = field(init=False, compare=False, repr=False)
 
     def __init__(
-        self, image_size: int | Sequence[int], geometry: TileGeometry, *, align: Align = "center"
+        self,
+        image_size: int | Sequence[int],
+        geometry: TileGeometry | Mapping[str, Any],
+        *,
+        align: Align = "center",
     ) -> None:
-        if not isinstance(geometry, TileGeometry):
-            raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
+        geometry = as_geometry(geometry)
         if align not in ("center", "start"):
             raise ValueError(f"align must be 'center' or 'start', got {align!r}")
         size = _image_size(image_size, geometry.ndim)
         shape = tuple(math.ceil(n / s) for n, s in zip(size, geometry.step, strict=True))
         overhang = (t * s - n for t, s, n in zip(shape, geometry.step, size, strict=True))
         origin = tuple(-(o // 2) if align == "center" else 0 for o in overhang)
+        if math.prod(shape) > sys.maxsize:  # len() could not return it
+            raise ValueError(
+                f"image_size {size} needs a {shape} grid of {math.prod(shape)} tiles, more "
+                f"than {sys.maxsize}: use a larger step"
+            )
         object.__setattr__(self, "image_size", size)
         object.__setattr__(self, "geometry", geometry)
         object.__setattr__(self, "align", align)
@@ -199,9 +219,9 @@ class TileGrid:
         return tile_at(self.geometry, start, index=i, grid_index=grid_index)
 
     def _check_index(self, index: object) -> int:
-        if isinstance(index, bool) or not hasattr(index, "__index__"):
+        if not is_int(index):
             raise TypeError(f"tile index must be an int, got {type(index).__name__}")
-        i: int = operator.index(index)
+        i: int = operator.index(index)  # type: ignore[arg-type]
         n = len(self)
         if not -n <= i < n:
             raise TileIndexError(
@@ -290,174 +310,81 @@ class TileGrid:
         self._check_image(label, "label")
         return crop_tile(label, self[index].output_box, mode, fill)
 
-    # ------------------------------------------------------------------ stitching
-    def keep_slices(
-        self, index: int, tile_size: Sequence[int]
-    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-        """Where tile ``index``'s kept pixels come from and go to.
+    # ------------------------------------------------------------------ neighbourhoods
+    def overlapping(
+        self, box: Sequence[tuple[int, int]], window: Window = "output"
+    ) -> tuple[range, ...]:
+        """Per-axis grid positions of the tiles whose ``window`` intersects ``box``.
+
+        The tiles are the grid's tiles at every combination of the returned positions
+        (their C-order indices follow with :meth:`flat_index`). With ``window="keep"``
+        these are the tiles that own a pixel of ``box``; with ``"output"`` the tiles
+        whose predictions reach into it (what a blending merger needs); with
+        ``"input"`` the tiles that read it.
 
         Args:
-            index: Tile index.
-            tile_size: Spatial size of the network's output for the tile: ``output_size``
-                (valid convolutions) or ``input_size`` (same padding).
+            box: Per-axis ``(start, stop)`` in image coordinates (may reach outside).
+            window: ``"keep"``, ``"output"`` or ``"input"``.
 
         Returns:
-            ``(source, destination)``: per-axis slices into the tile's output and into
-            the image. Only the part of the keep window inside the image is returned.
+            One ``range`` of grid positions per axis (empty where no tile intersects).
+
+        Raises:
+            ValueError: If ``window`` is unknown or ``box`` does not have one
+                ``(start, stop)`` pair with ``start < stop`` per axis.
 
         Example:
-            >>> grid = TileGrid(5, TileGeometry(8, 4), align="start")
-            >>> grid.keep_slices(1, (4, 4))
-            ((slice(0, 4, None), slice(0, 1, None)), (slice(0, 4, None), slice(4, 5, None)))
+            >>> grid = TileGrid((10, 10), TileGeometry(8, 6, step=4), align="start")
+            >>> grid.shape, grid.overlapping(((0, 4), (4, 5)), "keep")
+            ((3, 3), (range(0, 1), range(1, 2)))
+            >>> grid.overlapping(((0, 4), (4, 5)), "output")
+            (range(0, 2), range(0, 2))
         """
         g = self.geometry
-        tile_size = tuple(tile_size)
-        if tile_size == g.output_size:
-            offset = g.keep_offset
-        elif tile_size == g.input_size:
-            offset = tuple(m + e for m, e in zip(g.margin, g.keep_offset, strict=True))
-        else:
-            raise ValueError(
-                f"tile outputs must have spatial size {g.output_size} (output_size) or "
-                f"{g.input_size} (input_size), got {tile_size}"
-            )
-        tile = self[index]
-        src, dst = [], []
-        for (a, b), n, off in zip(tile.keep_box, self.image_size, offset, strict=True):
-            lo, hi = max(a, 0), min(b, n)
-            dst.append(slice(lo, hi))
-            src.append(slice(off + lo - a, off + hi - a))
-        return tuple(src), tuple(dst)
-
-    def stitch(self, outputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """Assembles tile outputs into the full-size result ``(..., *image_size)``.
-
-        Each tile contributes its keep window; every image pixel comes from exactly one
-        tile and the overhang outside the image is dropped.
-
-        Args:
-            outputs: Tensor ``(len(grid), ..., *output_size)`` in grid order (a
-                valid-convolution network), or ``(len(grid), ..., *input_size)`` (a
-                same-padding network); a sequence of per-tile tensors also works.
-
-        Returns:
-            The stitched tensor, with the dtype and device of the outputs.
-
-        Raises:
-            ValueError: If the number of tiles or their shape does not match the grid.
-
-        Example:
-            >>> import torch
-            >>> grid = TileGrid((5, 7), TileGeometry(6, 4, step=2))
-            >>> image = torch.rand(3, 5, 7)
-            >>> tiles = [grid.extract(image, i)[..., 1:5, 1:5] for i in range(len(grid))]
-            >>> torch.equal(grid.stitch(tiles), image)
-            True
-        """
-        n = len(self)
-        ndim = self.geometry.ndim
-        if isinstance(outputs, torch.Tensor):
-            count, shapes = outputs.shape[0] if outputs.ndim else 0, {tuple(outputs.shape[1:])}
-        elif isinstance(outputs, Sequence) and all(isinstance(t, torch.Tensor) for t in outputs):
-            count, shapes = len(outputs), {tuple(t.shape) for t in outputs}
-        else:
-            raise TypeError(
-                f"outputs must be a tensor or a sequence of tensors, got {type(outputs).__name__}"
-            )
-        expected = (
-            f"(len(grid)={n}, ..., *{self.geometry.output_size}) or "
-            f"(len(grid)={n}, ..., *{self.geometry.input_size})"
-        )
-        shape = next(iter(shapes)) if len(shapes) == 1 else None
-        if (
-            count != n
-            or shape is None
-            or len(shape) < ndim
-            or tuple(shape[-ndim:]) not in (self.geometry.output_size, self.geometry.input_size)
+        if window not in _WINDOWS:
+            raise ValueError(f"window must be 'keep', 'output' or 'input', got {window!r}")
+        box = as_box(box)
+        if len(box) != g.ndim:
+            raise ValueError(f"box must have {g.ndim} (start, stop) pairs, got {box!r}")
+        ranges = []
+        for (lo, hi), o, s, e, m, out, inp, n in zip(
+            box,
+            self.origin,
+            g.step,
+            g.keep_offset,
+            g.margin,
+            g.output_size,
+            g.input_size,
+            self.shape,
+            strict=True,
         ):
-            got = (
-                tuple(outputs.shape)
-                if isinstance(outputs, torch.Tensor)
-                else f"{count} tiles of shapes {sorted(shapes)}"
-            )
-            raise ValueError(f"outputs must have shape {expected}, got {got}")
-        lead = shape[: len(shape) - ndim]
-        first = outputs[0]
-        result = empty_like_shape((*lead, *self.image_size), first.dtype, first.device)
-        for i in range(n):
-            self._paste(result, i, outputs[i])  # shapes checked above, once
-        return result
+            # window of position k: [o + k * s + offset, ... + length)
+            offset, length = {"keep": (0, s), "output": (-e, out), "input": (-e - m, inp)}[window]
+            first = (lo - o - offset - length) // s + 1
+            stop = -((o + offset - hi) // s)  # ceil((hi - o - offset) / s)
+            ranges.append(range(max(first, 0), max(min(stop, n), max(first, 0))))
+        return tuple(ranges)
 
-    def paste(
-        self,
-        result: torch.Tensor,
-        index: int,
-        tile_output: torch.Tensor,
-        *,
-        tile_size: Sequence[int] | None = None,
-    ) -> None:
-        """Writes tile ``index``'s keep window from ``tile_output`` into ``result`` in place.
-
-        ``result`` is ``(..., *image_size)`` and ``tile_output`` is ``(..., *output_size)``
-        or ``(..., *input_size)`` with leading axes that broadcast to ``result``'s; used
-        by :meth:`stitch` and tiled inference.
-
-        Raises:
-            TypeError: If ``result`` or ``tile_output`` is not a tensor.
-            ValueError: If their shapes do not fit the grid or each other.
+    def flat_index(self, position: Sequence[int]) -> int:
+        """The C-order tile index of a per-axis grid position (the inverse of ``grid_index``).
 
         Example:
-            >>> import torch
-            >>> grid = TileGrid(4, TileGeometry(4, 2))
-            >>> result = torch.zeros(4, 4)
-            >>> grid.paste(result, 0, torch.ones(2, 2))
-            >>> int(result.sum())
-            4
+            >>> grid = TileGrid((10, 10), TileGeometry(8, 6, step=4))
+            >>> grid.flat_index((1, 2)), grid[5].grid_index
+            (5, (1, 2))
         """
-        self._check_paste(result, tile_output, tile_size)
-        self._paste(result, index, tile_output)
-
-    def _check_paste(
-        self, result: torch.Tensor, tile_output: torch.Tensor, tile_size: Sequence[int] | None
-    ) -> None:
-        ndim = self.geometry.ndim
-        for name, x in (("result", result), ("tile_output", tile_output)):
-            if not isinstance(x, torch.Tensor) or x.ndim < ndim:
-                raise TypeError(
-                    f"{name} must be a tensor with at least {ndim} axes, got "
-                    f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
-                )
-        if tuple(result.shape[result.ndim - ndim :]) != self.image_size:
-            raise ValueError(
-                f"result must have shape (..., *{self.image_size}) (the image size), got "
-                f"{tuple(result.shape)}"
+        if len(position) != len(self.shape) or not all(
+            is_int(p) and 0 <= operator.index(p) < n
+            for p, n in zip(position, self.shape, strict=False)
+        ):
+            raise TileIndexError(
+                f"position must have {len(self.shape)} ints inside the {self.shape} grid, "
+                f"got {tuple(position)!r}"
             )
-        lead = tuple(result.shape[: result.ndim - ndim])
-        tile_lead = tuple(tile_output.shape[: tile_output.ndim - ndim])
-        try:  # as assignment broadcasts: extra leading axes of size 1 are allowed
-            both = tuple(torch.broadcast_shapes(tile_lead, lead))  # type: ignore[no-untyped-call]
-            extra = len(both) - len(lead)
-            fits = both[extra:] == lead and all(n == 1 for n in both[:extra])
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                f"tile_output {tuple(tile_output.shape)} must have leading axes that "
-                f"broadcast to result's {lead} (result {tuple(result.shape)})"
-            )
-        size = tuple(tile_output.shape[tile_output.ndim - ndim :])
-        if tile_size is not None and tuple(tile_size) != size:
-            raise ValueError(
-                f"tile_size {tuple(tile_size)} must be tile_output's spatial size {size}"
-            )
-
-    def _paste(self, result: torch.Tensor, index: int, tile_output: torch.Tensor) -> None:
-        """:meth:`paste` without the shape checks, for callers that made them once."""
-        ndim = self.geometry.ndim
-        src, dst = self.keep_slices(index, tile_output.shape[tile_output.ndim - ndim :])
-        to: tuple[Any, ...] = (Ellipsis, *dst)
-        frm: tuple[Any, ...] = (Ellipsis, *src)
-        result[to] = tile_output[frm]
+        index = 0
+        for p, n in zip(position, self.shape, strict=True):
+            index = index * n + operator.index(p)
+        return index
 
 
 def _unravel(i: int, shape: tuple[int, ...]) -> Iterator[int]:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import operator
 from typing import Any
 
+import numpy as np
 import torch
 
-from ._checks import is_int
-from ._model import batches, check_channels, check_tile_output, resolve_device
+from ._model import (
+    check_batch_size,
+    check_channels,
+    check_flag,
+    check_image,
+    check_model,
+    resolve_device,
+)
+from ._runner import run_tiles
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
+from .merging import Blend, Output, TileMerger
 
 __all__ = ["default_batch_size", "predict_tiled"]
 
@@ -66,16 +74,21 @@ def predict_tiled(
     device: torch.device | str | None = None,
     amp: bool = False,
     progress: bool = False,
-) -> torch.Tensor:
+    blend: Blend | torch.Tensor = "crop",
+    output: Output = "logits",
+    out: Any = None,
+) -> Any:
     """Segments an image of any size tile by tile with the overlap-tile strategy.
 
     Tiles are read lazily from the unpadded image (the mirror-extrapolated canvas is
     never built, and only ``batch_size`` tiles exist at a time), moved to ``device``,
-    run under :func:`torch.inference_mode` and written straight into a preallocated
-    result, so peak memory is about the result plus a few tiles' activations whatever
-    the image size. With ``geometry = TileGeometry.unet(...)`` (or
-    ``UNet.geometry(...)``) and a valid-convolution U-Net, the result equals one forward
-    pass of the network over the whole mirror-extrapolated image, exactly.
+    run under :func:`torch.inference_mode` and handed to a
+    :class:`~unet_transforms.TileMerger`, which writes them into one preallocated
+    result (or ``out``), so peak memory is about the result plus a few tiles'
+    activations whatever the image size (and the batch). With ``geometry =
+    TileGeometry.unet(...)`` (or ``UNet.geometry(...)``), a valid-convolution U-Net and
+    ``blend="crop"``, the result equals one forward pass of the network over the whole
+    mirror-extrapolated image, exactly.
 
     The model's output per tile may have the ``output_size`` of the geometry (a
     valid-convolution network) or its ``input_size`` (a same-padding network such as
@@ -88,7 +101,8 @@ def predict_tiled(
             ``(N, C_out, *input_size)``.
         image: ``(C, *spatial)`` tensor, numpy array, memory map or array-like with
             ``.shape`` and numpy-style slicing (zarr, h5py); or a batched
-            ``(B, C, *spatial)`` tensor. ``spatial`` has ``geometry.ndim`` axes.
+            ``(B, C, *spatial)`` tensor. ``spatial`` has ``geometry.ndim`` axes. Real
+            values only (complex images are refused).
         geometry: The network's :class:`TileGeometry`.
         batch_size: Tiles per forward call; defaults to :func:`default_batch_size`
             (1 on the CPU, where it is fastest per tile; 8 on accelerators). CPU
@@ -101,17 +115,29 @@ def predict_tiled(
             model has parameters (the model is not moved or copied). The result stays
             on the image's device (the CPU for arrays).
         amp: Run the model under :func:`torch.autocast` (float16 on CUDA, bfloat16 on
-            the CPU); the result is float32.
+            the CPU); float outputs are merged as float32.
         progress: Show a tqdm progress bar over tiles (needs the ``progress`` extra).
+        blend: How overlapping tile outputs are merged: ``"crop"`` (each pixel from the
+            keep window of one tile, exact), ``"gaussian"``, ``"hann"`` or a weight
+            tensor of the output tile's spatial shape; see :class:`TileMerger`.
+        output: ``"logits"``, ``"probabilities"`` (softmax over the channels, sigmoid
+            for one channel) or ``"labels"`` (argmax per pixel as uint8 up to 256
+            classes, int16 up to 32,768, int32 beyond; one channel: sigmoid > 0.5).
+        out: An array-like to write the result into, tile by tile (a tensor, numpy
+            memory map, zarr or h5py array of the result's shape and a dtype that holds
+            it without loss); it is returned.
 
     Returns:
-        ``(C_out, *spatial)``, or ``(B, C_out, *spatial)`` for a batched tensor.
+        ``(C_out, *spatial)`` (``spatial`` for labels), with a leading ``B`` for a
+        batched tensor; ``out`` when given.
 
     Raises:
-        TypeError: If ``image`` is not array-like or ``model`` is not a module.
+        TypeError: If ``image`` is not array-like or complex, ``model`` is not a module,
+            ``amp``/``progress`` are not bools, or ``out`` cannot hold the result.
         ValueError: If the image's shape does not fit the geometry, ``batch_size`` is not
-            positive, ``device`` is not a device or not the model's, or the model
-            returns an unexpected shape.
+            positive, ``device`` is not a device or not the model's, the model or the
+            image is on the meta device, the model returns an unexpected shape, or
+            ``blend``/``output`` are unknown.
 
     Example:
         >>> import torch
@@ -124,32 +150,109 @@ def predict_tiled(
         >>> whole = net(mirror_pad(image, [(2, 2), (2, 2)])[None])[0]
         >>> torch.allclose(out, whole, atol=1e-6)
         True
+        >>> labels = predict_tiled(net, image, TileGeometry(36, 32), output="labels")
+        >>> labels.dtype, torch.equal(labels, out.argmax(0).byte())
+        (torch.uint8, True)
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(geometry, TileGeometry):
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
+    amp = check_flag("amp", amp)
+    progress = check_flag("progress", progress)
     shape, batched = _spatial_ndim_check(image, geometry)
+    check_image(image)
     check_channels(model, shape[1] if batched else shape[0])
     run_device, model_dtype = resolve_device(model, device)
-    if batch_size is None:
-        batch_size = default_batch_size(run_device)
-    if not is_int(batch_size) or operator.index(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    batch_size = operator.index(batch_size)
+    batch_size = check_batch_size(batch_size) or default_batch_size(run_device)
     grid = TileGrid(shape[-geometry.ndim :], geometry, align=align)
+    result_device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
+    options: dict[str, Any] = {"blend": blend, "output": output, "device": result_device}
     if batched:
-        results = [
-            _predict_one(
-                model, image[b], grid, batch_size, mode, run_device, model_dtype, amp, progress
+        mergers: list[TileMerger] = []
+        batch = _BatchResult(shape[0], out)
+        for b in range(shape[0]):
+            mergers.append(
+                TileMerger(grid, out=batch.sample(b), **options)
+                if out is not None
+                else _SampleMerger(grid, batch, b, **options)
             )
-            for b in range(shape[0])
-        ]
-        return torch.stack(results)
-    return _predict_one(
-        model, image, grid, batch_size, mode, run_device, model_dtype, amp, progress
-    )
+    else:
+        mergers = [TileMerger(grid, out=out, **options)]
+    samples = [image[b] for b in range(shape[0])] if batched else [image]
+    total = len(mergers) * len(mergers[0].tile_indices())
+    with _progress(total, progress) as bar:
+        for sample, merger in zip(samples, mergers, strict=True):
+            run_tiles(
+                model,
+                sample,
+                merger,
+                batch_size=batch_size,
+                mode=mode,
+                device=run_device,
+                dtype=model_dtype,
+                amp=amp,
+                on_batch=bar.update if progress else None,
+            )
+    if batched:
+        for merger in mergers:
+            merger.result()  # every tile is there
+        return out if out is not None else batch.full
+    return mergers[0].result()
+
+
+class _BatchResult:
+    """The one result of a batched prediction; each sample's merger writes into its slice."""
+
+    def __init__(self, size: int, out: Any) -> None:
+        if out is not None and (
+            not hasattr(out, "shape") or len(out.shape) < 1 or int(out.shape[0]) != size
+        ):
+            raise ValueError(
+                f"out must have the batch size {size} as its first axis, got shape "
+                f"{tuple(getattr(out, 'shape', ()))}"
+            )
+        self.size, self.out = size, out
+        self.full: Any = None
+
+    def sample(self, b: int) -> Any:
+        if isinstance(self.out, torch.Tensor | np.ndarray):
+            return self.out[b]  # a view
+        return _Indexed(self.out, b)
+
+    def allocate(
+        self, b: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        if self.full is None:
+            with torch.inference_mode(False):
+                self.full = empty_like_shape((self.size, *shape), dtype, device)
+        view: torch.Tensor = self.full[b]
+        return view
+
+
+class _SampleMerger(TileMerger):
+    """A sample's merger that writes into the batch's one result, allocated once."""
+
+    def __init__(self, grid: TileGrid, batch: _BatchResult, b: int, **options: Any) -> None:
+        super().__init__(grid, **options)
+        self._batch, self._b = batch, b
+
+    def _allocate(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
+        return self._batch.allocate(self._b, shape, dtype, device)
+
+
+class _Indexed:
+    """``target[b]`` of an array-like that has no views (zarr, h5py), for writing."""
+
+    def __init__(self, target: Any, b: int) -> None:
+        self.target, self.b = target, b
+        self.shape = tuple(target.shape[1:])
+        self.dtype = target.dtype
+
+    def __setitem__(self, index: tuple[Any, ...], value: Any) -> None:
+        spatial = index[1:] if index and index[0] is Ellipsis else index
+        lead = (slice(None),) * (len(self.shape) - len(spatial))
+        self.target[(self.b, *lead, *spatial)] = value
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -162,40 +265,3 @@ def _progress(total: int, enabled: bool) -> Any:
             "progress=True needs tqdm: pip install 'unet-transforms[progress]'"
         ) from e
     return tqdm(total=total, unit="tile", desc="predict_tiled")
-
-
-def _predict_one(
-    model: torch.nn.Module,
-    image: Any,
-    grid: TileGrid,
-    batch_size: int,
-    mode: MirrorMode,
-    device: torch.device,
-    dtype: torch.dtype,
-    amp: bool,
-    progress: bool,
-) -> torch.Tensor:
-    geometry = grid.geometry
-    result_device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
-    result: torch.Tensor | None = None
-    autocast = torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
-    with torch.inference_mode(), _progress(len(grid), progress) as bar:
-        for batch in batches(len(grid), batch_size):
-            tiles = [grid.extract(image, i, mode) for i in batch]
-            x = torch.stack(tiles) if len(tiles) > 1 else tiles[0].unsqueeze(0)
-            x = x.to(device=device, dtype=dtype, non_blocking=True)
-            with autocast:
-                y = model(x)
-            check_tile_output(y, len(batch), geometry, x.shape)
-            if result is None:
-                out_dtype = torch.float32 if amp and y.is_floating_point() else y.dtype
-                with torch.inference_mode(False):  # a normal tensor, usable with autograd
-                    result = empty_like_shape(
-                        (y.shape[1], *grid.image_size), out_dtype, result_device
-                    )
-            for j, i in enumerate(batch):
-                grid.paste(result, i, y[j])
-            if progress:
-                bar.update(len(batch))
-    assert result is not None
-    return result

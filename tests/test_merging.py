@@ -1,0 +1,313 @@
+"""TileMerger and blend_weights: exact keep windows, blended overlaps, outputs, targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unet_transforms import TileGeometry, TileGrid
+from unet_transforms.merging import TileMerger, blend_weights, label_dtype, result_dtype
+
+from common import grids, make_tensor
+
+
+def tile_outputs(grid, channels=3, seed=0, size=None):
+    """Independent random outputs per tile: blending visibly matters."""
+    size = size or grid.geometry.output_size
+    return [make_tensor((channels, *size), seed=seed + i) * 4 - 2 for i in range(len(grid))]
+
+
+def merge(grid, outputs, order=None, **kwargs):
+    merger = TileMerger(grid, **kwargs)
+    for i in order if order is not None else merger.tile_indices():
+        merger.add(i, outputs[i])
+    return merger.result()
+
+
+def brute_force_blend(grid, outputs, weights):
+    """Oracle: every tile adds weight * output over its whole output window, in float64."""
+    channels = outputs[0].shape[0]
+    total = np.zeros((channels, *grid.image_size))
+    norm = np.zeros(grid.image_size)
+    w = weights.double().numpy()
+    for tile in grid:
+        dst, src = [], []
+        for (a, b), n in zip(tile.output_box, grid.image_size):
+            lo, hi = max(a, 0), min(b, n)
+            if lo >= hi:
+                break
+            dst.append(slice(lo, hi))
+            src.append(slice(lo - a, hi - a))
+        else:
+            total[(Ellipsis, *dst)] += (
+                w[tuple(src)] * outputs[tile.index].double().numpy()[(Ellipsis, *src)]
+            )
+            norm[tuple(dst)] += w[tuple(src)]
+    return torch.from_numpy(total / norm)
+
+
+def monai_gaussian(size):
+    """MONAI's compute_importance_map(size, 'gaussian', sigma_scale=0.125), in float64."""
+    weights = np.ones(())
+    for n in size:
+        x = np.arange(n) - (n - 1) / 2
+        weights = np.multiply.outer(weights, np.exp(-(x**2) / (2 * (0.125 * n) ** 2)))
+    return np.maximum(weights, max(weights.min(), 1e-3))
+
+
+@st.composite
+def overlapping_grids(draw, ndim=None):
+    """Grids whose output windows overlap (step < output), as blending needs."""
+    ndim = ndim or draw(st.sampled_from([2, 3]))
+    output = [draw(st.integers(2, 9)) for _ in range(ndim)]
+    margin = [draw(st.integers(0, 3)) for _ in range(ndim)]
+    step = [draw(st.integers(1, o - 1)) for o in output]
+    geometry = TileGeometry([o + 2 * m for o, m in zip(output, margin)], output, step=step)
+    size = [draw(st.integers(1, 20 if ndim == 2 else 9)) for _ in range(ndim)]
+    return TileGrid(size, geometry, align=draw(st.sampled_from(["center", "start"])))
+
+
+# ---------------------------------------------------------------------- weights
+@pytest.mark.parametrize("size", [(1, 1), (4, 4), (5, 8), (512, 384), (7, 6, 5)])
+def test_gaussian_weights_are_monais(size):
+    weights = blend_weights("gaussian", size)
+    assert weights.dtype == torch.float32 and weights.shape == size
+    np.testing.assert_allclose(weights.numpy(), monai_gaussian(size), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", [(1, 3), (4, 4), (5, 8), (6, 5, 7)])
+def test_hann_weights_are_products_of_symmetric_hann_windows(size):
+    expected = np.ones(())
+    for n in size:
+        expected = np.multiply.outer(expected, np.hanning(n))
+    np.testing.assert_allclose(blend_weights("hann", size).numpy(), expected, atol=1e-6)
+
+
+def test_weight_tensor_is_copied_and_checked():
+    user = torch.rand(4, 6, dtype=torch.float64)
+    weights = blend_weights(user, (4, 6))
+    assert weights.dtype == torch.float64 and torch.equal(weights, user)
+    weights[0, 0] = -1
+    assert user[0, 0] >= 0  # nothing the caller passed is modified
+    assert blend_weights(torch.ones(4, 6, dtype=torch.int64), (4, 6)).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"output tile's spatial shape \(4, 6\), got \(6, 4\)"):
+        blend_weights(torch.ones(6, 4), (4, 6))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        blend_weights(torch.full((4, 6), -1.0), (4, 6))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        blend_weights(torch.full((4, 6), float("nan")), (4, 6))
+    with pytest.raises(TypeError, match=r"real tensor, got dtype torch.complex64"):
+        blend_weights(torch.ones(4, 6, dtype=torch.complex64), (4, 6))
+    with pytest.raises(
+        ValueError, match=r"blend must be 'crop', 'gaussian', 'hann' .* got 'mean'"
+    ):
+        blend_weights("mean", (4, 6))
+    with pytest.raises(TypeError, match=r"blend must be .* got float"):
+        blend_weights(0.5, (4, 6))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- crop
+@given(grids(), st.data())
+def test_crop_region_equals_the_image_region(grid, data):
+    g = grid.geometry
+    image = make_tensor((2, *grid.image_size))
+    region = []
+    for n in grid.image_size:
+        lo = data.draw(st.integers(0, n - 1))
+        region.append((lo, data.draw(st.integers(lo + 1, n))))
+    centre = tuple(slice(m, m + o) for m, o in zip(g.margin, g.output_size))
+    merger = TileMerger(grid, region=region)
+    assert merger.tile_indices() == sorted(merger.tile_indices())
+    for i in reversed(merger.tile_indices()):  # any order
+        merger.add(grid[i], grid.extract(image, i)[(Ellipsis, *centre)])
+    expected = image[(Ellipsis, *(slice(lo, hi) for lo, hi in region))]
+    assert torch.equal(merger.result(), expected)
+
+
+def test_crop_keeps_dtype_and_leading_axes():
+    grid = TileGrid((9, 7), TileGeometry(6, 4, step=3))
+    image = make_tensor((2, 3, 9, 7), torch.int64)
+    tiles = [grid.extract(image, i)[..., 1:5, 1:5] for i in range(len(grid))]
+    result = merge(grid, tiles)
+    assert result.dtype == torch.int64 and torch.equal(result, image)
+
+
+# ---------------------------------------------------------------------- blends
+@given(overlapping_grids(), st.sampled_from(["gaussian", "hann", "ones", "random"]), st.data())
+def test_blend_equals_the_brute_force_average(grid, blend, data):
+    size = grid.geometry.output_size
+    if blend == "ones":
+        blend = torch.ones(size)
+    elif blend == "random":
+        blend = make_tensor(size, seed=7) + 0.1
+    weights = blend_weights(blend, size)
+    keep = tuple(slice(e, e + s) for e, s in zip(grid.geometry.keep_offset, grid.geometry.step))
+    if not bool((weights[keep] > 0).all()):
+        with pytest.raises(ValueError, match="positive on the keep window"):
+            TileMerger(grid, blend=blend)
+        return
+    outputs = tile_outputs(grid)
+    order = None if data.draw(st.booleans()) else list(reversed(range(len(grid))))
+    result = merge(grid, outputs, order, blend=blend)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(
+        result.double(), brute_force_blend(grid, outputs, weights), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_blend_of_equal_predictions_is_the_prediction():
+    grid = TileGrid((40, 33), TileGeometry(16, 16, step=12))  # a same-padding net
+    image = make_tensor((2, 40, 33))
+    for blend in ("gaussian", "hann"):
+        result = merge(grid, [grid.extract(image, i) for i in range(len(grid))], blend=blend)
+        torch.testing.assert_close(result, image)
+
+
+def test_blend_needs_weight_on_every_keep_window():
+    grid = TileGrid(20, TileGeometry(8, 8))  # step == output: no overlap
+    with pytest.raises(ValueError, match=r"positive on the keep window .*\(step < output_size\)"):
+        TileMerger(grid, blend="hann")
+    TileMerger(grid, blend="gaussian")  # positive everywhere
+
+
+def test_only_open_keep_windows_are_held():
+    grid = TileGrid((60, 60), TileGeometry(10, 10, step=6))
+    merger = TileMerger(grid, blend="gaussian")
+    outputs = tile_outputs(grid, channels=1)
+    held = 0
+    for i in merger.tile_indices():
+        merger.add(i, outputs[i])
+        held = max(held, len(merger._pending))
+    # reach of an output window: one keep window on each side -> about 2 rows open
+    assert 0 < held <= 2 * grid.shape[1] + 2
+    assert not merger._pending
+
+
+# ---------------------------------------------------------------------- outputs
+@pytest.mark.parametrize("blend", ["crop", "gaussian"])
+def test_outputs_are_post_processed_merged_logits(blend):
+    grid = TileGrid((23, 17), TileGeometry(10, 8, step=5))
+    outputs = tile_outputs(grid, channels=4)
+    logits = merge(grid, outputs, blend=blend)
+    probabilities = merge(grid, outputs, blend=blend, output="probabilities")
+    torch.testing.assert_close(probabilities, torch.softmax(logits, dim=0))
+    labels = merge(grid, outputs, blend=blend, output="labels")
+    assert labels.dtype == torch.uint8 and labels.shape == (23, 17)
+    assert torch.equal(labels, logits.argmax(0).to(torch.uint8))
+
+
+def test_one_channel_is_sigmoid_and_threshold():
+    grid = TileGrid((13, 11), TileGeometry(6, 4, step=3))
+    outputs = tile_outputs(grid, channels=1)
+    logits = merge(grid, outputs)
+    probabilities = merge(grid, outputs, output="probabilities")
+    torch.testing.assert_close(probabilities, torch.sigmoid(logits))  # SIMD tails round apart
+    labels = merge(grid, outputs, output="labels")
+    assert torch.equal(labels, (torch.sigmoid(logits[0]) > 0.5).to(torch.uint8))
+
+
+def test_label_dtypes():
+    assert [label_dtype(c) for c in (1, 2, 256, 257, 32768, 32769)] == [
+        torch.uint8,
+        torch.uint8,
+        torch.uint8,
+        torch.int16,
+        torch.int16,
+        torch.int32,
+    ]
+    grid = TileGrid(5, TileGeometry(4, 4))
+    outputs = [torch.zeros(300, 4, 4) for _ in range(len(grid))]
+    outputs[0][299] = 1
+    labels = merge(grid, outputs, output="labels")
+    assert labels.dtype == torch.int16 and int(labels.max()) == 299
+    assert result_dtype("probabilities", 3, torch.float16) == torch.float16
+    assert result_dtype("probabilities", 3, torch.int64) == torch.float32
+    assert result_dtype("logits", 3, torch.int64, torch.ones(2, 2)) == torch.float32
+
+
+# ---------------------------------------------------------------------- targets
+@pytest.mark.parametrize("target", ["tensor", "numpy", "memmap", "zarr"])
+@pytest.mark.parametrize("output", ["logits", "labels"])
+def test_writes_into_any_array_like(target, output, tmp_path):
+    grid = TileGrid((21, 14), TileGeometry(8, 6, step=4))
+    outputs = tile_outputs(grid)
+    expected = merge(grid, outputs, output=output, blend="hann")
+    shape, dtype = tuple(expected.shape), ("float64" if output == "logits" else "int32")
+    if target == "tensor":
+        out = torch.zeros(shape, dtype=getattr(torch, dtype))
+    elif target == "numpy":
+        out = np.zeros(shape, dtype)
+    elif target == "memmap":
+        out = np.lib.format.open_memmap(tmp_path / "out.npy", "w+", dtype, shape)
+    else:
+        out = zarr.create_array(store={}, shape=shape, chunks=(5,) * len(shape), dtype=dtype)
+    result = merge(grid, outputs, output=output, blend="hann", out=out)
+    assert result is out
+    np.testing.assert_array_equal(np.asarray(out[...]), expected.numpy().astype(dtype))
+
+
+def test_out_must_hold_the_result_without_loss():
+    grid = TileGrid((10, 10), TileGeometry(6, 4))
+    tile = torch.full((1, 4, 4), 300.7)
+    with pytest.raises(TypeError, match=r"out has dtype uint8, which cannot hold the logits .*"):
+        TileMerger(grid, out=np.zeros((1, 10, 10), np.uint8)).add(0, tile)
+    with pytest.raises(TypeError, match=r"out has dtype torch.float16.*torch.float32"):
+        TileMerger(grid, out=torch.zeros(1, 10, 10, dtype=torch.float16)).add(0, tile)
+    with pytest.raises(
+        ValueError, match=r"out must have shape \(1, 10, 10\) .* got \(2, 10, 10\)"
+    ):
+        TileMerger(grid, out=torch.zeros(2, 10, 10)).add(0, tile)
+    with pytest.raises(ValueError, match=r"out must have shape \(\.\.\., \*\(10, 10\)\)"):
+        TileMerger(grid, out=torch.zeros(1, 10, 9))
+    with pytest.raises(TypeError, match=r"out must be a tensor or an array-like .* got list"):
+        TileMerger(grid, out=[[0.0]])
+
+
+# ---------------------------------------------------------------------- errors
+def test_merger_errors():
+    grid = TileGrid((10, 10), TileGeometry(6, 4))
+    merger = TileMerger(grid)
+    with pytest.raises(ValueError, match=r"1 of 9 tiles are missing|9 of 9 tiles are missing"):
+        merger.result()
+    merger.add(0, torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="tile 0 was added already"):
+        merger.add(0, torch.zeros(2, 4, 4))
+    with pytest.raises(
+        ValueError, match=r"8 of 9 tiles are missing \(indices 1, 2, 3, 4, 5, \.\.\.\)"
+    ):
+        merger.result()
+    with pytest.raises(ValueError, match=r"leading shape \(2,\) and dtype torch.float32"):
+        merger.add(1, torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match=r"output must have shape \(\.\.\., \*\(4, 4\)\) .* got"):
+        merger.add(1, torch.zeros(2, 5, 5))
+    with pytest.raises(TypeError, match=r"output must be real, got dtype torch.complex64"):
+        merger.add(1, torch.zeros(2, 4, 4, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="output must be a tensor, got ndarray"):
+        merger.add(1, np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="tile index must be in"):
+        merger.add(9, torch.zeros(2, 4, 4))
+    with pytest.raises(TypeError, match="tile must be a Tile or an int index, got str"):
+        merger.add("1", torch.zeros(2, 4, 4))  # type: ignore[arg-type]
+    other = TileGrid((12, 12), TileGeometry(6, 4))
+    with pytest.raises(ValueError, match="tile must be a tile of the merger's grid"):
+        merger.add(other[5], torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match=r"output must have shape \(C, \*\(4, 4\)\)"):
+        TileMerger(grid, output="labels").add(0, torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="output must be 'logits', 'probabilities' or 'labels'"):
+        TileMerger(grid, output="argmax")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="grid must be a TileGrid, got TileGeometry"):
+        TileMerger(TileGeometry(6, 4))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"region must have 2 \(start, stop\) pairs inside"):
+        TileMerger(grid, region=((0, 11), (0, 10)))
+
+
+def test_constructor_arguments_are_stored_as_given():
+    grid = TileGrid((10, 10), TileGeometry(6, 4, step=2))
+    weights = torch.ones(4, 4)
+    merger = TileMerger(grid, blend=weights, output="labels", region=[(0, 5), (2, 9)])
+    assert merger.grid is grid and merger.blend is weights and merger.output == "labels"
+    assert merger.region == [(0, 5), (2, 9)] and merger.out is None and merger.device is None

@@ -1,0 +1,511 @@
+"""Merging tile outputs into one result: exact keep windows, or blended overlaps.
+
+:class:`~unet_transforms.TileGrid` plans the tiles; a :class:`TileMerger` assembles
+what the network predicts for them, as tiler splits its ``Tiler`` from its ``Merger``.
+The weighting of overlapping predictions is one pluggable function,
+:func:`blend_weights`; the post-processing of merged logits (probabilities, labels) is
+applied to each part of the result as soon as every tile reaching it has been added.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ._checks import is_int
+from ._model import numpy_dtype, parse_device
+from .functional._mirror import empty_like_shape
+from .functional._tile import Box, as_box
+from .grid import Tile, TileGrid
+
+__all__ = [
+    "Blend",
+    "Output",
+    "TileMerger",
+    "blend_weights",
+    "label_dtype",
+    "result_dtype",
+]
+
+Blend = Literal["crop", "gaussian", "hann"]
+"""How overlapping tile outputs are weighted (or a weight tensor of the output tile's size)."""
+Output = Literal["logits", "probabilities", "labels"]
+"""What the merged logits become."""
+_BLENDS = ("crop", "gaussian", "hann")
+_OUTPUTS = ("logits", "probabilities", "labels")
+_GAUSSIAN_SIGMA_SCALE = 0.125  # MONAI's default for compute_importance_map
+
+
+def blend_weights(blend: str | torch.Tensor, size: Sequence[int]) -> torch.Tensor | None:
+    """The per-pixel weights of one output tile of spatial size ``size``.
+
+    ``"crop"`` has none (``None``): each pixel comes from the one tile whose keep
+    window holds it. ``"gaussian"`` is MONAI's
+    ``compute_importance_map(size, mode="gaussian", sigma_scale=0.125)``: a product of
+    1-D Gaussians with ``sigma = 0.125 * size`` centred on the tile, clamped below at
+    its smallest value or ``1e-3``, whichever is larger. ``"hann"`` is the product of
+    1-D symmetric Hann windows (zero on the tile's border). A tensor is taken as the
+    weights themselves.
+
+    Args:
+        blend: ``"crop"``, ``"gaussian"``, ``"hann"`` or a real, finite, non-negative
+            tensor of shape ``size``.
+        size: Spatial size of an output tile.
+
+    Returns:
+        float32 weights of shape ``size`` (float64 for a float64 tensor), or ``None``.
+
+    Raises:
+        TypeError: If ``blend`` is neither one of the names nor a real tensor.
+        ValueError: If a name is unknown or the tensor's shape or values do not fit.
+
+    Example:
+        >>> blend_weights("hann", (3, 5))
+        tensor([[0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+                [0.0000, 0.5000, 1.0000, 0.5000, 0.0000],
+                [0.0000, 0.0000, 0.0000, 0.0000, 0.0000]])
+        >>> blend_weights("gaussian", (4, 4))[0]
+        tensor([0.0010, 0.0067, 0.0067, 0.0010])
+        >>> blend_weights("crop", (4, 4)) is None
+        True
+    """
+    size = tuple(int(n) for n in size)
+    if isinstance(blend, torch.Tensor):
+        if not (blend.is_floating_point() or blend.dtype in _INT_DTYPES):
+            raise TypeError(f"blend weights must be a real tensor, got dtype {blend.dtype}")
+        if tuple(blend.shape) != size:
+            raise ValueError(
+                f"blend weights must have the output tile's spatial shape {size}, got "
+                f"{tuple(blend.shape)}"
+            )
+        weights = blend.detach().to(
+            device="cpu", dtype=torch.float64 if blend.dtype == torch.float64 else torch.float32
+        )
+        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+            raise ValueError("blend weights must be finite and non-negative")
+        return weights.clone()
+    if not isinstance(blend, str):
+        raise TypeError(
+            f"blend must be 'crop', 'gaussian', 'hann' or a weight tensor, got "
+            f"{type(blend).__name__}"
+        )
+    if blend not in _BLENDS:
+        raise ValueError(
+            f"blend must be 'crop', 'gaussian', 'hann' or a weight tensor, got {blend!r}"
+        )
+    if blend == "crop":
+        return None
+    axes = []
+    for n in size:
+        if blend == "gaussian":  # MONAI's arithmetic, in float32 as there
+            x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, dtype=torch.float32)
+            axes.append(torch.exp(x**2 / (-2 * (n * _GAUSSIAN_SIGMA_SCALE) ** 2)))
+        else:
+            axes.append(torch.hann_window(n, periodic=False, dtype=torch.float32))
+    weights = axes[0]
+    for i, x in enumerate(axes[1:], start=1):  # outer products in MONAI's order
+        weights = weights.unsqueeze(-1) * x[(None,) * i]
+    if blend == "gaussian":
+        weights = weights.clamp(min=max(float(weights.min()), 1e-3))
+    return weights
+
+
+_INT_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+
+
+def label_dtype(channels: int) -> torch.dtype:
+    """The dtype of ``output="labels"`` for ``channels`` classes.
+
+    uint8 up to 256 classes (and for one channel, thresholded to 0/1), int16 up to
+    32,768, int32 beyond.
+
+    Example:
+        >>> label_dtype(2), label_dtype(300), label_dtype(40000)
+        (torch.uint8, torch.int16, torch.int32)
+    """
+    if channels <= 256:
+        return torch.uint8
+    return torch.int16 if channels <= 32768 else torch.int32
+
+
+def result_dtype(
+    output: str, channels: int, tile_dtype: torch.dtype, blend: str | torch.Tensor = "crop"
+) -> torch.dtype:
+    """The dtype of a merged result, from the tiles' dtype.
+
+    ``"crop"`` logits keep the tiles' dtype (each pixel is copied from one tile); blended
+    logits and probabilities are computed in at least float32; labels follow
+    :func:`label_dtype`.
+
+    Example:
+        >>> result_dtype("logits", 3, torch.float16), result_dtype("logits", 3, torch.float16, "hann")
+        (torch.float16, torch.float32)
+        >>> result_dtype("labels", 3, torch.float32)
+        torch.uint8
+    """
+    if output == "labels":
+        return label_dtype(channels)
+    crop = isinstance(blend, str) and blend == "crop"
+    if output == "logits" and crop:
+        return tile_dtype
+    if crop and tile_dtype.is_floating_point:
+        return tile_dtype
+    return torch.promote_types(tile_dtype, torch.float32)
+
+
+def _post(values: torch.Tensor, output: str, dtype: torch.dtype) -> torch.Tensor:
+    """Merged logits ``(C, *spatial)`` (or ``(..., *spatial)`` for logits) as ``output``."""
+    if output == "logits":
+        return values.to(dtype)
+    if output == "probabilities":
+        x = values.to(dtype)
+        return torch.sigmoid(x) if x.shape[0] == 1 else torch.softmax(x, dim=0)
+    if values.shape[0] == 1:
+        x = values[0] if values.is_floating_point() else values[0].float()
+        return (torch.sigmoid(x) > 0.5).to(dtype)
+    if values.dtype == torch.bool:
+        values = values.to(torch.uint8)
+    return values.argmax(dim=0).to(dtype)
+
+
+def _intersect(a: Box, b: Box) -> Box | None:
+    box = tuple((max(x0, y0), min(x1, y1)) for (x0, x1), (y0, y1) in zip(a, b, strict=True))
+    return None if any(lo >= hi for lo, hi in box) else box
+
+
+def _relative(box: Box, to: Box) -> tuple[Any, ...]:
+    """``(..., *slices)`` of ``box`` in the coordinates of ``to`` (which holds it)."""
+    return (
+        Ellipsis,
+        *(slice(lo - t, hi - t) for (lo, hi), (t, _) in zip(box, to, strict=True)),
+    )
+
+
+class _Cell:
+    """A keep window being blended: weighted sums, weight sums, tiles still to come."""
+
+    __slots__ = ("remaining", "total", "weight")
+
+    def __init__(self, total: torch.Tensor, weight: torch.Tensor, remaining: int) -> None:
+        self.total, self.weight, self.remaining = total, weight, remaining
+
+
+class TileMerger:
+    """Assembles tile outputs into one result: ``add(tile, output)``, then ``result()``.
+
+    Every tile of the :class:`~unet_transforms.TileGrid` that reaches the merged
+    ``region`` (the whole image by default) is added once, in any order;
+    :meth:`tile_indices` lists them. The result is written into ``out`` (any
+    array-like with ``shape``, ``dtype`` and slice assignment: a tensor, a numpy array
+    or memory map, a zarr or h5py array) or into a tensor allocated on the first
+    :meth:`add`.
+
+    With ``blend="crop"`` (the default) each pixel is copied from the keep window of
+    the one tile that owns it: no weights and no accumulation, and with a
+    ``TileGeometry.unet`` geometry the result equals one forward pass over the whole
+    image. Otherwise overlapping predictions are averaged with the weights of
+    :func:`blend_weights`; their outputs must overlap (``step < output_size``, e.g.
+    ``TileGeometry(512, 512, step=384)`` for a same-padding network). Each keep window
+    is post-processed (``output``) and written as soon as its last tile is added, so
+    besides the result only the keep windows still open are held (about one row of
+    tiles when adding in grid order).
+
+    Args:
+        grid: The tile plan.
+        blend: ``"crop"``, ``"gaussian"``, ``"hann"`` or a weight tensor of the output
+            tile's spatial shape (see :func:`blend_weights`).
+        output: ``"logits"`` (the merged outputs), ``"probabilities"`` (softmax over
+            the channels, sigmoid for one channel) or ``"labels"`` (argmax per pixel,
+            :func:`label_dtype`; one channel: sigmoid > 0.5).
+        out: Where to write the result; its shape is ``(*lead, *region_size)``
+            (``lead`` the tiles' leading axes, e.g. ``(C,)``), or ``region_size`` for
+            labels, and its dtype must hold the result's without loss.
+        region: Per-axis ``(start, stop)`` of the part of the image to merge (inside
+            the image), e.g. one chunk; defaults to the whole image.
+        device: Where an allocated result lives; defaults to the first tile's device.
+
+    Raises:
+        TypeError: If ``grid`` is not a TileGrid, ``out`` is not array-like, or
+            ``blend`` has the wrong type.
+        ValueError: If ``output`` or ``blend`` is unknown, the weights are not positive
+            on the keep window, ``region`` is not inside the image, or ``out``'s
+            spatial shape is not the region's.
+
+    Shape:
+        - tile output: ``(..., *output_size)`` or ``(..., *input_size)`` (a
+          same-padding network; centre-cropped to ``output_size``); exactly ``(C,
+          *spatial)`` for probabilities and labels.
+        - result: ``(..., *region_size)``; ``region_size`` for labels.
+
+    Example:
+        >>> import torch
+        >>> from unet_transforms import TileGeometry, TileGrid
+        >>> grid = TileGrid((5, 7), TileGeometry(6, 4, step=2))
+        >>> image = torch.rand(3, 5, 7)
+        >>> merger = TileMerger(grid)
+        >>> for i in merger.tile_indices():
+        ...     merger.add(i, grid.extract(image, i)[..., 1:5, 1:5])
+        >>> torch.equal(merger.result(), image)
+        True
+        >>> blended = TileMerger(grid, blend="gaussian", output="labels")
+        >>> for i in blended.tile_indices():
+        ...     blended.add(i, grid.extract(image, i)[..., 1:5, 1:5])
+        >>> torch.equal(blended.result(), image.argmax(0).byte())
+        True
+    """
+
+    def __init__(
+        self,
+        grid: TileGrid,
+        *,
+        blend: Blend | torch.Tensor = "crop",
+        output: Output = "logits",
+        out: Any = None,
+        region: Sequence[tuple[int, int]] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not isinstance(grid, TileGrid):
+            raise TypeError(f"grid must be a TileGrid, got {type(grid).__name__}")
+        if not isinstance(output, str) or output not in _OUTPUTS:
+            raise ValueError(
+                f"output must be 'logits', 'probabilities' or 'labels', got {output!r}"
+            )
+        # the constructor's arguments, as given
+        self.grid = grid
+        self.blend = blend
+        self.output = output
+        self.out = out
+        self.region = region
+        self.device = device
+
+        geometry = grid.geometry
+        self._weights = blend_weights(blend, geometry.output_size)
+        if self._weights is not None:
+            keep = tuple(
+                slice(e, e + s) for e, s in zip(geometry.keep_offset, geometry.step, strict=True)
+            )
+            if not bool((self._weights[keep] > 0).all()):
+                raise ValueError(
+                    f"blend weights must be positive on the keep window (the centre "
+                    f"{geometry.step} of the {geometry.output_size} output tile), or pixels "
+                    "get no weight at all: use overlapping tiles (step < output_size) or "
+                    "blend='gaussian'"
+                )
+        self._device = parse_device(device)
+        self._box = self._check_region(region)
+        self._size = tuple(hi - lo for lo, hi in self._box)
+        if out is not None:
+            self._check_out_type(out)
+        self._cells = grid.overlapping(self._box, "keep")
+        self._tiles = grid.overlapping(self._box, "keep" if self._weights is None else "output")
+        self._open_cells = math.prod(len(r) for r in self._cells)
+        self._pending: dict[int, _Cell] = {}
+        self._added: set[int] = set()
+        self._lead: tuple[int, ...] | None = None
+        self._tile_dtype: torch.dtype | None = None
+        self._dtype: torch.dtype | None = None
+        self._result: Any = None
+        self._device_weights: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ checks
+    def _check_region(self, region: object) -> Box:
+        whole = tuple((0, n) for n in self.grid.image_size)
+        if region is None:
+            return whole
+        box = as_box(region)
+        if len(box) != len(whole) or _intersect(box, whole) != box:
+            raise ValueError(
+                f"region must have {len(whole)} (start, stop) pairs inside the image "
+                f"{self.grid.image_size}, got {region!r}"
+            )
+        return box
+
+    def _check_out_type(self, out: Any) -> None:
+        if not (hasattr(out, "shape") and hasattr(out, "dtype") and hasattr(out, "__setitem__")):
+            raise TypeError(
+                "out must be a tensor or an array-like with .shape, .dtype and slice "
+                f"assignment (numpy, memmap, zarr, h5py), got {type(out).__name__}"
+            )
+        nd = len(self._size)
+        shape = tuple(int(s) for s in out.shape)
+        if len(shape) < nd or shape[len(shape) - nd :] != self._size:
+            raise ValueError(
+                f"out must have shape (..., *{self._size}) (the region's size), got {shape}"
+            )
+
+    def _check_out(self, out: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        got = tuple(int(s) for s in out.shape)
+        if got != shape:
+            raise ValueError(f"out must have shape {shape} for output={self.output!r}, got {got}")
+        if isinstance(out, torch.Tensor):
+            lossless = torch.promote_types(dtype, out.dtype) == out.dtype
+        else:
+            lossless = np.can_cast(numpy_dtype(dtype), np.dtype(out.dtype), "safe")
+        if not lossless:
+            raise TypeError(
+                f"out has dtype {out.dtype}, which cannot hold the {self.output} result's "
+                f"{dtype} without loss"
+            )
+
+    def _index(self, tile: object) -> int:
+        if isinstance(tile, Tile):
+            if tile.index < 0 or self.grid[tile.index] != tile:
+                raise ValueError(f"tile must be a tile of the merger's grid, got {tile!r}")
+            return tile.index
+        if not is_int(tile):
+            raise TypeError(f"tile must be a Tile or an int index, got {type(tile).__name__}")
+        return self.grid[tile].index  # type: ignore[index]
+
+    # ------------------------------------------------------------------ tiles
+    def tile_indices(self) -> list[int]:
+        """The indices of the tiles that reach the region, in grid (C) order.
+
+        Example:
+            >>> from unet_transforms import TileGeometry, TileGrid
+            >>> grid = TileGrid((10, 10), TileGeometry(8, 6, step=4))
+            >>> TileMerger(grid, region=((0, 3), (0, 10))).tile_indices()
+            [0, 1, 2]
+            >>> TileMerger(grid, blend="gaussian", region=((0, 3), (0, 10))).tile_indices()
+            [0, 1, 2, 3, 4, 5]
+        """
+        return [self.grid.flat_index(p) for p in itertools.product(*self._tiles)]
+
+    def add(self, tile: int | Tile, output: torch.Tensor) -> None:
+        """Adds the network's output for one tile.
+
+        Args:
+            tile: The tile or its index in the grid.
+            output: ``(..., *output_size)``, or ``(..., *input_size)`` from a
+                same-padding network (its centre ``output_size`` is used).
+
+        Raises:
+            TypeError: If ``output`` is not a real tensor.
+            ValueError: If its shape does not fit the grid or the earlier tiles, or the
+                tile was added before.
+        """
+        index = self._index(tile)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"output must be a tensor, got {type(output).__name__}")
+        if output.is_complex():
+            raise TypeError(f"output must be real, got dtype {output.dtype}")
+        g = self.grid.geometry
+        nd = g.ndim
+        size = tuple(output.shape[output.ndim - nd :]) if output.ndim >= nd else ()
+        if size not in (g.output_size, g.input_size) or (
+            self.output != "logits" and output.ndim != nd + 1
+        ):
+            lead = "C" if self.output != "logits" else "..."
+            raise ValueError(
+                f"output must have shape ({lead}, *{g.output_size}) (output_size) or "
+                f"({lead}, *{g.input_size}) (input_size) for output={self.output!r}, got "
+                f"{tuple(output.shape)}"
+            )
+        lead_shape = tuple(output.shape[: output.ndim - nd])
+        if self._lead is None:
+            self._start(lead_shape, output)
+        elif lead_shape != self._lead or output.dtype != self._tile_dtype:
+            raise ValueError(
+                f"output must have the leading shape {self._lead} and dtype "
+                f"{self._tile_dtype} of the first tile, got {tuple(output.shape)} "
+                f"{output.dtype}"
+            )
+        if index in self._added:
+            raise ValueError(f"tile {index} was added already")
+        self._added.add(index)
+        if size != g.output_size:  # a same-padding network: its centre output_size
+            centre = tuple((m, m + o) for m, o in zip(g.margin, g.output_size, strict=True))
+            output = output[_relative(centre, tuple((0, n) for n in size))]
+        if self._weights is None:
+            self._add_keep(self.grid[index], output)
+        else:
+            self._add_blended(self.grid[index], output)
+
+    def result(self) -> Any:
+        """The merged result (``out`` when given).
+
+        Raises:
+            ValueError: If tiles that reach the region are missing.
+        """
+        if self._open_cells or self._result is None:
+            missing = [i for i in self.tile_indices() if i not in self._added]
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise ValueError(
+                f"{len(missing)} of {len(missing) + len(self._added)} tiles are missing "
+                f"(indices {shown}): add every tile of tile_indices() first"
+            )
+        return self._result
+
+    # ------------------------------------------------------------------ merging
+    def _start(self, lead: tuple[int, ...], first: torch.Tensor) -> None:
+        channels = lead[0] if lead else 1
+        dtype = result_dtype(self.output, channels, first.dtype, self.blend)
+        shape = (*(() if self.output == "labels" else lead), *self._size)
+        if self.out is not None:
+            self._check_out(self.out, shape, dtype)
+            self._result = self.out
+        else:
+            device = self._device or first.device
+            self._result = self._allocate(shape, dtype, device)
+        self._lead, self._tile_dtype, self._dtype = lead, first.dtype, dtype
+
+    def _allocate(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
+        with torch.inference_mode(False):  # a normal tensor, usable with autograd
+            return empty_like_shape(shape, dtype, device)
+
+    def _write(self, box: Box, values: torch.Tensor) -> None:
+        assert self._dtype is not None  # set by the first add
+        values = _post(values, self.output, self._dtype)
+        where = _relative(box, self._box)
+        if isinstance(self._result, torch.Tensor):
+            self._result[where] = values.to(self._result.device)
+        else:
+            self._result[where] = values.cpu().numpy()
+        self._open_cells -= 1
+
+    def _add_keep(self, tile: Tile, output: torch.Tensor) -> None:
+        part = _intersect(tile.keep_box, self._box)
+        if part is not None:
+            self._write(part, output[_relative(part, tile.output_box)])
+
+    def _add_blended(self, tile: Tile, output: torch.Tensor) -> None:
+        reach = _intersect(tile.output_box, self._box)
+        if reach is None:
+            return
+        assert self._weights is not None
+        accumulate = torch.promote_types(output.dtype, torch.float32)
+        weights = self._device_weights
+        if weights is None or weights.device != output.device or weights.dtype != accumulate:
+            weights = self._device_weights = self._weights.to(output.device, accumulate)
+        weighted = output.to(accumulate) * weights
+        grid = self.grid
+        for position in itertools.product(*grid.overlapping(reach, "keep")):
+            c = grid.flat_index(position)
+            cell_box = _intersect(grid[c].keep_box, self._box)
+            assert cell_box is not None  # it meets reach, which is inside the region
+            cell = self._pending.get(c)
+            if cell is None:
+                size = tuple(hi - lo for lo, hi in cell_box)
+                reaching = math.prod(len(r) for r in grid.overlapping(cell_box, "output"))
+                cell = self._pending[c] = _Cell(
+                    torch.zeros(
+                        (*weighted.shape[: -len(size)], *size),
+                        dtype=accumulate,
+                        device=output.device,
+                    ),
+                    torch.zeros(size, dtype=accumulate, device=output.device),
+                    reaching,
+                )
+            part = _intersect(cell_box, tile.output_box)
+            assert part is not None
+            here, there = _relative(part, cell_box), _relative(part, tile.output_box)
+            cell.total[here] += weighted[there]
+            cell.weight[here] += weights[there]
+            cell.remaining -= 1
+            if cell.remaining == 0:
+                del self._pending[c]
+                self._write(cell_box, cell.total / cell.weight)
