@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 __all__ = [
@@ -196,7 +197,7 @@ def _encode_object(obj: Any, path: str) -> dict[str, Any]:
     name = type(obj).__name__
     if name in TORCHVISION_TRANSFORMS and type(obj) is getattr(v2, name):
         args = {arg: getattr(obj, arg) for arg in _parameter_names(type(obj))}
-        return {"_target_": _TV_PREFIX + name, **_encode_args(args, path)}
+        return {"_target_": _TV_PREFIX + name, **_encode_args(args, path or name)}
     raise TypeError(
         f"{_where(path)}cannot describe {type(obj).__name__} as a config: to_config supports "
         f"the library's objects, the torchvision transforms {', '.join(TORCHVISION_TRANSFORMS)}, "
@@ -217,10 +218,8 @@ def _encode(value: Any, path: str) -> Any:
     """``value`` as plain data; ``path`` names it in errors."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, np.generic | np.ndarray | torch.Tensor) and not isinstance(
-        value, torch.nn.Parameter
-    ):
-        return value.tolist()
+    if isinstance(value, np.generic | np.ndarray | torch.Tensor) and _is_plain_array(value):
+        return value.tolist()  # a number or a short list of them, e.g. sizes
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, torch.dtype):
@@ -238,6 +237,13 @@ def _encode(value: Any, path: str) -> Any:
             )
         return {k: _encode(v, f"{path}.{k}") for k, v in value.items()}
     return _encode_object(value, path)
+
+
+def _is_plain_array(value: np.generic | np.ndarray | torch.Tensor) -> bool:
+    """A scalar or a 1-D array of at most 16 entries, not image data (tv_tensors)."""
+    if isinstance(value, tv_tensors.TVTensor | torch.nn.Parameter):
+        return False
+    return value.ndim == 0 or (value.ndim == 1 and value.shape[0] <= 16)
 
 
 def _where(path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -384,7 +385,8 @@ def as_geometry(value: object, name: str = "geometry") -> TileGeometry:
         return factory(**args)
     except (TypeError, ValueError) as e:
         kind = TypeError if isinstance(e, TypeError) else ValueError
-        raise kind(f"{name}.{e}" if str(e).split(" ")[0] in accepted else f"{name}: {e}") from e
+        key = re.match(r"\w+", str(e))
+        raise kind(f"{name}.{e}" if key and key[0] in accepted else f"{name}: {e}") from e
 
 
 class _UNetArithmetic:
