@@ -465,7 +465,7 @@ def _locate(message: str, path: str, target: str, names: list[str]) -> str:
 def _register_yaml() -> None:
     """Lets PyYAML (when installed) write configurable objects as their config."""
     try:
-        import yaml  # type: ignore[import-untyped]
+        import yaml
     except ImportError:
         return
 
