@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import signal
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +358,214 @@ def test_many_classes_are_written_as_16_bit_labels(tmp_path):
     assert result.returncode == 0, result.stderr
     with PIL.Image.open(tmp_path / "o.png") as written:
         assert np.asarray(written).max() == 280 and np.asarray(written).min() == 280
+
+
+def small_checkpoint(folder: Path, out_channels: int = 2) -> Path:
+    from unet_transforms.checkpoint import save_checkpoint
+    from unet_transforms.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, out_channels, depth=1, base_channels=1)
+    save_checkpoint(folder / "m.pt", net, net.geometry(input_size=18))
+    return folder / "m.pt"
+
+
+@pytest.fixture
+def no_inference(monkeypatch):
+    """Records calls of predict_tiled and returns nothing: refusals must come first."""
+    import unet_transforms.inference
+
+    calls = []
+    monkeypatch.setattr(
+        unet_transforms.inference, "predict_tiled", lambda *a, **k: calls.append(a)
+    )
+    return calls
+
+
+def test_outputs_that_cannot_hold_the_labels_are_refused_before_inference(tmp_path, no_inference):
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    args = ("segment", str(tmp_path / "in.png"), "--checkpoint")
+    (tmp_path / "many").mkdir()
+    two, many = small_checkpoint(tmp_path), small_checkpoint(tmp_path / "many", 300)
+    for checkpoint, output, match in [
+        (
+            two,
+            "mask.jpg",
+            "-o/--output: JPEG cannot hold a label image (Pillow mode P): cannot write mode P as JPEG; use .png or .tif",
+        ),
+        (
+            two,
+            "mask.webp",
+            "WEBP cannot hold a label image (Pillow mode P): the pixel values do not read back unchanged",
+        ),
+        (many, "mask.jpg", "JPEG cannot hold a label image (Pillow mode I;16)"),
+    ]:
+        assert_one_line_error(
+            run_here(*args, str(checkpoint), "-o", str(tmp_path / output)), match
+        )
+    assert no_inference == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "m.pt", "many"]
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_inference(tmp_path, no_inference):
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE)")
+    try:
+        for command in (
+            ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint)),
+            ("preview", str(tmp_path / "in.png"), "--unet-input", "18", "--depth", "1"),
+        ):
+            result = run_here(*command, "-o", str(locked / "out.png"))
+            assert_one_line_error(
+                result, f"cannot write {locked / 'out.png'}: Operation not permitted"
+            )
+            result = run_here(*command, "-o", str(locked / "new" / "out.png"))
+            assert_one_line_error(result, "Operation not permitted")
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert no_inference == [] and list(locked.iterdir()) == []
+
+
+def test_a_full_disk_keeps_the_old_result(tmp_path, monkeypatch):
+    import PIL.ImageFile
+
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path)
+    for command in (
+        ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint)),
+        ("preview", str(tmp_path / "in.png"), "--unet-input", "18", "--depth", "1"),
+    ):
+        (tmp_path / "out.png").write_bytes(b"the good old result")
+
+        def full_disk(im, fp, *args, **kwargs):  # some bytes, then no space
+            fp.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(PIL.ImageFile, "_save", full_disk)
+        result = run_here(*command, "-o", str(tmp_path / "out.png"))
+        monkeypatch.undo()
+        assert_one_line_error(result, "No space left on device")
+        assert (tmp_path / "out.png").read_bytes() == b"the good old result"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "m.pt", "out.png"]
+
+
+def test_ctrl_c_while_writing_prints_one_line_and_keeps_the_old_result(tmp_path):
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path)
+    (tmp_path / "out.png").write_bytes(b"the good old result")
+    command = ["segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint)]
+    command += ["-o", str(tmp_path / "out.png")]
+    script = f"""
+import sys, time
+import PIL.ImageFile
+from unet_transforms.cli import main
+
+real = PIL.ImageFile._save
+
+def slow(*args, **kwargs):  # the image data written, then a pause
+    real(*args, **kwargs)
+    print("writing", flush=True)
+    time.sleep(60)
+
+PIL.ImageFile._save = slow
+sys.exit(main({command!r}))
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "writing\n"
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == 130
+    assert stderr == "unet-transforms: interrupted\n"
+    assert (tmp_path / "out.png").read_bytes() == b"the good old result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "m.pt", "out.png"]
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A 1-bit PNG of any size, compressed to almost nothing (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" * (1 + (width + 7) // 8)
+    pixels = zlib.compressobj(9)
+    data = b"".join(pixels.compress(row) for _ in range(height)) + pixels.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_refused_with_one_line(tmp_path):
+    png_header_only(tmp_path / "bomb.png", 14000, 14000)
+    assert (tmp_path / "bomb.png").stat().st_size < 100_000
+    checkpoint = small_checkpoint(tmp_path)
+    message = (
+        f"{tmp_path / 'bomb.png'} has 196000000 pixels (14000 x 14000), more than "
+        "--max-pixels 178956970; give a larger --max-pixels if the file is trusted"
+    )
+    for command in (
+        ("segment", str(tmp_path / "bomb.png"), "--checkpoint", str(checkpoint)),
+        ("preview", str(tmp_path / "bomb.png"), "--unet-input", "18", "--depth", "1"),
+    ):
+        assert_one_line_error(run_here(*command, "-o", str(tmp_path / "o.png")), message)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_max_pixels(tmp_path):
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    preview = ("preview", str(tmp_path / "in.png"), "-o", str(tmp_path / "t.png"))
+    preview += ("--unet-input", "18", "--depth", "1")
+    assert_one_line_error(
+        run_here(*preview, "--max-pixels", "199"),
+        "has 200 pixels (20 x 10), more than --max-pixels 199",
+    )
+    assert run_here(*preview, "--max-pixels", "200").returncode == 0
+    assert_one_line_error(
+        run_here(*preview, "--max-pixels", "0"), "invalid positive int value: '0'"
+    )
+    tifffile = pytest.importorskip("tifffile")
+    from unet_transforms.cli import CLIError, read_image
+
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((3, 20, 30, 3), np.uint8), photometric="rgb")
+    assert read_image(str(tmp_path / "v.tif"), max_pixels=1800).shape == (3, 3, 20, 30)
+    with pytest.raises(
+        CLIError, match=r"has 1800 pixels \(3 x 20 x 30\), more than --max-pixels 1799"
+    ):
+        read_image(str(tmp_path / "v.tif"), max_pixels=1799)
+
+
+def test_every_library_error_is_one_line(tmp_path, monkeypatch):
+    import unet_transforms.inference
+
+    assert_one_line_error(
+        run_here("plan", "--image-size", str(10**30), "5", "--unet-input", "572"),
+        "unet-transforms: error: ",
+    )
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path)
+    segment = ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint))
+    segment += ("-o", str(tmp_path / "o.png"))
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB.\nSee the docs.")
+
+    monkeypatch.setattr(unet_transforms.inference, "predict_tiled", fails)
+    result = run_here(*segment)
+    assert_one_line_error(result, "unet-transforms: error: RuntimeError: CUDA out of memory.")
+    data = torch.load(checkpoint, weights_only=True)
+    data["model_args"]["depth"] = 100000
+    torch.save(data, checkpoint)
+    result = run_here(*segment)
+    assert_one_line_error(result, "model_args.depth must be an int in [0, 20], got 100000")
+    assert not (tmp_path / "o.png").exists()

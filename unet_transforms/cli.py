@@ -6,16 +6,22 @@ Run ``unet-transforms --help`` (or ``python -m unet_transforms --help``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
+from ._atomic import atomic_write, check_writable
+
 __all__ = ["main", "read_image"]
+
+_DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own refusal threshold, 2 * MAX_IMAGE_PIXELS
 
 
 class CLIError(Exception):
@@ -27,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, *, max_pixels: int | None = _DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Reads an image as ``(C, H, W)`` (2-D) or ``(C, D, H, W)`` (a 3-D TIFF).
 
     TIFF files are read with tifffile when it is installed (the ``io`` extra), which
@@ -37,14 +43,21 @@ def read_image(path: str) -> np.ndarray:
     images become RGB or grey; other TIFF channels (e.g. 4 microscopy channels, CMYK)
     are kept as they are.
 
+    The pixel count (voxels for a volume) is read from the file's header and checked
+    against ``max_pixels`` before anything is decoded, so a decompression bomb (a small
+    file that claims a huge image) is refused without using memory.
+
     Args:
         path: The image file.
+        max_pixels: The most pixels an image may have (default 178,956,970, where
+            Pillow refuses too); ``None`` for no limit.
 
     Returns:
         The pixels with a leading channel axis.
 
     Raises:
-        CLIError: If the file is missing or cannot be read as an image.
+        CLIError: If the file is missing, cannot be read as an image, or has more than
+            ``max_pixels`` pixels.
 
     Example:
         >>> import os, tempfile, PIL.Image
@@ -63,12 +76,13 @@ def read_image(path: str) -> np.ndarray:
         except ImportError:
             pass
         else:
-            return _read_tiff(path, tifffile)
+            return _read_tiff(path, tifffile, max_pixels)
     import PIL.Image
 
     try:
-        with PIL.Image.open(path) as opened:
+        with _pillow_size_check_off(), PIL.Image.open(path) as opened:
             image: PIL.Image.Image = opened
+            _check_pixels(path, image.size, max_pixels)
             if image.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "HSV", "1"):
                 image = image.convert("RGB" if image.mode not in ("LA", "1") else "L")
             array = np.asarray(image)
@@ -77,15 +91,44 @@ def read_image(path: str) -> np.ndarray:
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
 
 
-def _read_tiff(path: str, tifffile: Any) -> np.ndarray:
+@contextlib.contextmanager
+def _pillow_size_check_off() -> Iterator[None]:
+    """Pillow's own size limit off (its warning, its error): ``max_pixels`` replaces it."""
+    import PIL.Image
+
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = limit
+
+
+def _check_pixels(path: str, shape: Sequence[int], max_pixels: int | None) -> None:
+    """Refuses an image whose header gives more than ``max_pixels`` pixels (or voxels)."""
+    pixels = math.prod(shape)
+    if max_pixels is not None and pixels > max_pixels:
+        size = " x ".join(str(n) for n in shape)
+        raise CLIError(
+            f"{path} has {pixels} pixels ({size}), more than --max-pixels {max_pixels}; "
+            "give a larger --max-pixels if the file is trusted"
+        )
+
+
+def _read_tiff(path: str, tifffile: Any, max_pixels: int | None) -> np.ndarray:
     """A TIFF as ``(C, [D,] H, W)``, laid out by the axes tifffile reads from the file."""
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            axes, array = str(series.axes), np.asarray(series.asarray())
+            axes = str(series.axes)
+            spatial = [n for a, n in zip(axes, series.shape, strict=True) if a not in "SC"]
+            _check_pixels(path, spatial, max_pixels)
+            array = np.asarray(series.asarray())
             # alpha samples (associated or unassociated) are the last extra samples
             extras = tuple(getattr(tif.pages[0], "extrasamples", ()) or ())
             alpha = sum(1 for e in extras if int(e) in (1, 2))
+    except CLIError:
+        raise
     except Exception as e:
         raise CLIError(f"cannot read {path} as a TIFF image: {e}") from e
     # drop axes of length 1 other than Y and X (e.g. a single time point or channel)
@@ -186,8 +229,12 @@ def _broadcast(value: Any, ndim: int) -> Any:
     return (value,) * ndim if isinstance(value, int) else value
 
 
-def _check_output(path: str) -> None:
-    """Refuses outputs that cannot be written, before any work; creates the parent folder."""
+def _check_output(path: str, *, classes: int | None = None) -> None:
+    """Refuses outputs that cannot be written, before any work; creates the parent folder.
+
+    ``classes``: the number of classes of a label image, which the file format must
+    hold without loss; ``None`` for an RGB picture (the preview).
+    """
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise CLIError(
             f"-o/--output must be a file name such as mask.png, got a directory: {path}"
@@ -205,7 +252,81 @@ def _check_output(path: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise CLIError(f"cannot write {path}: {existing} is a file, not a folder")
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        check_writable(path)
+    except OSError as e:
+        raise CLIError(f"cannot write {path}: {e.strerror or e}") from e
+    if classes is None:
+        _check_format(path, [PIL.Image.new("RGB", (2, 2))], lossless=False)
+    elif not _uses_tifffile(path, ndim=2):
+        top = np.array(classes - 1, _label_dtype(classes))
+        samples = [np.array([[0, top], [min(top, 1), 0]], top.dtype), np.full((1, 1), top)]
+        _check_format(path, [_label_picture(sample) for sample in samples], lossless=True)
+
+
+def _check_format(path: str, samples: list[Any], *, lossless: bool) -> None:
+    """Refuses a file format that cannot store the sample pictures (exactly, if lossless)."""
+    import PIL.Image
+
+    file_format = _pil_format(path)
+    for sample in samples:
+        buffer = io.BytesIO()
+        try:
+            sample.save(buffer, format=file_format)
+            if lossless:
+                buffer.seek(0)
+                with PIL.Image.open(buffer) as back:
+                    exact = np.array_equal(np.asarray(back), np.asarray(sample))
+        except (OSError, ValueError, KeyError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        else:
+            if not lossless or exact:
+                continue
+            reason = "the pixel values do not read back unchanged"
+        what = f"a label image (Pillow mode {sample.mode})" if lossless else "a picture"
+        raise CLIError(
+            f"-o/--output: {file_format} cannot hold {what}: {reason}; use .png or .tif"
+        )
+
+
+def _pil_format(path: str) -> str:
+    import PIL.Image
+
+    return PIL.Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+
+
+def _uses_tifffile(path: str, ndim: int) -> bool:
+    """Whether labels go to ``path`` through tifffile (volumes, and any .tif when it is
+    installed); raises if a volume needs it and it is missing."""
+    if ndim == 2 and not path.lower().endswith((".tif", ".tiff")):
+        return False
+    try:
+        import tifffile  # noqa: F401
+    except ImportError as e:
+        if ndim == 2:
+            return False  # Pillow writes 2-D TIFF labels too
+        raise CLIError(
+            "writing TIFF volumes needs tifffile: pip install 'unet-transforms[io]'"
+        ) from e
+    return True
+
+
+def _label_dtype(classes: int) -> type[np.unsignedinteger[Any]]:
+    # load_checkpoint refuses more than 65536 classes (model_args.out_channels)
+    return np.uint8 if classes <= 256 else np.uint16
+
+
+def _label_picture(labels: np.ndarray) -> Any:
+    """2-D labels as a Pillow image: a palette image (class k = index k) up to 256
+    classes, a 16-bit grey image beyond."""
+    import PIL.Image
+
+    picture = PIL.Image.fromarray(labels)
+    if labels.dtype == np.uint8:
+        palette = [0, 0, 0, 255, 214, 0, 0, 114, 255, 230, 60, 60, 60, 200, 90]
+        picture.putpalette(palette + [128] * (768 - len(palette)))
+    return picture
 
 
 # ---------------------------------------------------------------------- commands
@@ -255,7 +376,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    image = read_image(args.image)
+    image = read_image(args.image, max_pixels=args.max_pixels)
     ndim = 3 if image.ndim == 4 else 2
     geometry = _geometry(args, ndim)
     from .viz import draw_tiles
@@ -265,7 +386,8 @@ def _preview(args: argparse.Namespace) -> int:
     picture = draw_tiles(
         image, geometry, align=args.align, mode=args.mode, tiles=tiles, scale=args.scale
     )
-    picture.save(args.output)
+    with atomic_write(args.output) as file:
+        picture.save(file, format=_pil_format(args.output))
     print(f"wrote {args.output} ({picture.width}x{picture.height})")
     return 0
 
@@ -280,7 +402,7 @@ def _segment(args: argparse.Namespace) -> int:
     if not os.path.exists(args.checkpoint):
         raise CLIError(f"checkpoint file not found: {args.checkpoint}")
     model, geometry, meta = load_checkpoint(args.checkpoint)
-    image = read_image(args.image)
+    image = read_image(args.image, max_pixels=args.max_pixels)
     ndim = image.ndim - 1
     if ndim != geometry.ndim:
         raise CLIError(f"the checkpoint is for {geometry.ndim}-D images, {args.image} is {ndim}-D")
@@ -304,7 +426,8 @@ def _segment(args: argparse.Namespace) -> int:
         x = (x - float(meta["mean"])) / std
     if ndim == 3 and not args.output.lower().endswith((".tif", ".tiff")):
         raise CLIError(f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}")
-    _check_output(args.output)
+    classes = int(getattr(model, "out_channels", 0))
+    _check_output(args.output, classes=classes)
     device = parse_device(args.device) or torch.device("cpu")
     if device.type == "meta":
         raise CLIError("--device meta computes no values; use cpu or an accelerator")
@@ -315,13 +438,7 @@ def _segment(args: argparse.Namespace) -> int:
     logits = predict_tiled(
         model, x, geometry, batch_size=args.batch_size, device=device, progress=args.progress
     )
-    classes = int(logits.shape[0])
-    if classes > 65536:
-        raise CLIError(f"the model predicts {classes} classes; label images hold at most 65536")
-    dtype = torch.uint8 if classes <= 256 else torch.int32
-    labels = logits.argmax(0).to(dtype).numpy()
-    if classes > 256:
-        labels = labels.astype(np.uint16)
+    labels = logits.argmax(0).numpy().astype(_label_dtype(classes))
     _write_labels(labels, args.output)
     counts = np.bincount(labels.ravel(), minlength=int(logits.shape[0]))
     print(f"wrote {args.output}: {labels.shape} labels, class counts {counts.tolist()}")
@@ -329,20 +446,35 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _write_labels(labels: np.ndarray, path: str) -> None:
-    if labels.ndim == 3 or path.lower().endswith((".tif", ".tiff")):
-        try:
+    """Writes labels atomically: ``path`` is the old file or the whole new one."""
+    with atomic_write(path) as file:
+        if _uses_tifffile(path, labels.ndim):
             import tifffile
-        except ImportError as e:
-            raise CLIError("writing TIFF needs tifffile: pip install 'unet-transforms[io]'") from e
-        tifffile.imwrite(path, labels)
-        return
-    import PIL.Image
 
-    picture = PIL.Image.fromarray(labels)
-    if labels.dtype == np.uint8:  # up to 256 classes: a palette image, class k = index k
-        palette = [0, 0, 0, 255, 214, 0, 0, 114, 255, 230, 60, 60, 60, 200, 90]
-        picture.putpalette(palette + [128] * (768 - len(palette)))
-    picture.save(path)  # more classes: a 16-bit grey image
+            tifffile.imwrite(file, labels)
+        else:
+            _label_picture(labels).save(file, format=_pil_format(path))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive_int.__name__ = "positive int"  # argparse names the type in its error
+
+
+def _add_max_pixels_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=_DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="refuse images with more pixels (voxels), read from the header before "
+        f"decoding: a guard against decompression bombs (default {_DEFAULT_MAX_PIXELS})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument(
         "--scale", type=float, default=1.0, help="picture size relative to the canvas (default 1)"
     )
+    _add_max_pixels_option(preview)
     _add_geometry_options(preview)
     preview.set_defaults(run=_preview)
 
@@ -378,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--batch-size", type=int, default=None)
     segment.add_argument("--device", default=None, help="e.g. cpu or cuda:0")
     segment.add_argument("--progress", action="store_true", help="show a progress bar")
+    _add_max_pixels_option(segment)
     segment.set_defaults(run=_segment)
     return parser
 
@@ -385,23 +519,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status.
 
+    Every error becomes one line on stderr and a non-zero status: 2 for an error, 130
+    for an interruption (Ctrl-C). Files are written atomically, so an error or an
+    interruption leaves an existing output as it was.
+
     Example:
         >>> main(["plan", "--image-size", "512", "512", "--unet-input", "572", "--json"])
         ... # doctest: +ELLIPSIS
         {"image_size": [512, 512], "input_size": [572, 572], "output_size": [388, 388], ...}
         0
     """
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
-    except CLIError as e:
-        print(f"unet-transforms: error: {e}", file=sys.stderr)
-    except (ValueError, TypeError, OSError, ImportError) as e:
-        print(f"unet-transforms: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("unet-transforms: interrupted", file=sys.stderr)
+        return 130
     except MemoryError:
-        print(
-            "unet-transforms: error: not enough memory (a smaller image, --scale or "
-            "--batch-size may help)",
-            file=sys.stderr,
-        )
+        message = "not enough memory (a smaller image, --scale or --batch-size may help)"
+    except (CLIError, ValueError, TypeError, OSError, ImportError) as e:
+        message = _one_line(e)
+    except Exception as e:  # a library or torch error: its first line, never a traceback
+        message = f"{type(e).__name__}: {_one_line(e)}"
+    print(f"unet-transforms: error: {message}", file=sys.stderr)
     return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's run to many lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
