@@ -93,7 +93,10 @@ def read_image(path: str, *, max_pixels: int | None = _DEFAULT_MAX_PIXELS) -> np
 
 @contextlib.contextmanager
 def _pillow_size_check_off() -> Iterator[None]:
-    """Pillow's own size limit off (its warning, its error): ``max_pixels`` replaces it."""
+    """Pillow's own size limit off (its warning, its error): ``max_pixels`` replaces it.
+
+    Pillow keeps the limit in a module global; the command reads one image at a time.
+    """
     import PIL.Image
 
     limit = PIL.Image.MAX_IMAGE_PIXELS
@@ -279,7 +282,7 @@ def _check_format(path: str, samples: list[Any], *, lossless: bool) -> None:
                 with PIL.Image.open(buffer) as back:
                     exact = np.array_equal(np.asarray(back), np.asarray(sample))
         except (OSError, ValueError, KeyError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = _one_line(e)
         else:
             if not lossless or exact:
                 continue
