@@ -273,3 +273,5 @@ def test_weight_map_follows_the_label_through_paired_tile_crop(index):
     assert out_image.shape[-2:] == (20, 20)
     if index != "random":
         assert tile == TileGrid((17, 11), geometry)[index]
+        # both tiles reach outside the image: the weights there are mirrored
+        assert any(a < 0 or b > n for (a, b), n in zip(tile.output_box, (17, 11)))
