@@ -430,27 +430,37 @@ def test_a_folder_that_cannot_be_written_is_refused_before_inference(tmp_path, n
     assert no_inference == [] and list(locked.iterdir()) == []
 
 
+def no_space(file) -> None:
+    """Writes a few bytes to ``file`` (opened if it is a path), then fails as a full disk."""
+    if isinstance(file, str | Path):
+        with open(file, "wb") as opened:
+            opened.write(b"partial")
+    else:
+        file.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_full_disk_keeps_the_old_result(tmp_path, monkeypatch):
     import PIL.ImageFile
 
+    tifffile = pytest.importorskip("tifffile")
     PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
     checkpoint = small_checkpoint(tmp_path)
-    for command in (
-        ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint)),
-        ("preview", str(tmp_path / "in.png"), "--unet-input", "18", "--depth", "1"),
-    ):
-        (tmp_path / "out.png").write_bytes(b"the good old result")
-
-        def full_disk(im, fp, *args, **kwargs):  # some bytes, then no space
-            fp.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        monkeypatch.setattr(PIL.ImageFile, "_save", full_disk)
-        result = run_here(*command, "-o", str(tmp_path / "out.png"))
+    segment = ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint))
+    preview = ("preview", str(tmp_path / "in.png"), "--unet-input", "18", "--depth", "1")
+    for command, output, module, name, fake in [
+        (segment, "out.png", PIL.ImageFile, "_save", lambda im, fp, *a, **k: no_space(fp)),
+        (preview, "out.png", PIL.ImageFile, "_save", lambda im, fp, *a, **k: no_space(fp)),
+        (segment, "out.tif", tifffile, "imwrite", lambda file, *a, **k: no_space(file)),
+    ]:
+        (tmp_path / output).write_bytes(b"the good old result")
+        monkeypatch.setattr(module, name, fake)
+        result = run_here(*command, "-o", str(tmp_path / output))
         monkeypatch.undo()
         assert_one_line_error(result, "No space left on device")
-        assert (tmp_path / "out.png").read_bytes() == b"the good old result"
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "m.pt", "out.png"]
+        assert (tmp_path / output).read_bytes() == b"the good old result"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "m.pt", output]
+        (tmp_path / output).unlink()
 
 
 def test_ctrl_c_while_writing_prints_one_line_and_keeps_the_old_result(tmp_path):
