@@ -40,10 +40,12 @@ def test_docs_page_code_runs(page, tmp_path, monkeypatch):
         exec(compile(block, f"docs/{page}", "exec"), namespace)
 
 
-def run_example(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_example(
+    script: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs ``examples/<script>`` with ``args``; fails the test on a non-zero exit."""
     command = [sys.executable, str(ROOT / "examples" / script), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
@@ -56,6 +58,17 @@ def test_train_unet_smoke(tmp_path):
         with PIL.Image.open(tmp_path / name) as picture:
             assert picture.width > 300
     assert (tmp_path / "model.pt").stat().st_size > 1000
+
+
+def test_train_unet_from_the_config_file(tmp_path):
+    config = ROOT / "examples" / "configs" / "train.yaml"
+    args = ("--config", str(config), "--steps", "2", "--threads", "1", "--out", "run")
+    result = run_example("train_unet.py", *args, cwd=tmp_path)
+    assert (
+        f"from {config}: TileGeometry(input_size=212, output_size=124, step=120)" in result.stdout
+    )
+    assert (tmp_path / "out" / "coins" / "images" / "coins.png").exists()  # data written
+    assert "pixel accuracy" in result.stdout and (tmp_path / "run" / "model.pt").exists()
 
 
 def test_whole_slide_example_smoke(tmp_path):

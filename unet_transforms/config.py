@@ -196,8 +196,7 @@ def _encode_object(obj: Any, path: str) -> dict[str, Any]:
         return config
     name = type(obj).__name__
     if name in TORCHVISION_TRANSFORMS and type(obj) is getattr(v2, name):
-        args = {arg: getattr(obj, arg) for arg in _parameter_names(type(obj))}
-        return {"_target_": _TV_PREFIX + name, **_encode_args(args, path or name)}
+        return {"_target_": _TV_PREFIX + name, **_encode_args(_read_back(obj), path or name)}
     raise TypeError(
         f"{_where(path)}cannot describe {type(obj).__name__} as a config: to_config supports "
         f"the library's objects, the torchvision transforms {', '.join(TORCHVISION_TRANSFORMS)}, "
@@ -205,9 +204,25 @@ def _encode_object(obj: Any, path: str) -> dict[str, Any]:
     )
 
 
-def _parameter_names(cls: type) -> list[str]:
-    params = list(_init_signature(cls).parameters.values())[1:]
-    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+def _read_back(obj: Any) -> dict[str, Any]:
+    """A torchvision transform's arguments, read back under their own names (torchvision
+    keeps each one so), left out where they equal the default: the shortest call."""
+    args = {}
+    for param in list(_init_signature(type(obj)).parameters.values())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = getattr(obj, param.name)
+        if param.default is not param.empty and _equal(value, param.default):
+            continue
+        args[param.name] = value
+    return args
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except (TypeError, ValueError, RuntimeError):  # e.g. tensors of different shapes
+        return False
 
 
 def _encode_args(args: Mapping[str, Any], owner: str) -> dict[str, Any]:
@@ -226,6 +241,8 @@ def _encode(value: Any, path: str) -> Any:
         return {"_target_": _DTYPE, "name": str(value).removeprefix("torch.")}
     if isinstance(value, v2.InterpolationMode):
         return value.value  # torchvision takes the mode's name as a str
+    if _is_omegaconf(value):  # e.g. the list Hydra gives a Compose; items may be objects
+        value = dict(value.items()) if isinstance(value, Mapping) else list(value)
     if isinstance(value, list | tuple):
         return [_encode(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
