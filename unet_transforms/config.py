@@ -208,7 +208,7 @@ def _read_back(obj: Any) -> dict[str, Any]:
     """A torchvision transform's arguments, read back under their own names (torchvision
     keeps each one so), left out where they equal the default: the shortest call."""
     args = {}
-    for param in list(_init_signature(type(obj)).parameters.values())[1:]:
+    for param in list(_init_signature(type(obj)).parameters.values())[1:]:  # type: ignore[arg-type]
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         value = getattr(obj, param.name)
