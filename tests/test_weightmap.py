@@ -16,6 +16,8 @@ from torchvision.transforms import v2
 from unet_transforms import PairedTileCrop, TileGeometry, TileGrid, crop_tile
 from unet_transforms.weightmap import WeightMap, _border_margin, unet_weight_map
 
+from common import check_transform, make_image, make_mask
+
 
 def reference_weight_map(instances, *, w0, sigma, class_weights, background, ignore_index):
     """The definition, literally: one whole-image exact distance transform per instance,
@@ -275,3 +277,12 @@ def test_weight_map_follows_the_label_through_paired_tile_crop(index):
         assert tile == TileGrid((17, 11), geometry)[index]
         # both tiles reach outside the image: the weights there are mirrored
         assert any(a < 0 or b > n for (a, b), n in zip(tile.output_box, (17, 11)))
+
+
+def test_weight_map_in_a_sample_dict_of_a_pipeline():
+    # types, dtypes, no in-place change and a pickled transform, via the shared checker
+    label = make_mask()
+    sample = {"image": make_image(), "label": label, "weights": WeightMap(label.float())}
+    crop = v2.Compose([PairedTileCrop(TileGeometry(20, 8)), v2.RandomHorizontalFlip()])
+    out = check_transform(crop, sample)
+    assert torch.equal(out["weights"].as_subclass(torch.Tensor), out["label"].float())
