@@ -395,3 +395,74 @@ def test_distributed_ships_the_model_once_per_worker(tmp_path):
         assert scattered.shape == (3, 60, 50)
         np.testing.assert_array_equal(client.compute(scattered).result(timeout=120), expected)
     assert dask.config.get("scheduler", None) is None
+
+
+# ---------------------------------------------------------------------- options
+@settings(deadline=None, max_examples=12)
+@given(
+    size=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    step=st.integers(3, 8),  # overlapping outputs, as blending needs
+    chunks=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    blend=st.sampled_from(["crop", "gaussian", "hann", "weights"]),
+    output=st.sampled_from(["logits", "probabilities", "labels"]),
+    amp=st.booleans(),
+    align=ALIGNS,
+)
+def test_every_option_equals_predict_tiled(size, step, chunks, blend, output, amp, align):
+    model = ValidConvs().eval()
+    geometry = TileGeometry(16, 10, step=step)
+    if blend == "weights":
+        blend = torch.linspace(0.5, 1.0, 100).reshape(10, 10)
+    array = image((2, *size))
+    options = {"blend": blend, "output": output, "amp": amp, "align": align}
+    lazy = predict_dask(model, da.from_array(array, chunks=(1, *chunks)), geometry, **options)
+    expected = predict_tiled(model, array, geometry, **options)
+    got = torch.from_numpy(lazy.compute(scheduler="sync"))
+    assert lazy.dtype == got.numpy().dtype and got.dtype == expected.dtype
+    assert got.shape == expected.shape == ((3, *size) if output != "labels" else size)
+    if (isinstance(blend, str) and blend == "crop") or output == "labels":
+        assert torch.equal(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_progress_bar_over_blocks(capsys):
+    model = ValidConvs().eval()
+    array = da.from_array(image((2, 30, 30)), chunks=(2, 10, 10))
+    lazy = predict_dask(model, array, TileGeometry(16, 10), progress=True)
+    da.zeros(3).sum().compute(scheduler="sync")  # another computation: no bar
+    assert "block" not in capsys.readouterr().err
+    lazy.compute(scheduler="sync")
+    err = capsys.readouterr().err
+    assert "predict_dask" in err and f"{lazy.npartitions}/{lazy.npartitions}" in err
+
+
+def test_refused_inputs():
+    model = ValidConvs().eval()
+    geometry = TileGeometry(16, 10)
+    x = da.from_array(image((2, 20, 20)), chunks=(2, 10, 10))
+    unknown = x[:, x[0, :, 0] > -1]  # a boolean mask leaves the sizes unknown
+    with pytest.raises(ValueError, match=r"unknown chunk sizes .*compute_chunk_sizes\(\)"):
+        predict_dask(model, unknown, geometry)
+    with pytest.raises(TypeError, match="array must be real, got dtype complex64"):
+        predict_dask(model, np.zeros((2, 20, 20), np.complex64), geometry)
+    with pytest.raises(TypeError, match="array must be real"):
+        predict_dask(model, x.astype(np.complex128), geometry)
+    with pytest.raises(ValueError, match="model has parameters on the meta device"):
+        predict_dask(ValidConvs().to("meta"), x, geometry)
+    with pytest.raises(TypeError, match="amp must be True or False, got 'no'"):
+        predict_dask(model, x, geometry, amp="no")
+    with pytest.raises(TypeError, match="progress must be True or False, got None"):
+        predict_dask(model, x, geometry, progress=None)
+    with pytest.raises(ValueError, match="output must be 'logits', 'probabilities' or 'labels'"):
+        predict_dask(model, x, geometry, output="classes")
+    with pytest.raises(ValueError, match=r"positive on the keep window"):
+        predict_dask(model, x, geometry, blend="hann")  # step == output: no overlap
+
+
+def test_labels_are_lazy_and_small():
+    model = ValidConvs().eval()
+    lazy = predict_dask(model, image((2, 40, 30)), TileGeometry(16, 10), output="labels")
+    assert lazy.shape == (40, 30) and lazy.dtype == np.uint8
+    expected = predict_tiled(model, image((2, 40, 30)), TileGeometry(16, 10)).argmax(0)
+    assert np.array_equal(lazy.compute(), expected.numpy())

@@ -218,3 +218,114 @@ def test_device_must_be_a_device_and_the_models():
     expected = predict_tiled(model, image, geometry)
     assert torch.equal(predict_tiled(model, image, geometry, device="cpu"), expected)
     assert torch.equal(predict_tiled(model, image, geometry, device=torch.device("cpu")), expected)
+
+
+# ---------------------------------------------------------------------- issue 11 / 13
+def test_batched_result_is_one_preallocated_buffer(monkeypatch):
+    # B per-sample results stacked at the end cost twice the result: allocate it once
+    import unet_transforms.inference as inference
+
+    allocations = []
+    real = inference.empty_like_shape
+
+    def counting(shape, dtype, device):
+        allocations.append(tuple(shape))
+        return real(shape, dtype, device)
+
+    monkeypatch.setattr(inference, "empty_like_shape", counting)
+    model = ValidConvs().eval()
+    images = make_tensor((3, 2, 25, 31))
+    out = predict_tiled(model, images, TileGeometry(18, 12), output="labels")
+    assert allocations == [(3, 25, 31)]
+    for b in range(3):
+        expected = predict_tiled(model, images[b], TileGeometry(18, 12))
+        assert torch.equal(out[b], expected.argmax(0).byte())
+
+
+@pytest.mark.parametrize("kind", ["tensor", "memmap", "zarr"])
+def test_out_is_written_tile_by_tile_and_returned(kind, tmp_path):
+    import zarr
+
+    model = ValidConvs().eval()
+    image = make_tensor((2, 2, 29, 22))
+    geometry = TileGeometry(18, 12, step=8)
+    expected = predict_tiled(model, image, geometry)
+    if kind == "tensor":
+        out = torch.zeros(3, 3, 29, 22, dtype=torch.float64)
+    elif kind == "memmap":
+        out = np.lib.format.open_memmap(tmp_path / "o.npy", "w+", np.float32, (2, 3, 29, 22))
+    else:
+        out = zarr.create_array(store={}, shape=(2, 3, 29, 22), chunks=(1, 3, 8, 8), dtype="f4")
+    if kind == "tensor":
+        with pytest.raises(
+            ValueError, match=r"out must have the batch size 2 .* \(3, 3, 29, 22\)"
+        ):
+            predict_tiled(model, image, geometry, out=out)
+        out = out[:2]
+    assert predict_tiled(model, image, geometry, out=out) is out
+    np.testing.assert_allclose(np.asarray(out[...]), expected.numpy(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("blend", ["crop", "gaussian", "hann"])
+def test_labels_and_probabilities_follow_the_logits(blend):
+    model = ValidConvs().eval()
+    image = make_tensor((2, 41, 23))
+    geometry = TileGeometry(20, 14, step=9)
+    logits = predict_tiled(model, image, geometry, blend=blend)
+    labels = predict_tiled(model, image, geometry, blend=blend, output="labels")
+    assert labels.dtype == torch.uint8 and torch.equal(labels, logits.argmax(0).byte())
+    probabilities = predict_tiled(model, image, geometry, blend=blend, output="probabilities")
+    torch.testing.assert_close(probabilities, torch.softmax(logits, 0))
+
+
+def test_blend_averages_overlapping_tiles_of_a_same_padding_net():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 5, padding=2)
+    ).eval()
+    image = make_tensor((1, 60, 45))
+    geometry = TileGeometry(24, 24, step=18)  # the issue's (512, 512, step=384), small
+    grid = TileGrid((60, 45), geometry)
+    weights = torch.from_numpy(np.multiply.outer(np.hanning(24), np.hanning(24)))
+    total, norm = (
+        torch.zeros(2, 60, 45, dtype=torch.float64),
+        torch.zeros(60, 45, dtype=torch.float64),
+    )
+    with torch.no_grad():
+        for tile in grid:
+            y = model(grid.extract(image, tile.index)[None])[0].double()
+            dst, src = [], []
+            for (a, b), n in zip(tile.output_box, grid.image_size):
+                dst.append(slice(max(a, 0), min(b, n)))
+                src.append(slice(max(a, 0) - a, min(b, n) - a))
+            total[(Ellipsis, *dst)] += (weights * y)[(Ellipsis, *src)]
+            norm[tuple(dst)] += weights[tuple(src)]
+    out = predict_tiled(model, image, geometry, blend="hann")
+    torch.testing.assert_close(out.double(), total / norm, rtol=1e-5, atol=1e-5)
+    # and the seams of crop stitching are smoothed: blended differs from crop
+    assert not torch.allclose(out, predict_tiled(model, image, geometry))
+
+
+def test_refused_inputs():
+    model = ValidConvs().eval()
+    geometry = TileGeometry(16, 10)
+    with pytest.raises(TypeError, match=r"image must be real, got dtype torch.complex64"):
+        predict_tiled(model, make_tensor((2, 20, 20)).to(torch.complex64), geometry)
+    with pytest.raises(TypeError, match=r"image must be real, got dtype complex128"):
+        predict_tiled(model, np.zeros((2, 20, 20), np.complex128), geometry)
+    with pytest.raises(ValueError, match="image is on the meta device"):
+        predict_tiled(model, torch.zeros(2, 20, 20, device="meta"), geometry)
+    with pytest.raises(ValueError, match="model has parameters on the meta device"):
+        predict_tiled(ValidConvs().to("meta"), make_tensor((2, 20, 20)), geometry)
+    with pytest.raises(TypeError, match="amp must be True or False, got 'no'"):
+        predict_tiled(model, make_tensor((2, 20, 20)), geometry, amp="no")
+    with pytest.raises(TypeError, match="progress must be True or False, got 1"):
+        predict_tiled(model, make_tensor((2, 20, 20)), geometry, progress=1)
+    with pytest.raises(ValueError, match="output must be 'logits', 'probabilities' or 'labels'"):
+        predict_tiled(model, make_tensor((2, 20, 20)), geometry, output="mask")
+    with pytest.raises(ValueError, match="blend must be 'crop', 'gaussian', 'hann'"):
+        predict_tiled(model, make_tensor((2, 20, 20)), geometry, blend="max")
+    with pytest.raises(TypeError, match="out has dtype uint8, which cannot hold"):
+        predict_tiled(
+            model, make_tensor((2, 20, 20)), geometry, out=np.zeros((3, 20, 20), np.uint8)
+        )

@@ -320,7 +320,10 @@ def _build_graph(
     lead = () if options.output == "labels" else (options.channels,)
     from dask.base import tokenize
 
-    name = f"predict_dask-{tokenize(x.name, grid, plans, options, model_ref.key)}"
+    # A name that dask's key_split keeps whole (letters only, no hex token), so that
+    # the blocks stay recognisable when the optimizer fuses them with their neighbours.
+    token = tokenize(x.name, grid, plans, options, model_ref.key)
+    name = "predict_dask-" + token.translate(str.maketrans("0123456789abcdef", "ghijklmnopqrstuv"))
     predict = delayed(_predict_block, pure=True)
     meta = np.empty((0,) * (len(lead) + grid.geometry.ndim), dtype=np_dtype)
     blocks: dict[tuple[int, ...], dask.array.Array] = {}
@@ -360,17 +363,17 @@ def _watch_progress(result: dask.array.Array, name: str) -> None:
         raise ImportError(
             "progress=True needs tqdm: pip install 'unet-transforms[progress]'"
         ) from e
-    prefix = name + "-"
+    word = name.rsplit("-", 1)[1]  # in a block's key, fused or not, and in no other key
 
     class BlockProgress(Callback):
         bar: Any = None
 
         def _start_state(self, dsk: Any, state: Any) -> None:
-            total = sum(1 for key in dsk if str(key).startswith(prefix))
+            total = sum(1 for key in dsk if word in str(key))
             self.bar = tqdm(total=total, unit="block", desc="predict_dask") if total else None
 
         def _posttask(self, key: Any, *args: Any) -> None:
-            if self.bar is not None and str(key).startswith(prefix):
+            if self.bar is not None and word in str(key):
                 self.bar.update(1)
 
         def _finish(self, *args: Any) -> None:
