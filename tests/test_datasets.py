@@ -316,6 +316,7 @@ def test_empty_or_missing_folders(dirs, tmp_path):
         ({"mask_name": "{stem}_{id}"}, ValueError, "and no other.*got '{stem}_{id}'"),
         ({"mask_name": "{stem}_{0}"}, ValueError, "using the field {stem}"),
         ({"mask_name": "{stem"}, ValueError, "using the field {stem}"),
+        ({"mask_name": "{{stem}}"}, ValueError, "using the field {stem}"),
         ({"mask_name": "sub/{stem}"}, ValueError, "must be a file name"),
     ],
 )

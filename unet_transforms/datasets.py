@@ -113,10 +113,10 @@ class ImageMaskFolder(Configurable, torch.utils.data.Dataset[Any]):
         """
         if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
-        n = len(self.pairs)
-        if not -n <= operator.index(index) < n:
-            raise IndexError(f"index must be in [{-n}, {n}), got {operator.index(index)}")
-        image_path, mask_path = self.pairs[operator.index(index)]
+        i, n = operator.index(index), len(self.pairs)
+        if not -n <= i < n:
+            raise IndexError(f"index must be in [{-n}, {n}), got {i}")
+        image_path, mask_path = self.pairs[i]
         image = tv_tensors.Image(_read(image_path, is_mask=False))
         mask = tv_tensors.Mask(_read(mask_path, is_mask=True))
         if self.transforms is not None:
@@ -135,6 +135,14 @@ class ImageMaskFolder(Configurable, torch.utils.data.Dataset[Any]):
         name = self.mask_name.format(stem=stem)
         key = self._key(name)
         return [key] if key is not None else [(name, s) for s in self.suffixes]
+
+    def _listing(self, folder: Path) -> dict[Path, _Key]:
+        """The visible files of ``folder`` ending in one of the suffixes, by name."""
+        return {
+            p: key
+            for p in sorted(folder.iterdir())
+            if not p.name.startswith(".") and p.is_file() and (key := self._key(p.name))
+        }
 
     def _describe(self, stem: str) -> str:
         """The mask name looked for, for messages."""
@@ -158,10 +166,10 @@ def _check_mask_name(mask_name: object) -> str:
     if not isinstance(mask_name, str):
         raise TypeError(f"mask_name must be a str such as '{{stem}}_mask', got {mask_name!r}")
     try:
-        formatted = mask_name.format(stem="")
+        uses_stem = mask_name.format(stem="a") != mask_name.format(stem="b")
     except (KeyError, IndexError, ValueError):
-        formatted = None
-    if "{stem}" not in mask_name or formatted is None or "/" in mask_name or os.sep in mask_name:
+        uses_stem = False
+    if not uses_stem or any(sep in mask_name for sep in ("/", os.sep, os.altsep) if sep):
         raise ValueError(
             "mask_name must be a file name using the field {stem} (and no other), e.g. "
             f"'{{stem}}_mask', got {mask_name!r}"
@@ -180,11 +188,7 @@ def _folder(name: str, value: object) -> Path:
 
 def _pair(image_dir: Path, mask_dir: Path, data: ImageMaskFolder) -> list[tuple[Path, Path]]:
     """The (image, mask) pairs of the folders; one ValueError listing every problem."""
-    files = {
-        p: key
-        for p in sorted(image_dir.iterdir())
-        if not p.name.startswith(".") and p.is_file() and (key := data._key(p.name))
-    }
+    files = data._listing(image_dir)
     if image_dir.resolve() == mask_dir.resolve():
         if data.mask_name == "{stem}":
             raise ValueError(
@@ -195,11 +199,7 @@ def _pair(image_dir: Path, mask_dir: Path, data: ImageMaskFolder) -> list[tuple[
         claimed = {k for p, key in files.items() for k in data._mask_keys(key[0]) if k != key}
         mask_files = {p: key for p, key in files.items() if key in claimed}
     else:
-        mask_files = {
-            p: key
-            for p in sorted(mask_dir.iterdir())
-            if not p.name.startswith(".") and p.is_file() and (key := data._key(p.name))
-        }
+        mask_files = data._listing(mask_dir)
     image_files = [p for p in files if p not in mask_files]
     if not image_files:
         raise ValueError(
@@ -219,7 +219,8 @@ def _pair(image_dir: Path, mask_dir: Path, data: ImageMaskFolder) -> list[tuple[
         found = [m for k in data._mask_keys(stem) for m in masks_by_key.get(k, []) if m != image]
         candidates.update(found)
         if len(found) != 1:
-            why = "no mask" if not found else f"{len(found)} masks ({_names(found)})"
+            names = ", ".join(m.name for m in found)
+            why = f"{len(found)} masks ({names})" if found else "no mask"
             problems.append(
                 f"{image.name}: {why} named {data._describe(stem)} in {str(mask_dir)!r}"
             )
@@ -246,10 +247,6 @@ def _pair(image_dir: Path, mask_dir: Path, data: ImageMaskFolder) -> list[tuple[
             f"and masks {str(mask_dir)!r}:\n  {listed}"
         )
     return pairs
-
-
-def _names(paths: list[Path]) -> str:
-    return ", ".join(p.name for p in paths)
 
 
 # --------------------------------------------------------------------------- reading
