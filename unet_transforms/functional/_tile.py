@@ -16,10 +16,20 @@ from torchvision.transforms.v2 import functional as tvF
 from .._checks import is_int
 from ._mirror import _MODES, MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
 
-__all__ = ["Box", "crop_tile", "register_kernel", "spatial_shape", "to_tensor_region"]
+__all__ = [
+    "Box",
+    "check_dense",
+    "crop_tile",
+    "kernel_for",
+    "register_kernel",
+    "spatial_shape",
+    "to_tensor_region",
+]
 
 Box = tuple[tuple[int, int], ...]
 """Per-axis ``(start, stop)`` pairs in image coordinates (may reach outside the image)."""
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _AXES = {2: ("H", "W"), 3: ("D", "H", "W")}
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -70,12 +80,70 @@ def register_kernel(functional: Callable[..., Any], input_type: type) -> Callabl
     return decorator
 
 
-def _kernel_for(functional: Callable[..., Any], inpt: object) -> Callable[..., Any] | None:
+def kernel_for(functional: Callable[..., Any], input_type: type) -> Callable[..., Any] | None:
+    """The kernel of ``functional`` for ``input_type``, or ``None`` when it has none.
+
+    Looked up along the type's MRO as torchvision's ``_get_kernel`` does: a subclass of
+    ``tv_tensors.Mask`` (or ``Image``, ``Video``, ...) gets its base class's kernel, but
+    the walk stops at ``tv_tensors.TVTensor``, so that a tv_tensor subclass nobody
+    registered a kernel for never falls back to the plain-tensor kernel (transforms pass
+    it through untouched, as torchvision's do).
+
+    Example:
+        >>> import torch
+        >>> from torchvision import tv_tensors
+        >>> class ClassLabels(tv_tensors.TVTensor):
+        ...     pass
+        >>> class WeightMap(tv_tensors.Mask):
+        ...     pass
+        >>> kernel_for(crop_tile, ClassLabels) is None
+        True
+        >>> kernel_for(crop_tile, WeightMap) is kernel_for(crop_tile, tv_tensors.Mask)
+        True
+    """
     table = _KERNELS[functional]
-    for cls in type(inpt).__mro__:
+    for cls in input_type.__mro__:
         if cls in table:
             return table[cls]
+        if cls is tv_tensors.TVTensor:
+            break
     return None
+
+
+def check_dense(x: torch.Tensor, name: str) -> None:
+    """Raises ``TypeError`` unless ``x`` is a dense tensor holding data.
+
+    Sparse (any non-strided layout), nested, quantized and meta tensors have no
+    elements to crop or mirror the way this library reads them.
+
+    Args:
+        x: The tensor.
+        name: The argument's name, for the message.
+
+    Example:
+        >>> import torch
+        >>> check_dense(torch.zeros(2, 2), "x")
+        >>> check_dense(torch.zeros(2, 2).to_sparse(), "x")
+        Traceback (most recent call last):
+        ...
+        TypeError: x must be a dense tensor (strided, not nested, quantized or on the meta device), got a tensor of layout torch.sparse_coo (sparse)
+    """
+    if isinstance(x, tv_tensors.TVTensor):
+        x = x.as_subclass(torch.Tensor)  # a tv_tensor answers these 40x slower
+    if x.is_nested:
+        kind = "nested tensor"
+    elif x.layout != torch.strided:
+        kind = f"tensor of layout {x.layout} (sparse)"
+    elif x.is_quantized:
+        kind = f"quantized tensor ({x.dtype})"
+    elif x.is_meta:
+        kind = "meta tensor (it has no data)"
+    else:
+        return
+    raise TypeError(
+        f"{name} must be a dense tensor (strided, not nested, quantized or on the meta "
+        f"device), got a {kind}"
+    )
 
 
 def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
@@ -116,7 +184,7 @@ def as_box(box: object) -> Box:
                 and len(pair) == 2
                 and type(pair[0]) is int
                 and type(pair[1]) is int
-                and pair[0] < pair[1]
+                and _INT64_MIN <= pair[0] < pair[1] <= _INT64_MAX
             ):
                 break
         else:
@@ -137,6 +205,11 @@ def as_box(box: object) -> Box:
         start, stop = operator.index(pair[0]), operator.index(pair[1])
         if stop <= start:
             raise ValueError(f"box must have stop > start, got ({start}, {stop}) on axis {axis}")
+        if start < _INT64_MIN or stop > _INT64_MAX:
+            raise ValueError(
+                f"box must hold int64 coordinates (within [-2**63, 2**63 - 1]), got "
+                f"({start}, {stop}) on axis {axis}"
+            )
         pairs.append((start, stop))
     return tuple(pairs)
 
@@ -360,21 +433,31 @@ def crop_tile(
         tensor([[-1, -1,  0,  1,  2,  3, -1, -1]])
     """
     box = as_box(box)
-    kernel = _kernel_for(crop_tile, inpt)
-    if kernel is None:
-        if hasattr(inpt, "shape") and hasattr(inpt, "__getitem__"):
-            return _crop_tensor(inpt, box, mode, fill)
+    if isinstance(inpt, torch.Tensor):
+        check_dense(inpt, "inpt")
+    kernel = kernel_for(crop_tile, type(inpt))
+    if kernel is not None:
+        return kernel(inpt, box, mode, fill)
+    if isinstance(inpt, tv_tensors.TVTensor):
         raise TypeError(
-            f"crop_tile supports tensors, tv_tensors, PIL images and arrays, got "
-            f"{type(inpt).__name__}"
+            f"crop_tile has no kernel for {type(inpt).__name__}, a tv_tensor subclass: register "
+            f"one with unet_transforms.functional.register_kernel(crop_tile, "
+            f"{type(inpt).__name__}) (the transforms pass such inputs through untouched)"
         )
-    return kernel(inpt, box, mode, fill)
+    if hasattr(inpt, "shape") and hasattr(inpt, "__getitem__"):
+        return _crop_tensor(inpt, box, mode, fill)
+    raise TypeError(
+        f"crop_tile supports tensors, tv_tensors, PIL images and arrays, got {type(inpt).__name__}"
+    )
 
 
 _KERNELS[crop_tile] = {}
 
 
 @register_kernel(crop_tile, torch.Tensor)
+@register_kernel(crop_tile, tv_tensors.Image)
+@register_kernel(crop_tile, tv_tensors.Video)
+@register_kernel(crop_tile, tv_tensors.Mask)
 def _crop_plain_or_tv_tensor(
     inpt: torch.Tensor, box: Box, mode: MirrorMode = "reflect", fill: float | None = None
 ) -> torch.Tensor:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numbers
 import operator
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from torch.utils._pytree import tree_flatten
@@ -13,20 +16,66 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..functional._mirror import MirrorMode, check_mode
-from ..functional._tile import Box, FillError, crop_tile, spatial_shape
-from ..geometry import TileGeometry
+from ..functional._tile import Box, FillError, check_dense, crop_tile, kernel_for, spatial_shape
+from ..geometry import TileGeometry, as_geometry
 from ..grid import Align
 
-__all__ = ["LabelRole", "TileTransform"]
+__all__ = [
+    "ImageRole",
+    "LabelAsImageWarning",
+    "LabelRole",
+    "MaskFill",
+    "TileTransform",
+    "check_mask_fill",
+    "label_fill",
+]
+
+MaskFill = float | None | dict[type | str, float | None]
+"""A transform's ``mask_fill``: one value for every label, or one per label type."""
 
 
-class LabelRole:
-    """Marks a leaf as a label (the ``target`` of an ``(image, target)`` call)."""
+class LabelAsImageWarning(UserWarning):
+    """A paired transform saw two or more ``tv_tensors.Image`` inputs and no label.
+
+    Raised (once per transform instance) by :class:`PairedTileCrop`, and by
+    :class:`MirrorExtrapolate` with a ``mask_fill``, when a sample holds two or more
+    images and no ``tv_tensors.Mask``: most often a label that ``v2.ToImage()`` turned
+    into an Image, which then gets the image's window, and which later v2 transforms
+    (``ToDtype(scale=True)``, ``Normalize``) scale and normalise like an image.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from torchvision import tv_tensors
+        >>> from unet_transforms import PairedTileCrop, TileGeometry
+        >>> crop = PairedTileCrop(TileGeometry(14, 6), index=0)
+        >>> image = tv_tensors.Image(torch.rand(3, 20, 20))
+        >>> label = tv_tensors.Image(torch.zeros(1, 20, 20))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = crop(image, label)
+        ...     _ = crop(image, label)  # once per transform
+        >>> [w.category.__name__ for w in caught]
+        ['LabelAsImageWarning']
+    """
+
+
+class _Role:
+    """A leaf whose role the call's position decided (see :class:`TileTransform`)."""
 
     __slots__ = ("value",)
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+class LabelRole(_Role):
+    """Marks a leaf as a label (the ``target`` of an ``(image, target)`` call)."""
+
+
+class ImageRole(_Role):
+    """Marks a plain tensor as the image of an ``(image, target)`` call whose target is a
+    ``tv_tensors.Image`` or ``Video`` (torchvision would pass the plain tensor through)."""
 
 
 def _is_plain(inpt: object) -> bool:
@@ -35,14 +84,40 @@ def _is_plain(inpt: object) -> bool:
     )
 
 
-_ALWAYS_TRANSFORMED = (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, LabelRole)
+def _is_array(inpt: object) -> bool:
+    """A numpy array or array-like (memmap, zarr, dask, h5py): not a tensor, not a scalar."""
+    if isinstance(inpt, np.ndarray):
+        return True
+    return (
+        hasattr(inpt, "__array__")
+        and hasattr(inpt, "shape")
+        and not isinstance(inpt, torch.Tensor | PIL.Image.Image | np.generic)
+    )
+
+
+def _handled(inpt: object) -> bool:
+    """Whether the transforms transform a leaf (torchvision's ``_transformed_types``).
+
+    Roles, PIL images, plain tensors and tv_tensors with a ``crop_tile`` kernel (along
+    the MRO, as torchvision's dispatch: subclasses of ``Mask`` are masks); any other
+    tv_tensor passes through untouched, as torchvision's transforms pass it.
+    """
+    if type(inpt) is torch.Tensor or isinstance(inpt, _Role | PIL.Image.Image):
+        return True
+    if isinstance(inpt, tv_tensors.TVTensor):
+        return kernel_for(crop_tile, type(inpt)) is not None
+    return isinstance(inpt, torch.Tensor)
+
+
+_ALWAYS_TRANSFORMED = (tv_tensors.Image, tv_tensors.Video, tv_tensors.Mask, _Role)
 
 
 def _all_leaves_transformed(inputs: tuple[Any, ...]) -> bool:
     """Whether ``inputs`` are leaves that torchvision's forward would all transform.
 
-    True for image, video and mask tv_tensors and labels, and for one plain tensor
-    (with a label) when no image or video is present, as torchvision's rule says.
+    True for image, video and mask tv_tensors (subclasses included) and roles, and for
+    one plain tensor (with a label) when no image or video is present, as torchvision's
+    rule says.
     """
     plain = 0
     for inpt in inputs:
@@ -57,6 +132,16 @@ def _all_leaves_transformed(inputs: tuple[Any, ...]) -> bool:
     )
 
 
+def _array_error(transform: object, inpt: Any, where: str) -> TypeError:
+    what = f"{type(inpt).__module__.split('.')[0]}.{type(inpt).__name__}"
+    return TypeError(
+        f"{type(transform).__name__} does not transform numpy arrays or array-likes: got a "
+        f"{what} of shape {tuple(getattr(inpt, 'shape', ()))} as {where}. Convert it first: "
+        "torch.from_numpy(x) for (C, H, W) images and (H, W) labels, v2.ToImage() for "
+        "(H, W, C) images (as torchvision reads arrays); TiledDataset converts arrays itself"
+    )
+
+
 def check_align(align: object) -> Align:
     if align not in ("center", "start"):
         raise ValueError(f"align must be 'center' or 'start', got {align!r}")
@@ -64,9 +149,7 @@ def check_align(align: object) -> Align:
 
 
 def check_geometry(geometry: object) -> TileGeometry:
-    if not isinstance(geometry, TileGeometry):
-        raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
-    return geometry
+    return as_geometry(geometry)
 
 
 def check_fill(fill: object, name: str = "mask_fill") -> float | None:
@@ -78,34 +161,99 @@ def check_fill(fill: object, name: str = "mask_fill") -> float | None:
     return operator.index(fill) if isinstance(fill, numbers.Integral) else float(fill)
 
 
+def check_mask_fill(fill: object) -> MaskFill:
+    """``None``, a number, or a mapping from label types (or ``"others"``) to either.
+
+    A mapping comes back as a new ``dict`` (the caller's is never modified); keys are
+    subclasses of ``tv_tensors.Mask``, the labels a fill applies to, or ``"others"``.
+    """
+    if not isinstance(fill, Mapping):
+        if fill is not None and (isinstance(fill, bool) or not isinstance(fill, numbers.Real)):
+            raise TypeError(
+                "mask_fill must be None, a number or a mapping from label types to numbers "
+                f"(e.g. {{tv_tensors.Mask: 255}}), got {type(fill).__name__}"
+            )
+        return check_fill(fill)
+    checked: dict[type | str, float | None] = {}
+    for key, value in fill.items():
+        if key != "others" and not isinstance(key, type):
+            raise TypeError(
+                f"mask_fill keys must be label types (tv_tensors.Mask or a subclass) or "
+                f"'others', got {key!r}"
+            )
+        if isinstance(key, type) and not issubclass(key, tv_tensors.Mask):
+            raise ValueError(
+                f"mask_fill keys must be tv_tensors.Mask or a subclass of it (only labels "
+                f"are filled) or 'others', got {key.__name__}"
+            )
+        name = repr(key) if isinstance(key, str) else key.__name__
+        checked[key] = check_fill(value, f"mask_fill[{name}]")
+    return checked
+
+
+def label_fill(mask_fill: MaskFill, inpt: Any) -> float | None:
+    """The fill of one label leaf: the entry of its type's first class in ``mask_fill``
+    along its MRO (so a ``Mask`` subclass without its own entry takes ``Mask``'s), else
+    ``"others"``, else ``None`` (mirrored). The target of an ``(image, target)`` call is
+    looked up as ``tv_tensors.Mask``, the type it comes back as."""
+    if not isinstance(mask_fill, dict):
+        return mask_fill
+    kind = tv_tensors.Mask if isinstance(inpt, LabelRole) else type(inpt)
+    for cls in kind.__mro__:
+        if cls in mask_fill:
+            return mask_fill[cls]
+    return mask_fill.get("others")
+
+
+def _is_bool(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.bool
+    return isinstance(value, PIL.Image.Image) and value.mode == "1"
+
+
 class TileTransform(v2.Transform):
     """Base of the overlap-tile transforms.
 
-    Roles: a :class:`torchvision.tv_tensors.Mask` is a label; called with two
-    positional plain arguments ``(image, target)`` (tensors or PIL images, as
-    torchvision datasets' ``transforms=`` argument does), the second is the label. A
-    plain tensor label comes back as a ``tv_tensors.Mask`` so that the v2 transforms
-    after this one (flips, rotations) move it with the image; torchvision would pass a
-    second plain tensor through untouched. A PIL label stays PIL, which torchvision's
-    own transforms treat as an image: wrap PIL datasets with
-    ``torchvision.datasets.wrap_dataset_for_transforms_v2``.
+    Inputs, one rule: a leaf is transformed as torchvision's v2 transforms would
+    transform it (images, videos, masks, bounding boxes, key points, PIL images, the
+    first plain tensor of a sample without an image, video or PIL image), with one
+    addition for the call ``t(image, target)`` with two positional arguments, as
+    torchvision datasets' ``transforms=`` makes it: both are transformed, the first with
+    the image window, and a plain tensor or PIL target is the label (a plain tensor
+    label comes back as a ``tv_tensors.Mask``, so that later v2 transforms such as flips
+    move it with the image; a PIL label stays PIL). A ``tv_tensors.Mask`` (or subclass)
+    is a label anywhere.
 
-    Everything else follows torchvision's rules: images, videos, the first plain tensor
-    of a sample without an image, PIL images, bounding boxes and key points are
-    transformed; other leaves pass through unchanged.
+    - Numpy arrays (and array-likes) are never transformed: one that would be (either
+      argument of ``t(image, target)``, or the first plain leaf of a sample without an
+      image) raises ``TypeError``; elsewhere it passes through, as in torchvision.
+    - tv_tensor subclasses are dispatched along their MRO, as torchvision does: a
+      subclass of ``Mask`` or ``Image`` is transformed as its base class; a subclass of
+      ``TVTensor`` itself passes through untouched unless a kernel was registered for it
+      with :func:`unet_transforms.functional.register_kernel`.
+    - A paired transform (labels treated differently from images) that sees two or more
+      ``tv_tensors.Image`` inputs and no ``Mask`` warns once with
+      :class:`LabelAsImageWarning`.
     """
 
-    _transformed_types = (torch.Tensor, PIL.Image.Image, LabelRole)
+    _transformed_types = (_handled,)
 
     def __init__(self, *, mode: MirrorMode, align: Align) -> None:
         super().__init__()
         self.mode = check_mode(mode)
         self.align = check_align(align)
+        self._warned_label_as_image = False
 
     @property
     def spatial_ndim(self) -> int:
         """Number of trailing spatial axes the transform works on."""
         return 2
+
+    @property
+    def pairs_labels(self) -> bool:
+        """Whether labels get other windows or values than images (then an Image
+        standing in for a label is warned about)."""
+        return False
 
     def forward(self, *inputs: Any) -> Any:
         inputs = self._with_roles(inputs)
@@ -119,22 +267,76 @@ class TileTransform(v2.Transform):
         outputs = tuple(self.transform(inpt, params) for inpt in flat)
         return outputs if len(outputs) > 1 else outputs[0]
 
-    @staticmethod
-    def _with_roles(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-        if len(inputs) == 2 and _is_plain(inputs[0]) and _is_plain(inputs[1]):
-            return (inputs[0], LabelRole(inputs[1]))
+    def _with_roles(self, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(inputs) != 2:
+            return inputs
+        image, target = inputs
+        for inpt, where in ((image, "the image (first argument)"), (target, "the target")):
+            if _is_array(inpt):
+                raise _array_error(self, inpt, where)
+        if _is_plain(target) and (
+            _is_plain(image) or isinstance(image, tv_tensors.Image | tv_tensors.Video)
+        ):
+            return (image, LabelRole(target))
+        if type(image) is torch.Tensor and isinstance(target, tv_tensors.Image | tv_tensors.Video):
+            return (ImageRole(image), target)
         return inputs
+
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        """Refuses arrays where a plain tensor would be transformed; warns (once) about
+        Images standing in for labels. Called by ``forward`` with every leaf."""
+        self._check_arrays(flat_inputs)
+        if not self.pairs_labels or self._warned_label_as_image:
+            return
+        images = sum(isinstance(x, tv_tensors.Image | ImageRole) for x in flat_inputs)
+        if images >= 2 and not any(
+            isinstance(x, tv_tensors.Mask | LabelRole) for x in flat_inputs
+        ):
+            self._warned_label_as_image = True
+            warnings.warn(
+                f"{type(self).__name__} got {images} images (tv_tensors.Image) and no label "
+                "(tv_tensors.Mask): a label stored as an Image gets the image's window and no "
+                "mask_fill here, and later v2 transforms (ToDtype(scale=True), Normalize) "
+                "scale and normalise it like an image. Mark labels as tv_tensors.Mask "
+                "(torchvision.datasets.wrap_dataset_for_transforms_v2 does for torchvision "
+                "datasets), or apply v2.ToImage() after this transform: called as "
+                "(image, target) with plain tensors, it returns the target as a Mask. "
+                "(Warned once per transform.)",
+                LabelAsImageWarning,
+                stacklevel=3,
+            )
+
+    def _check_arrays(self, flat_inputs: list[Any]) -> None:
+        """torchvision's plain-tensor rule with arrays counted as plain tensors: an array
+        in the slot where a plain tensor would be transformed is an error."""
+        slot_open = not any(
+            isinstance(x, tv_tensors.Image | tv_tensors.Video | PIL.Image.Image | ImageRole)
+            for x in flat_inputs
+        )
+        for inpt in flat_inputs:
+            if not slot_open:
+                return
+            if type(inpt) is torch.Tensor:
+                slot_open = False
+            elif _is_array(inpt):
+                raise _array_error(
+                    self, inpt, "the sample's first plain leaf, which a plain tensor would be"
+                )
 
     def sample_size(self, *inputs: Any) -> tuple[int, ...]:
         """The spatial size the transform sees for a call with ``inputs``."""
         inputs = self._with_roles(inputs)
         flat, _ = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
+        self._check_arrays(flat)
         needs = self._needs_transform_list(flat)
         return self.spatial_size([x for x, n in zip(flat, needs, strict=True) if n])
 
     def crop(self, value: Any, box: Box, fill: float | None) -> Any:
         """``crop_tile`` with this transform's mode; a fill the label cannot hold is
-        reported as ``mask_fill``."""
+        reported as ``mask_fill``. A bool label (no ignore value fits it) takes the fill
+        if it is 0 or 1, else ``False``."""
+        if fill is not None and fill not in (0, 1) and _is_bool(value):
+            fill = 0
         try:
             return crop_tile(value, box, self.mode, fill)
         except FillError as e:
@@ -152,8 +354,8 @@ class TileTransform(v2.Transform):
     @staticmethod
     def unwrap(inpt: Any) -> tuple[Any, bool]:
         """Returns ``(value, is_label)`` for a leaf."""
-        if isinstance(inpt, LabelRole):
-            return inpt.value, True
+        if isinstance(inpt, _Role):
+            return inpt.value, isinstance(inpt, LabelRole)
         return inpt, isinstance(inpt, tv_tensors.Mask)
 
     def spatial_size(self, flat_inputs: list[Any]) -> tuple[int, ...]:
@@ -163,6 +365,8 @@ class TileTransform(v2.Transform):
         first: Any = None
         for inpt in flat_inputs:
             value, _ = self.unwrap(inpt)
+            if isinstance(value, torch.Tensor):
+                check_dense(value, f"{type(self).__name__}'s input")
             this = spatial_shape(value, ndim)
             if 0 in this:
                 raise ValueError(

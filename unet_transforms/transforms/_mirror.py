@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._checks import is_int
+from ..config import Configurable
 from ..functional._mirror import MirrorMode, normalize_padding
 from ..geometry import TileGeometry
 from ..grid import Align, TileGrid
-from ._base import TileTransform, check_fill, check_geometry
+from ._base import MaskFill, TileTransform, check_geometry, check_mask_fill, label_fill
 
 __all__ = ["MirrorExtrapolate"]
 
@@ -53,7 +54,7 @@ def parse_padding(padding: object) -> tuple[tuple[int, int], ...]:
     return normalize_padding(pairs)
 
 
-class MirrorExtrapolate(TileTransform):
+class MirrorExtrapolate(Configurable, TileTransform):
     """Mirror-extrapolates the border of images and labels, for any pad width.
 
     Unlike ``v2.Pad(padding_mode="reflect")``, pads may be wider than the image (the
@@ -64,10 +65,9 @@ class MirrorExtrapolate(TileTransform):
     Give exactly one of ``padding`` (fixed) and ``geometry`` (pad to the overlap-tile
     canvas ``TileGrid(size, geometry, align=align).padding`` of each input's size).
 
-    Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
-    plain arguments ``(image, target)`` (a plain tensor label comes back as a
-    ``tv_tensors.Mask``, so later v2 transforms keep it aligned); other inputs follow
-    torchvision's rules.
+    Inputs: one rule for every transform of this library (see
+    :class:`~unet_transforms.transforms._base.TileTransform` and :class:`PairedTileCrop`);
+    labels are ``tv_tensors.Mask`` leaves and the target of ``t(image, target)``.
     Spatial axes are the trailing 2 (or 3, for 3-D padding/geometry) axes.
 
     Args:
@@ -77,7 +77,8 @@ class MirrorExtrapolate(TileTransform):
         mode: ``"reflect"`` (edge not repeated) or ``"symmetric"`` (edge repeated).
         align: Grid alignment when ``geometry`` is given: ``"center"`` or ``"start"``.
         mask_fill: Value for labels in the extrapolated region (an ignore index);
-            ``None`` mirrors labels like images.
+            ``None`` mirrors labels like images; or one per label type, as in
+            :class:`PairedTileCrop`.
 
     Example:
         >>> import torch
@@ -94,10 +95,10 @@ class MirrorExtrapolate(TileTransform):
         self,
         padding: int | Sequence[int] | Sequence[tuple[int, int]] | None = None,
         *,
-        geometry: TileGeometry | None = None,
+        geometry: TileGeometry | Mapping[str, Any] | None = None,
         mode: MirrorMode = "reflect",
         align: Align = "center",
-        mask_fill: float | None = None,
+        mask_fill: MaskFill | Mapping[type | str, float | None] = None,
     ) -> None:
         super().__init__(mode=mode, align=align)
         if (padding is None) == (geometry is None):
@@ -107,7 +108,11 @@ class MirrorExtrapolate(TileTransform):
             )
         self.padding = None if padding is None else parse_padding(padding)
         self.geometry = None if geometry is None else check_geometry(geometry)
-        self.mask_fill = check_fill(mask_fill)
+        self.mask_fill = check_mask_fill(mask_fill)
+
+    @property
+    def pairs_labels(self) -> bool:
+        return self.mask_fill is not None
 
     @property
     def spatial_ndim(self) -> int:
@@ -115,10 +120,6 @@ class MirrorExtrapolate(TileTransform):
             return self.geometry.ndim
         assert self.padding is not None
         return len(self.padding)
-
-    def extra_repr(self) -> str:
-        what = f"geometry={self.geometry!r}" if self.geometry else f"padding={self.padding}"
-        return f"{what}, mode={self.mode!r}, align={self.align!r}, mask_fill={self.mask_fill!r}"
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         size = self.spatial_size(flat_inputs)
@@ -132,5 +133,5 @@ class MirrorExtrapolate(TileTransform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         value, is_label = self.unwrap(inpt)
-        fill = self.mask_fill if is_label else None
+        fill = label_fill(self.mask_fill, inpt) if is_label else None
         return self.as_label_if_plain(inpt, self.crop(value, params["box"], fill))

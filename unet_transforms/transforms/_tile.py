@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torchvision import tv_tensors
 
+from ..config import Configurable
 from ..functional._mirror import MirrorMode
 from ..functional._tile import Box
 from ..geometry import TileGeometry
 from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
-from ._base import TileTransform, check_fill, check_geometry
+from ._base import MaskFill, TileTransform, check_geometry, check_mask_fill, label_fill
 
 __all__ = ["OverlapTileCrop", "PairedTileCrop"]
 
@@ -28,17 +30,17 @@ def _check_index(index: object) -> TileIndex:
     return operator.index(index)
 
 
-class OverlapTileCrop(TileTransform):
+class OverlapTileCrop(Configurable, TileTransform):
     """Crops the same overlap-tile input window from every input.
 
     Every input (image and label alike) gets the tile's *input* window
     (``geometry.input_size``), mirror-extrapolated where it reaches outside the image.
     The crop is read from the unpadded image, so the cost is proportional to the tile.
 
-    Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
-    plain arguments ``(image, target)`` (a plain tensor label comes back as a
-    ``tv_tensors.Mask``, so later v2 transforms keep it aligned); other inputs follow
-    torchvision's rules.
+    Inputs follow one rule, the same for every transform of this library (see
+    :class:`~unet_transforms.transforms._base.TileTransform`): torchvision's, plus
+    ``t(image, target)`` with a plain tensor or PIL target, which is the label (plain
+    tensor labels come back as ``tv_tensors.Mask``); numpy arrays are refused there.
     Spatial axes are the trailing ``geometry.ndim`` axes (2-D for tv_tensors and PIL,
     3-D for plain tensors). Bounding boxes and key points are translated to the window.
 
@@ -62,7 +64,7 @@ class OverlapTileCrop(TileTransform):
 
     def __init__(
         self,
-        geometry: TileGeometry,
+        geometry: TileGeometry | Mapping[str, Any],
         *,
         index: TileIndex = "random",
         mode: MirrorMode = "reflect",
@@ -75,9 +77,6 @@ class OverlapTileCrop(TileTransform):
     @property
     def spatial_ndim(self) -> int:
         return self.geometry.ndim
-
-    def extra_repr(self) -> str:
-        return f"geometry={self.geometry!r}, index={self.index!r}, mode={self.mode!r}, align={self.align!r}"
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         size = self.spatial_size(flat_inputs)
@@ -99,15 +98,15 @@ class OverlapTileCrop(TileTransform):
                 f"index={self.index} is outside the grid for image size {size}: {e}"
             ) from e
 
-    def window(self, tile: Tile, is_label: bool) -> tuple[Box, float | None]:
-        """The window of ``tile`` an input gets, and the fill value outside the image."""
+    def window(self, tile: Tile, inpt: Any) -> tuple[Box, float | None]:
+        """The window of ``tile`` a leaf gets, and the fill value outside the image."""
         return tile.input_box, None
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        value, is_label = self.unwrap(inpt)
+        value, _ = self.unwrap(inpt)
         crops = []
         for tile in params["tiles"]:
-            box, fill = self.window(tile, is_label)
+            box, fill = self.window(tile, inpt)
             crops.append(self.crop(value, box, fill))
         if not params["stack"]:
             return self.as_label_if_plain(inpt, crops[0])
@@ -132,11 +131,15 @@ class PairedTileCrop(OverlapTileCrop):
     window, which is what a valid-convolution network predicts for it. Labels may get
     ``mask_fill`` outside the image instead of mirrored labels.
 
-    Roles: a ``tv_tensors.Mask`` is a label, and so is the second of two positional
-    plain arguments ``(image, target)``, as torchvision datasets' ``transforms=``
-    argument passes them (a plain tensor label comes back as a ``tv_tensors.Mask``, so
-    later v2 transforms keep it aligned); other inputs (images, videos, plain tensors, PIL images,
-    bounding boxes, key points) follow the image window.
+    Inputs: as torchvision's v2 transforms, plus ``t(image, target)``: both are
+    transformed, a plain tensor or PIL target as the label (a plain tensor label comes
+    back as a ``tv_tensors.Mask``, so later v2 transforms keep it aligned). A
+    ``tv_tensors.Mask`` (or subclass) is a label anywhere; numpy arrays in an image or
+    label role raise ``TypeError``; unregistered tv_tensor subclasses pass through. The
+    full rule is on :class:`~unet_transforms.transforms._base.TileTransform`.
+    Everything that is not a label (images, videos, plain tensors, PIL images, bounding
+    boxes, key points) follows the image window. Two or more ``tv_tensors.Image`` and
+    no ``Mask`` warn once (:class:`~unet_transforms.transforms._base.LabelAsImageWarning`).
 
     Args:
         geometry: The :class:`TileGeometry`.
@@ -144,7 +147,10 @@ class PairedTileCrop(OverlapTileCrop):
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mask_fill: Value for label pixels outside the image (e.g. 255 or -100 as an
-            ignore index); ``None`` mirrors labels like images.
+            ignore index); ``None`` mirrors labels like images; or one per label type,
+            as torchvision's ``fill=``: ``{tv_tensors.Mask: 255, WeightMap: 0.0}``,
+            looked up along the label's MRO, then ``"others"``, else mirrored. Bool
+            labels get the fill if it is 0 or 1, else ``False``.
 
     Example:
         >>> import torch
@@ -156,20 +162,21 @@ class PairedTileCrop(OverlapTileCrop):
 
     def __init__(
         self,
-        geometry: TileGeometry,
+        geometry: TileGeometry | Mapping[str, Any],
         *,
         index: TileIndex = "random",
         mode: MirrorMode = "reflect",
         align: Align = "center",
-        mask_fill: float | None = None,
+        mask_fill: MaskFill | Mapping[type | str, float | None] = None,
     ) -> None:
         super().__init__(geometry, index=index, mode=mode, align=align)
-        self.mask_fill = check_fill(mask_fill)
+        self.mask_fill = check_mask_fill(mask_fill)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mask_fill={self.mask_fill!r}"
+    @property
+    def pairs_labels(self) -> bool:
+        return True
 
-    def window(self, tile: Tile, is_label: bool) -> tuple[Box, float | None]:
-        if is_label:
-            return tile.output_box, self.mask_fill
+    def window(self, tile: Tile, inpt: Any) -> tuple[Box, float | None]:
+        if self.unwrap(inpt)[1]:
+            return tile.output_box, label_fill(self.mask_fill, inpt)
         return tile.input_box, None
