@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_crop.py", "bench_mirror.py", "bench_inference.py", "bench_memory.py"]
+SCRIPTS = [
+    "bench_crop.py",
+    "bench_mirror.py",
+    "bench_inference.py",
+    "bench_memory.py",
+    "bench_weightmap.py",
+]
 DASK = "bench_dask.py"  # takes only --quick of the common options
 
 

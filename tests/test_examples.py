@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_example_runs():
     text = (ROOT / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S)
-    assert code is not None
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2  # the example, then the config route building on it
     namespace: dict[str, object] = {}
-    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["crop"].to_config()["mask_fill"] == 255
     logits, tile, label = namespace["logits"], namespace["tile"], namespace["label"]
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 1000, 700)
     assert tile.shape == (1, 572, 572) and label.shape == (388, 388)
@@ -27,7 +29,14 @@ def test_readme_example_runs():
 
 # Pages whose Python blocks run in about a second; the others read files the reader
 # brings (huge-images) or segment large images (inference, same-padding, volumes-3d).
-QUICK_PAGES = ["index.md", "overlap-tile.md", "tiled-dataset.md", "training.md"]
+QUICK_PAGES = [
+    "index.md",
+    "overlap-tile.md",
+    "tiled-dataset.md",
+    "training.md",
+    "weight-map.md",
+    "configuration.md",
+]
 
 
 @pytest.mark.parametrize("page", QUICK_PAGES)

@@ -13,6 +13,7 @@ from .grid import Tile, TileGrid, TileIndexError, tile_at
 from .inference import predict_tiled
 from .planning import plan_geometry
 from .transforms import MirrorExtrapolate, OverlapTileCrop, PairedTileCrop
+from .weightmap import WeightMap, unet_weight_map
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "TileGrid",
     "TileIndexError",
     "TiledDataset",
+    "WeightMap",
     "crop_tile",
     "from_config",
     "mirror_pad",
@@ -32,4 +34,5 @@ __all__ = [
     "predict_tiled",
     "tile_at",
     "to_config",
+    "unet_weight_map",
 ]
