@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -425,3 +426,53 @@ def test_transforms_refuse_tensors_without_dense_data(make, kind):
         TypeError, match=rf"PairedTileCrop's input must be a dense tensor .* {kind}"
     ):
         PairedTileCrop(GEOMETRY)(x)
+
+
+# ---------------------------------------------------------------- torchvision's smoke check
+@pytest.mark.parametrize(
+    "transform",
+    [
+        PairedTileCrop(GEOMETRY, index=INDEX, mask_fill=255),
+        OverlapTileCrop(GEOMETRY),
+        MirrorExtrapolate(3, mask_fill={tv_tensors.Mask: 255}),
+    ],
+    ids=["paired", "overlap", "mirror"],
+)
+@pytest.mark.parametrize("image_kind", ["tensor", "PIL", "Image", "Video"])
+def test_torchvisions_sample_conventions(transform, image_kind):
+    # torchvision's _check_transform_sample_input_smoke: one big sample, in a dict, a
+    # list and a tuple; the leaves torchvision's rule transforms keep their type, the
+    # others come back as the same objects
+    image = {
+        "tensor": lambda: make_tensor((3, *DEFAULT_SIZE)),
+        "PIL": make_pil,
+        "Image": make_image,
+        "Video": lambda: tv_tensors.Video(make_tensor((2, 3, *DEFAULT_SIZE))),
+    }[image_kind]()
+    sample = {
+        "image": image,
+        "boxes": make_bounding_boxes(),
+        "detection_masks": tv_tensors.Mask(make_tensor((2, *DEFAULT_SIZE), torch.bool)),
+        "segmentation_mask": make_mask(dtype=torch.uint8),
+        "labels": ClassLabels(torch.tensor([1, 2])),
+        "int": 0,
+        "float": 0.0,
+        "bool": True,
+        "none": None,
+        "str": "str",
+        "object": object(),
+        "tensor": torch.empty(5),
+        "array": np.empty(5),
+    }
+    for container in (dict, list, tuple):
+        inputs = sample if container is dict else container(sample.values())
+        flat, spec = tree_flatten(inputs)
+        torch.manual_seed(0)
+        out_flat, out_spec = tree_flatten(transform(inputs))
+        assert out_spec == spec
+        needs = v2.Transform()._needs_transform_list(flat)
+        for got, given, transformed in zip(out_flat, flat, needs):
+            if transformed and not isinstance(given, ClassLabels):
+                assert type(got) is type(given) and got is not given
+            else:
+                assert got is given
