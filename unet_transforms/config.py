@@ -175,11 +175,11 @@ def to_config(obj: Any) -> dict[str, Any]:
         >>> from torchvision.transforms import v2
         >>> from unet_transforms import PairedTileCrop, TileGeometry
         >>> pipeline = v2.Compose([PairedTileCrop(TileGeometry(572, 388)), v2.RandomVerticalFlip()])
-        >>> config = to_config(pipeline)
-        >>> config["transforms"][0]
+        >>> crop, flip = to_config(pipeline)["transforms"]
+        >>> crop
         {'_target_': 'unet_transforms.PairedTileCrop', 'geometry': {'_target_': 'unet_transforms.TileGeometry', 'input_size': 572, 'output_size': 388}}
-        >>> config["transforms"][1]
-        {'_target_': 'torchvision.transforms.v2.RandomVerticalFlip', 'p': 0.5}
+        >>> flip
+        {'_target_': 'torchvision.transforms.v2.RandomVerticalFlip'}
     """
     return _encode_object(obj, "")
 

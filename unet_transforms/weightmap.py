@@ -224,8 +224,8 @@ def unet_weight_map(
         >>> import torch
         >>> cells = torch.tensor([[1, 1, 0, 2, 2]])
         >>> w = unet_weight_map(cells, w0=10.0, sigma=1.0)
-        >>> [round(v, 4) for v in w.tolist()[0]]
-        [0.625, 0.625, 3.8534, 0.625, 0.625]
+        >>> print(*(round(v, 4) for v in w.tolist()[0]))
+        0.625 0.625 3.8534 0.625 0.625
     """
     array = _as_numpy(instances)
     ndimage = _scipy_ndimage()
