@@ -531,3 +531,31 @@ def test_yaml_writes_objects_as_their_config():
     assert "!!python" not in text
     assert from_config(yaml.safe_load(text)["crop"]).to_config() == crop.to_config()
     assert "!!python" not in yaml.dump({"geometry": TileGeometry(20, 12)})
+
+
+def test_per_type_mask_fill_round_trips_with_named_types():
+    from unet_transforms import WeightMap
+
+    crop = PairedTileCrop(
+        TileGeometry(10, 6), index=0, mask_fill={tv_tensors.Mask: 255, WeightMap: 0.0}
+    )
+    config = crop.to_config()
+    assert config["mask_fill"] == {
+        "torchvision.tv_tensors.Mask": 255,
+        "unet_transforms.WeightMap": 0.0,
+    }
+    rebuilt = from_config(json_round_trip(config))
+    assert rebuilt.to_config() == config
+    mask = tv_tensors.Mask(torch.ones(3, 3, dtype=torch.int64))
+    weights = WeightMap(torch.ones(3, 3))
+    for t in (crop, rebuilt):
+        _, out_mask, out_weights = t(make_image((3, 3)), mask, weights)
+        assert out_mask[0, 0] == 255 and out_weights[0, 0] == 0.0 and out_mask[2, 2] == 1
+
+    class MyMask(tv_tensors.Mask):
+        pass
+
+    with pytest.raises(TypeError, match=r"mask_fill: cannot name the type .*MyMask in a config"):
+        PairedTileCrop(TileGeometry(10, 6), mask_fill={MyMask: 1}).to_config()
+    with pytest.raises(TypeError, match=r"mask_fill keys .* got 'Mask'"):
+        PairedTileCrop(TileGeometry(10, 6), mask_fill={"Mask": 1})

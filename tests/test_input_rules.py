@@ -379,8 +379,8 @@ def test_a_bool_mask_does_not_block_the_fill_of_other_labels():
         (
             {"mask": 255},
             TypeError,
-            r"mask_fill keys must be label types \(tv_tensors\.Mask or a subclass\) or "
-            r"'others', got 'mask'",
+            r"mask_fill keys must be label types \(tv_tensors\.Mask or a subclass\), their "
+            r"names as configs write them .* or 'others', got 'mask'",
         ),
         (
             {tv_tensors.Image: 0},

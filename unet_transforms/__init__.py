@@ -12,12 +12,18 @@ from .geometry import TileGeometry
 from .grid import Tile, TileGrid, TileIndexError, tile_at
 from .inference import predict_tiled
 from .planning import plan_geometry
-from .transforms import MirrorExtrapolate, OverlapTileCrop, PairedTileCrop
+from .transforms import (
+    LabelAsImageWarning,
+    MirrorExtrapolate,
+    OverlapTileCrop,
+    PairedTileCrop,
+)
 from .weightmap import WeightMap, unet_weight_map
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LabelAsImageWarning",
     "MirrorExtrapolate",
     "OverlapTileCrop",
     "PairedTileCrop",

@@ -33,7 +33,9 @@ __all__ = [
     "Configurable",
     "from_config",
     "to_config",
+    "named_type",
     "torch_dtype",
+    "type_name",
 ]
 
 T = TypeVar("T", bound="Configurable")
@@ -246,13 +248,19 @@ def _encode(value: Any, path: str) -> Any:
     if isinstance(value, list | tuple):
         return [_encode(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
-        keys = [k for k in value if not isinstance(k, str)]
-        if keys:
-            raise TypeError(
-                f"{path}: a config mapping needs str keys, got {type(keys[0]).__name__} "
-                f"{keys[0]!r}"
-            )
-        return {k: _encode(v, f"{path}.{k}") for k, v in value.items()}
+        encoded = {}
+        for key, item in value.items():
+            try:
+                name = type_name(key) if isinstance(key, type) else key
+            except TypeError as e:
+                raise TypeError(f"{path}: {e}") from None
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"{path}: a config mapping needs str or type keys, got "
+                    f"{type(key).__name__} {key!r}"
+                )
+            encoded[name] = _encode(item, f"{path}.{name}")
+        return encoded
     return _encode_object(value, path)
 
 
@@ -294,6 +302,57 @@ def _public_names() -> dict[Any, str]:
 def _target_name(cls: type) -> str:
     """The public dotted path of ``cls``; a user's subclass gives its own path."""
     return _public_names().get(cls) or f"{cls.__module__}.{cls.__qualname__}"
+
+
+def type_name(cls: type) -> str:
+    """The public dotted name of a tv_tensor or library class, as configs write types
+    (e.g. the keys of a per-type ``mask_fill``).
+
+    Raises:
+        TypeError: If ``cls`` has no public name :func:`named_type` resolves.
+
+    Example:
+        >>> from torchvision import tv_tensors
+        >>> type_name(tv_tensors.Mask)
+        'torchvision.tv_tensors.Mask'
+    """
+    for name, obj in _types().items():
+        if obj is cls:
+            return name
+    raise TypeError(
+        f"cannot name the type {cls.__qualname__} in a config: only torchvision's tv_tensors "
+        "and the library's public classes have names"
+    )
+
+
+def named_type(name: str) -> type:
+    """The class a config names with :func:`type_name`.
+
+    Raises:
+        ValueError: If ``name`` is not such a name.
+
+    Example:
+        >>> named_type("unet_transforms.WeightMap").__name__
+        'WeightMap'
+    """
+    types = _types()
+    if name not in types:
+        raise ValueError(
+            f"unknown type name {name!r}: configs name tv_tensors as "
+            "'torchvision.tv_tensors.Mask' and library classes as 'unet_transforms.WeightMap'"
+        )
+    return types[name]
+
+
+@functools.cache
+def _types() -> dict[str, type]:
+    table = {
+        f"torchvision.tv_tensors.{name}": cls
+        for name, cls in vars(tv_tensors).items()
+        if isinstance(cls, type) and issubclass(cls, tv_tensors.TVTensor)
+    }
+    table.update({k: v for k, v in _registry().items() if isinstance(v, type)})
+    return table
 
 
 def torch_dtype(name: str) -> torch.dtype:

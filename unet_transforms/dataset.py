@@ -18,7 +18,7 @@ from .functional._tile import torch_compatible
 from .geometry import TileGeometry
 from .grid import Align, TileGrid, TileIndexError
 from .transforms import PairedTileCrop
-from .transforms._base import _is_plain, check_align, check_fill, check_geometry
+from .transforms._base import MaskFill, _is_plain, check_align, check_geometry, check_mask_fill
 
 __all__ = ["TiledDataset"]
 
@@ -46,7 +46,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         geometry: The :class:`TileGeometry`, or a mapping of its arguments.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
-        mask_fill: Value for label pixels outside the image (an ignore index).
+        mask_fill: Value for label pixels outside the image (an ignore index), or a
+            per-type mapping as :class:`PairedTileCrop` takes it.
         transforms: Applied to each cropped item, e.g. random flips: called as
             ``transforms(image, label)`` for ``(image, label, ...)`` samples (like
             torchvision datasets' ``transforms=``; the label is a ``Mask``, so v2
@@ -70,7 +71,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         *,
         mode: MirrorMode = "reflect",
         align: Align = "center",
-        mask_fill: float | None = None,
+        mask_fill: MaskFill | Mapping[type | str, float | None] = None,
         transforms: Callable[..., Any] | None = None,
     ) -> None:
         if transforms is not None and not callable(transforms):
@@ -89,7 +90,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.geometry = check_geometry(geometry)
         self.mode = check_mode(mode)
         self.align = check_align(align)
-        self.mask_fill = check_fill(mask_fill)
+        self.mask_fill = check_mask_fill(mask_fill)
         probe = PairedTileCrop(self.geometry, index=0, mode=mode, align=align, mask_fill=mask_fill)
         self.grid_shapes: list[tuple[int, ...]] = []
         self.offsets: list[int] = [0]

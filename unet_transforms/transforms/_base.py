@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import operator
 import warnings
@@ -15,6 +16,7 @@ from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..config import named_type
 from ..functional._mirror import MirrorMode, check_mode
 from ..functional._tile import Box, FillError, check_dense, crop_tile, kernel_for, spatial_shape
 from ..geometry import TileGeometry, as_geometry
@@ -165,7 +167,9 @@ def check_mask_fill(fill: object) -> MaskFill:
     """``None``, a number, or a mapping from label types (or ``"others"``) to either.
 
     A mapping comes back as a new ``dict`` (the caller's is never modified); keys are
-    subclasses of ``tv_tensors.Mask``, the labels a fill applies to, or ``"others"``.
+    subclasses of ``tv_tensors.Mask``, the labels a fill applies to, their dotted names
+    as configs write them (``"torchvision.tv_tensors.Mask"``,
+    ``"unet_transforms.WeightMap"``), or ``"others"``.
     """
     if not isinstance(fill, Mapping):
         if fill is not None and (isinstance(fill, bool) or not isinstance(fill, numbers.Real)):
@@ -176,10 +180,15 @@ def check_mask_fill(fill: object) -> MaskFill:
         return check_fill(fill)
     checked: dict[type | str, float | None] = {}
     for key, value in fill.items():
+        given = key
+        if isinstance(key, str) and key != "others":
+            with contextlib.suppress(ValueError):  # an unknown name is refused below
+                key = named_type(key)  # as configs write it: "torchvision.tv_tensors.Mask"
         if key != "others" and not isinstance(key, type):
             raise TypeError(
-                f"mask_fill keys must be label types (tv_tensors.Mask or a subclass) or "
-                f"'others', got {key!r}"
+                "mask_fill keys must be label types (tv_tensors.Mask or a subclass), their "
+                "names as configs write them ('torchvision.tv_tensors.Mask', "
+                f"'unet_transforms.WeightMap') or 'others', got {given!r}"
             )
         if isinstance(key, type) and not issubclass(key, tv_tensors.Mask):
             raise ValueError(
