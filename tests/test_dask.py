@@ -466,3 +466,15 @@ def test_labels_are_lazy_and_small():
     assert lazy.shape == (40, 30) and lazy.dtype == np.uint8
     expected = predict_tiled(model, image((2, 40, 30)), TileGeometry(16, 10)).argmax(0)
     assert np.array_equal(lazy.compute(), expected.numpy())
+
+
+def test_a_delayed_model_that_is_not_a_module_is_refused():
+    from dask.delayed import delayed
+
+    array = da.from_array(image((2, 20, 20)), chunks=(2, 10, 10))
+    remote = delayed(lambda x: x, pure=True)(1)  # not a module
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got int"):
+        predict_dask(remote, array, TileGeometry(16, 10))
+    lazy = predict_dask(remote, array, TileGeometry(16, 10), meta_channels=2)
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got int"):
+        lazy.compute(scheduler="sync")

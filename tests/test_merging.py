@@ -311,3 +311,14 @@ def test_constructor_arguments_are_stored_as_given():
     merger = TileMerger(grid, blend=weights, output="labels", region=[(0, 5), (2, 9)])
     assert merger.grid is grid and merger.blend is weights and merger.output == "labels"
     assert merger.region == [(0, 5), (2, 9)] and merger.out is None and merger.device is None
+
+
+def test_tiles_of_another_dtype_are_refused_not_cast():
+    # a uint8 first tile must not turn 0.7 into 0 in the result
+    grid = TileGrid((10, 10), TileGeometry(6, 4))
+    merger = TileMerger(grid)
+    merger.add(0, torch.ones(1, 4, 4, dtype=torch.uint8))
+    with pytest.raises(
+        ValueError, match=r"dtype torch.uint8 of the first tile, got .* torch.float32"
+    ):
+        merger.add(1, torch.full((1, 4, 4), 0.7))

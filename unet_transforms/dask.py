@@ -450,6 +450,7 @@ def _probe(
     model: torch.nn.Module, in_channels: int, geometry: TileGeometry
 ) -> tuple[int, torch.dtype]:
     """Output channels and dtype of the model, from one tile of zeros."""
+    check_model(model)  # a delayed or remote model is only seen here (and in blocks)
     device, dtype = model_device_dtype(model)
     with torch.inference_mode():
         y = model(torch.zeros((1, in_channels, *geometry.input_size), device=device, dtype=dtype))
@@ -569,6 +570,7 @@ def _predict_block(
     """Runs the tiles that reach ``box`` and returns the merged block."""
     if isinstance(model, _ShippedModel):
         model = model.module
+    check_model(model)
     run_model, run_device = _on_device(model, options.device)
     _, model_dtype = model_device_dtype(run_model)
     merger = TileMerger(grid, blend=options.blend, output=options.output, region=box, device="cpu")
