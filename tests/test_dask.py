@@ -478,3 +478,15 @@ def test_a_delayed_model_that_is_not_a_module_is_refused():
     lazy = predict_dask(remote, array, TileGeometry(16, 10), meta_channels=2)
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got int"):
         lazy.compute(scheduler="sync")
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "hann"])
+def test_blended_3d_equals_predict_tiled(blend):
+    model = ValidConvs(ndim=3, in_channels=1, out_channels=2).eval()
+    geometry = TileGeometry((10, 10, 10), (4, 4, 4), step=2)
+    array = image((1, 7, 9, 5), seed=2)
+    lazy = predict_dask(
+        model, da.from_array(array, chunks=(1, 3, 4, 2)), geometry, blend=blend, output="labels"
+    )
+    expected = predict_tiled(model, array, geometry, blend=blend, output="labels")
+    assert torch.equal(torch.from_numpy(lazy.compute(scheduler="threads")), expected)

@@ -51,7 +51,8 @@ class Tile:
         input_box: The window the network reads (``input_size``).
         output_box: The window the network predicts (``output_size``), centred in the
             input window; what a training label covers.
-        keep_box: The part used when stitching (``step``), centred in the output window.
+        keep_box: The part a crop merge keeps (``step``), centred in the output window;
+            keep windows partition the image.
 
     Example:
         >>> tile = TileGrid((500, 700), TileGeometry(572, 388))[1]
