@@ -65,9 +65,15 @@ def test_metadata_that_loads_with_weights_only_is_kept(tmp_path):
 def test_bad_arguments_and_files(tmp_path):
     net = UNet(base_channels=2, depth=1)
     path = tmp_path / "net.pt"
-    with pytest.raises(TypeError, match=r"model must be a unet_transforms\.models\.UNet"):
+    with pytest.raises(TypeError, match=r"model Conv2d has no to_config\(\): pass model_config="):
         save_checkpoint(path, torch.nn.Conv2d(1, 1, 1), net.geometry(input_size=36))
-    with pytest.raises(TypeError, match="geometry must be a TileGeometry, got int"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got str"):
+        save_checkpoint(path, "net", net.geometry(input_size=36))
+    with pytest.raises(TypeError, match=r"model_config must be a mapping with a '_target_'"):
+        save_checkpoint(path, net, net.geometry(input_size=36), model_config={"depth": 1})
+    with pytest.raises(
+        TypeError, match=r"geometry must be a TileGeometry or a mapping .* got int"
+    ):
         save_checkpoint(path, net, 36)
     with pytest.raises(ValueError, match="geometry must have the model's 2 spatial axes"):
         save_checkpoint(path, net, TileGeometry((4, 4, 4), (2, 2, 2)))
@@ -102,49 +108,56 @@ def edited(data, change):
     ("change", "match"),
     [
         (
-            lambda d: d["model_args"].update(depth=100000),
-            r"model_args\.depth must be an int in \[0, 20\], got 100000",
+            lambda d: d["model"].update(depth=100000),
+            r"model\.depth must be an int in \[0, 20\], got 100000",
         ),
         (
-            lambda d: d["model_args"].update(base_channels=2**40),
-            r"model_args\.base_channels must be an int in \[1, 1048576\], got 1099511627776",
+            lambda d: d["model"].update(base_channels=2**40),
+            r"model\.base_channels must be an int in \[1, 1048576\], got 1099511627776",
         ),
         (
-            lambda d: d["model_args"].update(base_channels=2**19, depth=2),
-            r"model_args\.base_channels \* 2\*\*model_args\.depth \(the widest layer\) must be at most "
+            lambda d: d["model"].update(base_channels=2**19, depth=2),
+            r"model\.base_channels \* 2\*\*model\.depth \(the widest layer\) must be at most "
             r"1048576, got 524288 \* 2\*\*2 = 2097152",
         ),
         (  # within the bounds, but 10**12 parameters where the file holds a few hundred
-            lambda d: d["model_args"].update(base_channels=2**17),
-            r"state_dict\['down\.0\.0\.weight'\] has shape \(2, 1, 3, 3\), model_args give "
-            r"\(131072, 1, 3, 3\) \(they describe a UNet of \d{13} parameters, the "
+            lambda d: d["model"].update(base_channels=2**17),
+            r"state_dict\['down\.0\.0\.weight'\] has shape \(2, 1, 3, 3\), the model config gives "
+            r"\(131072, 1, 3, 3\) \(it describes a model of \d{13} parameters, the "
             r"state_dict holds \d{3}\)",
         ),
-        (lambda d: d["model_args"].pop("depth"), r"model_args\.depth is missing"),
-        (lambda d: d["model_args"].update(ndim=True), r"model_args\.ndim must be an int in"),
-        (lambda d: d["model_args"].update(padding=0.0), r"model_args\.padding must be an int"),
-        (lambda d: d["model_args"].update(extra=1), r"model_args has unknown fields \['extra'\]"),
-        (lambda d: d.update(model_args=[1, 2]), "model_args must be a dict, got list"),
-        (lambda d: d["geometry"].pop("step"), r"geometry\.step is missing"),
+        (
+            lambda d: d["model"].update(depth="4"),
+            r"model\.depth must be an int in \[0, 20\], got '4'",
+        ),
+        (lambda d: d["model"].update(ndim=True), r"model\.ndim must be an int in"),
+        (lambda d: d["model"].update(padding=0.5), r"model\.padding must be an int"),
+        (lambda d: d["model"].update(extra=1), r"model has unknown fields \['extra'\]"),
+        (lambda d: d.update(model=[1, 2]), "model must be a dict, got list"),
+        (
+            lambda d: d["model"].update(_target_="os.system"),
+            r"model: _target_ 'os\.system' is not allowed",
+        ),
+        (lambda d: d["geometry"].pop("input_size"), r"geometry needs the key 'input_size'"),
         (
             lambda d: d["geometry"].update(step=[2, 2, 2]),
-            r"geometry\.step must be a list of 2 ints \(model_args\.ndim=2\), got \[2, 2, 2\]",
+            r"geometry must have 2 axes \(model\.ndim=2\), got TileGeometry",
         ),
         (
             lambda d: d["geometry"].update(step=[100, 100]),
-            r"geometry: step must be in \[1, output_size=20\], got 100",
+            r"geometry\.step must be in \[1, output_size=20\], got 100",
         ),
         (
             lambda d: d["state_dict"].update({"head.weight": torch.zeros(2, 4, 1, 1)}),
-            r"state_dict\['head\.weight'\] has shape \(2, 4, 1, 1\), model_args give \(2, 2, 1, 1\)",
+            r"state_dict\['head\.weight'\] has shape \(2, 4, 1, 1\), the model config gives \(2, 2, 1, 1\)",
         ),
         (
             lambda d: d["state_dict"].pop("head.bias"),
-            r"state_dict does not fit model_args: missing \['head\.bias'\], unexpected \[\]",
+            r"state_dict does not fit the model config: missing \['head\.bias'\], unexpected \[\]",
         ),
         (
             lambda d: d["state_dict"].update(extra=torch.zeros(1)),
-            r"state_dict does not fit model_args: missing \[\], unexpected \['extra'\]",
+            r"state_dict does not fit the model config: missing \[\], unexpected \['extra'\]",
         ),
         (
             lambda d: d["state_dict"].update({"head.bias": torch.zeros(2, dtype=torch.long)}),
@@ -258,3 +271,76 @@ save_checkpoint({str(path)!r}, net, net.geometry(input_size=36))
     assert child.returncode == -signal.SIGTERM
     assert_same_checkpoint(path, old)
     assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]
+
+
+def test_the_checkpoint_stores_configs(tmp_path):
+    _, data = saved(tmp_path)
+    assert data["format"] == "unet-transforms/checkpoint-v2"
+    assert data["model"] == {
+        "_target_": "unet_transforms.models.UNet",
+        "base_channels": 2,
+        "depth": 1,
+    }
+    assert data["geometry"] == {
+        "_target_": "unet_transforms.TileGeometry",
+        "input_size": 36,
+        "output_size": 20,
+    }
+
+
+def test_first_format_checkpoints_still_load(tmp_path):
+    net = UNet(base_channels=2, depth=1)
+    v1 = {
+        "format": "unet-transforms/checkpoint-v1",
+        "model_args": {
+            "in_channels": 1,
+            "out_channels": 2,
+            "depth": 1,
+            "base_channels": 2,
+            "convs_per_level": 2,
+            "padding": 0,
+            "ndim": 2,
+        },
+        "state_dict": net.state_dict(),
+        "geometry": {"input_size": [36, 36], "output_size": [20, 20], "step": [18, 18]},
+        "metadata": {"mean": 0.5},
+    }
+    path = tmp_path / "v1.pt"
+    torch.save(v1, path)
+    model, geometry, metadata = load_checkpoint(path)
+    assert geometry == TileGeometry(36, 20, step=18) and metadata == {"mean": 0.5}
+    x = torch.rand(1, 1, 36, 36)
+    assert torch.equal(model(x), net.eval()(x))
+    for field, key in (("model_args", "depth"), ("geometry", "step")):
+        broken = {k: dict(v) if isinstance(v, dict) else v for k, v in v1.items()}
+        del broken[field][key]
+        torch.save(broken, path)
+        with pytest.raises(ValueError, match=rf"{field}\.{key} is missing"):
+            load_checkpoint(path)
+
+
+class Tiny(torch.nn.Module):
+    """A model of another library: no to_config."""
+
+    def __init__(self, channels: int = 2) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, channels, 5)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_any_module_with_its_config_and_allow(tmp_path):
+    net = Tiny(3)
+    path = tmp_path / "tiny.pt"
+    config = {"_target_": f"{__name__}.Tiny", "channels": 3}
+    save_checkpoint(path, net, TileGeometry(20, 16), model_config=config)
+    assert torch.load(path, weights_only=True)["model"] == config
+    with pytest.raises(
+        ValueError, match=rf"model: _target_ '{__name__}\.Tiny' is not allowed.*allow="
+    ):
+        load_checkpoint(path)
+    model, geometry, _ = load_checkpoint(path, allow=[Tiny])
+    x = torch.rand(1, 1, 20, 20)
+    assert isinstance(model, Tiny) and torch.equal(model(x), net(x))
+    assert geometry == TileGeometry(20, 16)

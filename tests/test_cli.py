@@ -574,8 +574,8 @@ def test_every_library_error_is_one_line(tmp_path, monkeypatch):
     result = run_here(*segment)
     assert_one_line_error(result, "unet-transforms: error: RuntimeError: CUDA out of memory.")
     data = torch.load(checkpoint, weights_only=True)
-    data["model_args"]["depth"] = 100000
+    data["model"]["depth"] = 100000
     torch.save(data, checkpoint)
     result = run_here(*segment)
-    assert_one_line_error(result, "model_args.depth must be an int in [0, 20], got 100000")
+    assert_one_line_error(result, "model.depth must be an int in [0, 20], got 100000")
     assert not (tmp_path / "o.png").exists()

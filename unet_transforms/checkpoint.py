@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
 from ._atomic import atomic_write, destination
-from .geometry import TileGeometry
+from ._checks import as_int
+from .config import from_config, to_config, to_plain
+from .geometry import TileGeometry, as_geometry
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
-FORMAT = "unet-transforms/checkpoint-v1"
+FORMAT = "unet-transforms/checkpoint-v2"
+_FORMAT_V1 = "unet-transforms/checkpoint-v1"  # model_args and geometry lists; still read
+_UNET = "unet_transforms.models.UNet"
 _UNET_ARGS = (
     "in_channels",
     "out_channels",
@@ -41,17 +46,23 @@ _ARG_BOUNDS = {
     "padding": (0, 1),
     "ndim": (2, 3),
 }
-_GEOMETRY_KEYS = ("input_size", "output_size", "step")
 
 
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: torch.nn.Module,
-    geometry: TileGeometry,
+    geometry: TileGeometry | Mapping[str, Any],
     *,
     metadata: dict[str, Any] | None = None,
+    model_config: Mapping[str, Any] | None = None,
 ) -> None:
-    """Saves a :class:`~unet_transforms.models.UNet`, its constructor arguments and geometry.
+    """Saves a model, the config that builds it, its weights and its tile geometry.
+
+    The model and the geometry are stored as their configs (:func:`~unet_transforms.to_config`):
+    a :class:`~unet_transforms.models.UNet` (or any module with ``to_config()``) describes
+    itself; any other ``nn.Module`` is saved with ``model_config``, the config that builds
+    it (``{"_target_": "monai.networks.nets.UNet", ...}``), which
+    :func:`load_checkpoint` builds only when its ``allow`` names the target.
 
     The file is a plain dict of tensors, numbers and strings, so it loads with
     ``torch.load(weights_only=True)``. It is written atomically: to a temporary file in
@@ -60,50 +71,64 @@ def save_checkpoint(
     checkpoint stays loadable) and removes the temporary file.
 
     Args:
-        path: Where to write: a file in an existing folder.
-        model: The trained ``UNet``.
-        geometry: The tile geometry to segment with.
-        metadata: Extra values to keep (e.g. the input scaling): anything that loads
-            with ``torch.load(weights_only=True)``, such as numbers, strings, lists,
-            tuples, dicts and tensors (numpy scalars and arrays must be converted).
+        path: Where to write; its folder must exist.
+        model: The trained network.
+        geometry: The tile geometry to segment with (or a mapping of its arguments).
+        metadata: Further plain values to keep (e.g. the normalisation).
+        model_config: The config that builds ``model``, for a model without
+            ``to_config()``.
 
     Raises:
-        TypeError: If ``path`` is not a str or path-like, ``model`` not a ``UNet``,
-            ``geometry`` not a ``TileGeometry``, or ``metadata`` holds other values.
-        ValueError: If ``path`` is a directory or its folder does not exist, or the
-            geometry's number of axes differs from the model's.
-        OSError: If the file cannot be written (``path`` is then unchanged).
+        TypeError: If ``path`` is not a path, ``model`` not a module or without a
+            config, ``metadata`` holds other values.
+        ValueError: If the folder is missing, ``path`` is a directory, or the
+            geometry's number of axes differs from a UNet's.
 
     Example:
         >>> import tempfile, os
         >>> from unet_transforms.models import UNet
-        >>> net = UNet(base_channels=2, depth=1)
         >>> path = os.path.join(tempfile.mkdtemp(), "net.pt")
+        >>> net = UNet(base_channels=2, depth=1)
         >>> save_checkpoint(path, net, net.geometry(input_size=36), metadata={"scale": 0.5})
         >>> model, geometry, meta = load_checkpoint(path)
-        >>> geometry.output_size, meta["scale"]
-        ((20, 20), 0.5)
+        >>> geometry, meta["scale"]
+        (TileGeometry(input_size=36, output_size=20), 0.5)
     """
     from .models import UNet
 
     target = destination(path)
-    if not isinstance(model, UNet):
-        raise TypeError(f"model must be a unet_transforms.models.UNet, got {type(model).__name__}")
-    if not isinstance(geometry, TileGeometry):
-        raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
-    if geometry.ndim != model.ndim:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    geometry = as_geometry(geometry)
+    if isinstance(model, UNet) and geometry.ndim != model.ndim:
         raise ValueError(
             f"geometry must have the model's {model.ndim} spatial axes, got a "
             f"{geometry.ndim}-D geometry {geometry!r}"
         )
+    if model_config is not None:
+        if not isinstance(model_config, Mapping) or not isinstance(
+            model_config.get("_target_"), str
+        ):
+            raise TypeError(
+                "model_config must be a mapping with a '_target_' string (the config that "
+                f"builds the model), got {model_config!r}"
+            )
+        config: dict[str, Any] = to_plain(model_config)
+    else:
+        if not callable(getattr(model, "to_config", None)):
+            raise TypeError(
+                f"model {type(model).__name__} has no to_config(): pass model_config="
+                "{'_target_': 'package.Class', **arguments}, the config that builds it"
+            )
+        config = to_config(model)
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
     _check_loadable(dict(metadata or {}))
     data = {
         "format": FORMAT,
-        "model_args": {name: getattr(model, name) for name in _UNET_ARGS},
+        "model": config,
         "state_dict": model.state_dict(),
-        "geometry": _geometry_data(geometry),
+        "geometry": geometry.to_config(),
         "metadata": dict(metadata or {}),
     }
     with atomic_write(target) as file:
@@ -111,27 +136,36 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    allow: Iterable[str | Callable[..., Any]] = (),
 ) -> tuple[torch.nn.Module, TileGeometry, dict[str, Any]]:
     """Loads what :func:`save_checkpoint` wrote, after checking it.
 
     The file is read with ``torch.load(weights_only=True)`` (no code runs), then its
-    contents are checked before any model is built: every ``model_args`` field is an
-    int within bounds, the model they describe has exactly the state dict's tensor
-    names and shapes (so its parameter count matches the file's), and the geometry has
-    all its fields, with the model's number of axes.
+    contents are checked before any model is built: a UNet's arguments are ints within
+    bounds, the model the config describes (built on the meta device, without memory)
+    has exactly the state dict's tensor names and shapes (so its parameter count matches
+    the file's), and the geometry is valid, with a UNet's number of axes. The model's
+    config is built by :func:`~unet_transforms.from_config`: the library's own names, or
+    a target named in ``allow``, never whatever the file names. Files of the first
+    format (``model_args`` and geometry lists) still load.
 
     Args:
         path: The checkpoint file.
         map_location: The device to put the weights on; it is checked first.
+        allow: Further model targets to build (dotted names or callables), e.g.
+            ``["monai.networks.nets.UNet"]``.
 
     Returns:
         ``(model, geometry, metadata)``; the model is in eval mode.
 
     Raises:
         ValueError: If the file is not a checkpoint of this library, or a field is
-            missing, of the wrong type, out of bounds or does not fit the state dict (the
-            message names the field); or if ``map_location`` is not a usable device.
+            missing, of the wrong type, out of bounds, not allowed or does not fit the
+            state dict (the message names the field); or if ``map_location`` is not a
+            usable device.
         TypeError: If ``map_location`` is not a str or ``torch.device``.
         FileNotFoundError: If the file does not exist.
 
@@ -145,9 +179,8 @@ def load_checkpoint(
         >>> model.out_channels, geometry.input_size, geometry.output_size, model.training
         (4, (60, 60), (20, 20), False)
     """
-    from .models import UNet
-
     device = _check_map_location(map_location)
+    where = f"checkpoint {os.fspath(path)!r}"
     try:
         with warnings.catch_warnings():  # torch warns about some non-checkpoint files
             warnings.simplefilter("ignore")
@@ -161,19 +194,19 @@ def load_checkpoint(
             f"cannot read checkpoint {os.fspath(path)!r}: not a file written by "
             f"save_checkpoint (torch.load raised {type(e).__name__})"
         ) from e
-    args, geometry, metadata = _check_metadata(data, os.fspath(path))
-    with torch.device("meta"):  # the described model, without memory
-        described = UNet(**args)
+    config, geometry, metadata = _check_metadata(data, where)
+    try:
+        with torch.device("meta"):  # the described model, without memory
+            described = from_config(config, allow=allow)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: model: {e}") from e
+    if not isinstance(described, torch.nn.Module):
+        raise ValueError(f"{where}: model builds a {type(described).__name__}, not a module")
     state = data["state_dict"]
-    _check_state_dict(state, described.state_dict(), os.fspath(path))
+    _check_state_dict(state, described.state_dict(), where)
     model = described.to_empty(device=device)
     model.load_state_dict(state)
     return model.eval(), geometry, metadata
-
-
-def _geometry_data(geometry: TileGeometry) -> dict[str, list[int]]:
-    """The geometry as the checkpoint stores it: plain lists of ints."""
-    return {key: list(getattr(geometry, key)) for key in _GEOMETRY_KEYS}
 
 
 def _check_map_location(map_location: object) -> torch.device:
@@ -205,79 +238,92 @@ def _check_map_location(map_location: object) -> torch.device:
 
 
 def _check_metadata(
-    data: object, path: str
-) -> tuple[dict[str, int], TileGeometry, dict[str, Any]]:
-    """Checks a loaded checkpoint's plain fields: ``(model_args, geometry, metadata)``.
+    data: object, where: str
+) -> tuple[dict[str, Any], TileGeometry, dict[str, Any]]:
+    """Checks a loaded checkpoint's plain fields: ``(model config, geometry, metadata)``.
 
     Raises ValueError naming the first bad field, before anything is built.
     """
-    where = f"checkpoint {path!r}"
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, _FORMAT_V1):
         raise ValueError(
-            f"{path!r} is not a unet-transforms checkpoint (expected format {FORMAT!r})"
+            f"{where.removeprefix('checkpoint ')} is not a unet-transforms checkpoint "
+            f"(expected format {FORMAT!r})"
         )
-    missing = [k for k in ("model_args", "state_dict", "geometry") if k not in data]
+    field = "model" if data["format"] == FORMAT else "model_args"
+    missing = [k for k in (field, "state_dict", "geometry") if k not in data]
     if missing:
         raise ValueError(f"{where} is incomplete: missing {missing}")
-    for key in ("model_args", "state_dict", "geometry"):
+    for key in (field, "state_dict", "geometry"):
         if not isinstance(data[key], Mapping):
             raise ValueError(f"{where}: {key} must be a dict, got {type(data[key]).__name__}")
-    given = data["model_args"]
-    args: dict[str, int] = {}
-    for name in _UNET_ARGS:
-        if name not in given:
-            raise ValueError(f"{where}: model_args.{name} is missing")
-        low, high = _ARG_BOUNDS[name]
-        value = given[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(
-                f"{where}: model_args.{name} must be an int in [{low}, {high}], got {value!r}"
-            )
-        args[name] = value
-    unknown = sorted(map(str, set(given) - set(_UNET_ARGS)))
-    if unknown:
-        raise ValueError(f"{where}: model_args has unknown fields {unknown}")
-    width = args["base_channels"] * 2 ** args["depth"]
-    if width > _MAX_WIDTH:
-        raise ValueError(
-            f"{where}: model_args.base_channels * 2**model_args.depth (the widest layer) "
-            f"must be at most {_MAX_WIDTH}, got {args['base_channels']} * 2**{args['depth']} "
-            f"= {width}"
-        )
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValueError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
-    return args, _check_geometry(data["geometry"], args["ndim"], where), dict(metadata)
-
-
-def _check_geometry(stored: Mapping[Any, Any], ndim: int, where: str) -> TileGeometry:
-    """The stored geometry as a TileGeometry with ``ndim`` axes; ValueError naming the field."""
-    sizes = {}
-    for key in _GEOMETRY_KEYS:
-        if key not in stored:
-            raise ValueError(f"{where}: geometry.{key} is missing")
-        value = stored[key]
-        if (
-            not isinstance(value, list | tuple)
-            or len(value) != ndim
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            raise ValueError(
-                f"{where}: geometry.{key} must be a list of {ndim} ints (model_args.ndim="
-                f"{ndim}), got {value!r}"
-            )
-        sizes[key] = list(value)
+    # the first format stored a UNet's arguments; the second its config
+    config = {"_target_": _UNET, **data[field]} if field == "model_args" else dict(data[field])
+    ndim = None
+    if config.get("_target_") == _UNET:
+        args = _check_unet_args(config, field, where)
+        config, ndim = {"_target_": _UNET, **args}, args["ndim"]
+    stored = data["geometry"]
+    if field == "model_args":  # every field was required there
+        for key in ("input_size", "output_size", "step"):
+            if key not in stored:
+                raise ValueError(f"{where}: geometry.{key} is missing")
     try:
-        return TileGeometry(sizes["input_size"], sizes["output_size"], step=sizes["step"])
+        geometry = as_geometry(stored, "geometry")
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: geometry: {e}") from e
+        raise ValueError(f"{where}: {e}") from e
+    if ndim is not None and geometry.ndim != ndim:
+        raise ValueError(
+            f"{where}: geometry must have {ndim} axes ({field}.ndim={ndim}), got {geometry!r}"
+        )
+    return config, geometry, dict(metadata)
+
+
+def _check_unet_args(config: Mapping[str, Any], field: str, where: str) -> dict[str, int]:
+    """A UNet's arguments (defaults filled in) as ints within bounds; ValueError naming the
+    field otherwise."""
+    from .models import UNet
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(UNet.__init__).parameters.items()
+        if name in _UNET_ARGS
+    }
+    given = {k: v for k, v in config.items() if k != "_target_"}
+    unknown = sorted(map(str, set(given) - set(_UNET_ARGS)))
+    if unknown:
+        raise ValueError(f"{where}: {field} has unknown fields {unknown}")
+    args: dict[str, int] = {}
+    for name in _UNET_ARGS:
+        if field == "model_args" and name not in given:
+            raise ValueError(f"{where}: model_args.{name} is missing")
+        value = given.get(name, defaults[name])
+        low, high = _ARG_BOUNDS[name]
+        try:
+            number: int | None = as_int(name, value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(
+                f"{where}: {field}.{name} must be an int in [{low}, {high}], got {value!r}"
+            )
+        args[name] = number
+    width = args["base_channels"] * 2 ** args["depth"]
+    if width > _MAX_WIDTH:
+        raise ValueError(
+            f"{where}: {field}.base_channels * 2**{field}.depth (the widest layer) "
+            f"must be at most {_MAX_WIDTH}, got {args['base_channels']} * 2**{args['depth']} "
+            f"= {width}"
+        )
+    return args
 
 
 def _check_state_dict(
-    state: Mapping[Any, Any], expected: Mapping[str, torch.Tensor], path: str
+    state: Mapping[Any, Any], expected: Mapping[str, torch.Tensor], where: str
 ) -> None:
     """Raises ValueError unless ``state`` has exactly ``expected`` 's names and shapes."""
-    where = f"checkpoint {path!r}"
     for name, value in state.items():
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
@@ -288,7 +334,7 @@ def _check_state_dict(
     unexpected = [str(name) for name in state if name not in expected]
     if missing or unexpected:
         raise ValueError(
-            f"{where}: state_dict does not fit model_args: missing {missing[:3]}"
+            f"{where}: state_dict does not fit the model config: missing {missing[:3]}"
             f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
             f"{'...' if len(unexpected) > 3 else ''}"
         )
@@ -298,7 +344,7 @@ def _check_state_dict(
             stored = sum(t.numel() for t in state.values())
             raise ValueError(
                 f"{where}: state_dict[{name!r}] has shape {tuple(state[name].shape)}, "
-                f"model_args give {tuple(tensor.shape)} (they describe a UNet of "
+                f"the model config gives {tuple(tensor.shape)} (it describes a model of "
                 f"{described} parameters, the state_dict holds {stored})"
             )
 

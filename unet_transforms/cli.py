@@ -316,7 +316,7 @@ def _uses_tifffile(path: str, ndim: int) -> bool:
 
 
 def _label_dtype(classes: int) -> type[np.unsignedinteger[Any]]:
-    # load_checkpoint refuses more than 65536 classes (model_args.out_channels)
+    # load_checkpoint refuses more than 65536 classes (model.out_channels)
     return np.uint8 if classes <= 256 else np.uint16
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "from_config",
     "to_config",
     "named_type",
+    "to_plain",
     "torch_dtype",
     "type_name",
 ]
@@ -184,6 +185,21 @@ def to_config(obj: Any) -> dict[str, Any]:
         {'_target_': 'torchvision.transforms.v2.RandomVerticalFlip'}
     """
     return _encode_object(obj, "")
+
+
+def to_plain(value: Any, name: str = "value") -> Any:
+    """``value`` as plain data: configs, OmegaConf containers, tuples, numpy scalars.
+
+    Objects inside are written as their configs, as :func:`to_config` does.
+
+    Raises:
+        TypeError: If a part cannot be written as plain data; the message names it.
+
+    Example:
+        >>> to_plain({"sizes": (572, 572)})
+        {'sizes': [572, 572]}
+    """
+    return _encode(value, name)
 
 
 def _encode_object(obj: Any, path: str) -> dict[str, Any]:
