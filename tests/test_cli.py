@@ -579,3 +579,21 @@ def test_every_library_error_is_one_line(tmp_path, monkeypatch):
     result = run_here(*segment)
     assert_one_line_error(result, "model.depth must be an int in [0, 20], got 100000")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_segment_builds_other_models_only_with_allow(tmp_path):
+    from unet_transforms import TileGeometry
+    from unet_transforms.checkpoint import save_checkpoint
+
+    config = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 5}
+    conv = torch.nn.Conv2d(1, 2, 5)
+    save_checkpoint(tmp_path / "c.pt", conv, TileGeometry(24, 20), model_config=config)
+    PIL.Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "in.png")
+    args = ["segment", str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "c.pt")]
+    refused = run_here(*args, "-o", str(tmp_path / "a.png"))
+    assert_one_line_error(refused, "_target_ 'torch.nn.Conv2d' is not allowed")
+    assert not (tmp_path / "a.png").exists()
+    allowed = run_here(*args, "-o", str(tmp_path / "b.png"), "--allow", "torch.nn.Conv2d")
+    assert allowed.returncode == 0, allowed.stderr
+    with PIL.Image.open(tmp_path / "b.png") as written:
+        assert written.size == (40, 30)

@@ -404,7 +404,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.checkpoint):
         raise CLIError(f"checkpoint file not found: {args.checkpoint}")
-    model, geometry, meta = load_checkpoint(args.checkpoint)
+    model, geometry, meta = load_checkpoint(args.checkpoint, allow=args.allow)
     image = read_image(args.image, max_pixels=args.max_pixels)
     ndim = image.ndim - 1
     if ndim != geometry.ndim:
@@ -514,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--batch-size", type=int, default=None)
     segment.add_argument("--device", default=None, help="e.g. cpu or cuda:0")
     segment.add_argument("--progress", action="store_true", help="show a progress bar")
+    segment.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="a model class the checkpoint may build besides the library's own, e.g. "
+        "monai.networks.nets.UNet (repeat for more); nothing else a file names is imported",
+    )
     _add_max_pixels_option(segment)
     segment.set_defaults(run=_segment)
     return parser
