@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torchvision import tv_tensors
 
 from unet_transforms import mirror_pad
+from unet_transforms.functional import _mirror as mirror_module
 from unet_transforms.functional import mirror_index
 
 from common import DTYPES, make_tensor
@@ -158,3 +159,53 @@ def test_mirror_index_takes_sequences_and_arrays():
     assert mirror_index(list(range(-4, 6)), 3).tolist() == expected
     assert mirror_index(np.arange(-4, 6), 3).tolist() == expected
     assert mirror_index(torch.arange(-4, 6, dtype=torch.int32), 3).dtype == torch.int64
+
+
+# ------------------------------------------- strips copied once (issue 11, item 14)
+@pytest.mark.parametrize("row_loops", [0, 64])  # torch flips, or numpy reversed rows
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("shape", "pads"),
+    [
+        ((3, 9, 9), [(8, 1), (1, 8)]),  # widest reflect strips: size - 1
+        ((3, 9, 9), [(9, 0), (0, 9)]),  # widest symmetric strips (reflect: by index)
+        ((70, 4, 5), [(2, 3), (1, 4)]),  # more leading slices than the numpy row loop
+        ((2, 3, 4, 5), [(2, 3), (3, 4), (4, 5)]),  # 3 padded axes: corners of corners
+        ((2, 3, 4, 5), [(3, 3), (0, 0), (4, 4)]),  # an unpadded axis in between
+        ((4, 6, 7), [(0, 0), (6, 6), (7, 7)]),  # the first padded axis is not the first
+        ((0, 5, 5), [(1, 2), (3, 1)]),  # no leading slice at all
+    ],
+)
+def test_strips_equal_numpy_pad_on_every_path(monkeypatch, row_loops, mode, shape, pads):
+    monkeypatch.setattr(mirror_module, "_MAX_ROW_LOOPS", row_loops)
+    for dtype in (torch.uint8, torch.float32, torch.bfloat16, torch.complex64):
+        x = make_tensor(shape, torch.float32).mul(100).to(dtype)
+        np.testing.assert_array_equal(
+            mirror_pad(x, pads, mode).float().numpy()
+            if dtype == torch.bfloat16
+            else mirror_pad(x, pads, mode).numpy(),
+            numpy_oracle(x, pads, mode),
+        )
+
+
+def test_conjugate_and_negative_views_are_resolved():
+    z = torch.randn(3, 4, dtype=torch.complex64)
+    np.testing.assert_array_equal(
+        mirror_pad(z.conj(), [(2, 2), (1, 3)]).numpy(),
+        np.pad(z.conj().resolve_conj().numpy(), [(2, 2), (1, 3)], mode="reflect"),
+    )
+    negative = z.conj().imag  # a view with torch's negative bit set
+    assert negative.is_neg()
+    np.testing.assert_array_equal(
+        mirror_pad(negative, [(2, 1), (3, 3)]).numpy(),
+        np.pad(-z.imag.numpy(), [(2, 1), (3, 3)], mode="reflect"),
+    )
+
+
+def test_non_contiguous_and_expanded_inputs():
+    base = make_tensor((6, 7, 8))
+    for x in (base.transpose(1, 2), base[:, ::2, 1::3], torch.ones(1, 5).expand(4, 5)):
+        pads = [(3, 2), (1, 2)]
+        np.testing.assert_array_equal(
+            mirror_pad(x, pads).numpy(), numpy_oracle(x.contiguous(), pads, "reflect")
+        )

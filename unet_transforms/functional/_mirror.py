@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Sequence
@@ -17,9 +18,10 @@ __all__ = ["MirrorMode", "mirror_index", "mirror_pad", "normalize_padding", "che
 MirrorMode = Literal["reflect", "symmetric"]
 _MODES = ("reflect", "symmetric")
 
-# numpy dtypes that torch.from_numpy accepts; used to allocate big outputs through numpy,
-# whose allocator asks the kernel for huge pages (a fresh torch.empty of hundreds of MB
-# spends most of its time in page faults).
+# numpy dtypes that torch.from_numpy and Tensor.numpy accept; used to allocate big outputs
+# through numpy, whose allocator asks the kernel for huge pages (a fresh torch.empty of
+# hundreds of MB spends most of its time in page faults), and to copy reversed slices as
+# numpy views (negative strides, which torch lacks).
 _NUMPY_DTYPES = {
     torch.float64: np.float64,
     torch.float32: np.float32,
@@ -29,6 +31,9 @@ _NUMPY_DTYPES = {
     torch.int16: np.int16,
     torch.int8: np.int8,
     torch.uint8: np.uint8,
+    torch.uint16: np.uint16,
+    torch.uint32: np.uint32,
+    torch.uint64: np.uint64,
     torch.bool: np.bool_,
     torch.complex64: np.complex64,
     torch.complex128: np.complex128,
@@ -136,7 +141,7 @@ def empty_like_shape(
 ) -> torch.Tensor:
     """Allocates an uninitialised tensor, through numpy's allocator for big CPU buffers."""
     np_dtype = _NUMPY_DTYPES.get(dtype)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if device.type == "cpu" and np_dtype is not None and nbytes >= _NUMPY_ALLOC_MIN_BYTES:
         return torch.from_numpy(np.empty(tuple(shape), dtype=np_dtype))
     return torch.empty(tuple(shape), dtype=dtype, device=device)
@@ -202,6 +207,30 @@ def mirror_pad(
     return out
 
 
+_MAX_ROW_LOOPS = 64  # most outer slices a band is copied slice by slice through numpy
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
+    """A numpy view of a CPU tensor (numpy has negative strides, torch has not), if any."""
+    if t.device.type != "cpu" or t.dtype not in _NUMPY_DTYPES or t.is_conj() or t.is_neg():
+        return None
+    return t.detach().numpy()
+
+
+def _copy_reversed_rows(rows: np.ndarray, dim: int, start: int, count: int, lo: int) -> None:
+    """``rows[..., start + i, ...] = rows[..., lo + count - 1 - i, ...]`` along ``dim``.
+
+    One slice of the ``dim`` outer axes at a time: within a slice the two row ranges are
+    disjoint, so numpy copies straight from the reversed view (row by row, memcpy-like)
+    instead of through the temporary it makes when the bounds of the whole views
+    overlap.
+    """
+    dst = (slice(start, start + count),)
+    src = (slice(lo + count - 1, lo - 1 if lo else None, -1),)
+    for index in itertools.product(*map(range, rows.shape[:dim])):
+        rows[index + dst] = rows[index + src]
+
+
 def _mirror_pad_tensor(
     x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
 ) -> torch.Tensor:
@@ -218,9 +247,14 @@ def _mirror_pad_tensor(
                 idx = mirror_index(range(-before, size + after), size, mode).to(x.device)
                 out = out.index_select(lead + axis, idx)
         return out
-    # Fast path: copy the image into the centre of the output once, then fill each
-    # padded strip from the already-filled part of the output (last axis first, so
-    # later strips include the corners).
+    # Copy the image into the centre of the output once (one slice assignment), then
+    # fill the padded strips axis by axis, last axis first, so that each later strip
+    # spans the corners already filled; each output element is written once. A strip
+    # no wider than one reflection is a reversed slice next to the edge: along the last
+    # padded axis it is flipped straight from the image; along earlier axes it is whole
+    # rows of the output in reverse order, which numpy copies row by row (torch has no
+    # negative strides, and its flip would go through a temporary). Wider strips mirror
+    # the image again and again and are gathered by index.
     shape = list(x.shape)
     for axis, (before, after) in enumerate(pads):
         shape[lead + axis] += before + after
@@ -229,34 +263,31 @@ def _mirror_pad_tensor(
         slice(b, b + s) for (b, _), s in zip(pads, x.shape[lead:], strict=True)
     ]
     out[tuple(centre)] = x
-    for axis in reversed(range(n)):
+    rows = _numpy_view(out)
+    last = max(axis for axis, pad in enumerate(pads) if any(pad))
+    shift = 1 if mode == "reflect" else 0  # reflect does not repeat the edge pixel
+    for axis in reversed(range(last + 1)):
         before, after = pads[axis]
-        if not (before or after):
-            continue
         dim = lead + axis
         size = x.shape[dim]
-        # region: centre along earlier (not yet filled) axes, everything along later ones
-        region = [slice(None)] * lead + [
-            slice(b, b + s) if k < axis else slice(None)
-            for k, ((b, _), s) in enumerate(zip(pads, x.shape[lead:], strict=True))
-        ]
-        view = out[tuple(region)]
-        src = view.narrow(dim, before, size)
-        for start, positions in (
-            (0, range(-before, 0)),
-            (before + size, range(size, size + after)),
-        ):
-            if len(positions) == 0:
+        # centre along earlier (not yet filled) axes, everything along later ones
+        region = centre[:dim] + [slice(None)] * (x.ndim - dim)
+        filled = region.copy()
+        filled[dim] = slice(before, before + size)
+        for start, count, lo in ((0, before, shift), (before + size, after, size - shift - after)):
+            if count == 0:
                 continue
-            dst = view.narrow(dim, start, len(positions))
-            if len(positions) < size and mode == "reflect":
-                # a plain flip of a strip next to the edge
-                lo = 1 if start == 0 else size - 1 - len(positions)
-                dst.copy_(src.narrow(dim, lo, len(positions)).flip(dim))
-            elif len(positions) <= size and mode == "symmetric":
-                lo = 0 if start == 0 else size - len(positions)
-                dst.copy_(src.narrow(dim, lo, len(positions)).flip(dim))
+            region[dim] = slice(start, start + count)
+            if count > size - shift:  # wider than one reflection: by index
+                src = x if axis == last else out[tuple(filled)]
+                idx = mirror_index(range(start - before, start - before + count), size, mode)
+                out[tuple(region)] = src.index_select(dim, idx.to(x.device))
+            elif axis == last:  # the filled part of the region is the image itself
+                out[tuple(region)] = x.narrow(dim, lo, count).flip(dim)
+            elif rows is not None and math.prod(x.shape[:dim]) <= _MAX_ROW_LOOPS:
+                _copy_reversed_rows(rows[tuple(centre[:dim])], dim, start, count, before + lo)
             else:
-                idx = mirror_index(positions, size, mode).to(x.device)
-                dst.copy_(src.index_select(dim, idx))
+                source = filled.copy()
+                source[dim] = slice(before + lo, before + lo + count)
+                out[tuple(region)] = out[tuple(source)].flip(dim)
     return out
