@@ -189,12 +189,28 @@ def _relative(box: Box, to: Box) -> tuple[Any, ...]:
 
 
 class _Cell:
-    """A keep window being blended: weighted sums, weight sums, tiles still to come."""
+    """A keep window being blended: the parts added so far, and how many tiles are to come.
 
-    __slots__ = ("remaining", "total", "weight")
+    Parts are summed when the last one arrives, in the order they came: until then a
+    window that only a neighbour's border has reached holds that thin strip, not a
+    buffer of its own size.
+    """
 
-    def __init__(self, total: torch.Tensor, weight: torch.Tensor, remaining: int) -> None:
-        self.total, self.weight, self.remaining = total, weight, remaining
+    __slots__ = ("parts", "remaining")
+
+    def __init__(self, remaining: int) -> None:
+        self.parts: list[tuple[tuple[Any, ...], torch.Tensor, torch.Tensor]] = []
+        self.remaining = remaining
+
+    def merged(self, lead: tuple[int, ...], size: tuple[int, ...]) -> torch.Tensor:
+        """The weighted average ``sum(weight * output) / sum(weight)`` of the parts."""
+        first = self.parts[0][1]
+        total = first.new_zeros((*lead, *size))
+        weight = first.new_zeros(size)
+        for here, weighted, weights in self.parts:
+            total[here] += weighted
+            weight[here] += weights
+        return total / weight
 
 
 class TileMerger:
@@ -491,23 +507,14 @@ class TileMerger:
             assert cell_box is not None  # it meets reach, which is inside the region
             cell = self._pending.get(c)
             if cell is None:
-                size = tuple(hi - lo for lo, hi in cell_box)
                 reaching = math.prod(len(r) for r in grid.overlapping(cell_box, "output"))
-                cell = self._pending[c] = _Cell(
-                    torch.zeros(
-                        (*weighted.shape[: -len(size)], *size),
-                        dtype=accumulate,
-                        device=output.device,
-                    ),
-                    torch.zeros(size, dtype=accumulate, device=output.device),
-                    reaching,
-                )
+                cell = self._pending[c] = _Cell(reaching)
             part = _intersect(cell_box, tile.output_box)
             assert part is not None
             here, there = _relative(part, cell_box), _relative(part, tile.output_box)
-            cell.total[here] += weighted[there]
-            cell.weight[here] += weights[there]
+            cell.parts.append((here, weighted[there].clone(), weights[there]))
             cell.remaining -= 1
             if cell.remaining == 0:
                 del self._pending[c]
-                self._write(cell_box, cell.total / cell.weight)
+                size = tuple(hi - lo for lo, hi in cell_box)
+                self._write(cell_box, cell.merged(weighted.shape[: -len(size)], size))
