@@ -180,7 +180,7 @@ def test_grid_value_semantics():
 
 def test_grid_errors():
     g = TileGeometry(12, 8)
-    with pytest.raises(TypeError, match="geometry must be a TileGeometry, got tuple"):
+    with pytest.raises(TypeError, match=r"geometry must be a TileGeometry .*, got tuple"):
         TileGrid(10, (12, 8))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="align must be 'center' or 'start', got 'end'"):
         TileGrid(10, g, align="end")  # type: ignore[arg-type]
