@@ -1,0 +1,416 @@
+"""Elastic deformation inside the crop: Deformation, deform_tile and the crops' deform=."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchvision import tv_tensors
+
+from unet_transforms import OverlapTileCrop, PairedTileCrop, TileGeometry, WeightMap, from_config
+from unet_transforms.deformation import Deformation
+from unet_transforms.functional import deform_tile, deformation_coords, mirror_pad
+from unet_transforms.functional._deform import cubic_matrix, plan_resample, resample
+
+from common import DTYPES, check_transform, make_keypoints, make_pil, make_tensor
+
+GEOMETRY_2D = TileGeometry(36, 20)
+GEOMETRY_3D = TileGeometry((14, 14, 14), (8, 8, 8))
+
+
+def position_coded(size: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image whose channel k holds each pixel's coordinate along axis k, and a label
+    holding each pixel's linear index."""
+    axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in size], indexing="ij")
+    return torch.stack(axes), torch.arange(math.prod(size)).reshape(size)
+
+
+def decode(label: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    coords, rest = [], label
+    for k in range(len(size)):
+        stride = math.prod(size[k + 1 :])
+        coords.append(rest // stride)
+        rest = rest % stride
+    return torch.stack(coords).to(torch.float32)
+
+
+def reflect(s: torch.Tensor, n: int) -> torch.Tensor:
+    """Continuous reflect-mirroring of coordinates onto [0, n - 1]."""
+    if n == 1:
+        return torch.zeros_like(s)
+    m = torch.remainder(s, 2 * (n - 1))
+    return torch.where(m <= n - 1, m, 2 * (n - 1) - m)
+
+
+# --------------------------------------------------------------------- zero deformation
+@settings(max_examples=25)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    ndim=st.sampled_from([2, 3]),
+    size=st.lists(st.integers(1, 30), min_size=3, max_size=3),
+    flip=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_zero_deformation_equals_plain_crop(dtype, ndim, size, flip, seed):
+    geometry = GEOMETRY_2D if ndim == 2 else GEOMETRY_3D
+    spatial = tuple(size[:ndim])
+    image = make_tensor((2, *spatial), dtype)
+    mask = make_tensor(spatial, dtype, seed=1)  # the label of (image, target)
+    if ndim == 2:
+        mask = tv_tensors.Mask(mask)
+    deform = Deformation(sigma=0.0, flip=flip)
+    for crop, plain in [
+        (
+            PairedTileCrop(geometry, deform=deform, mask_fill=1),
+            PairedTileCrop(geometry, mask_fill=1),
+        ),
+        (
+            OverlapTileCrop(geometry, deform=deform, mode="symmetric"),
+            OverlapTileCrop(geometry, mode="symmetric"),
+        ),
+    ]:
+        torch.manual_seed(seed)
+        params = crop.make_params([image, mask])
+        torch.manual_seed(seed)
+        got = crop(image, mask)
+        torch.manual_seed(seed)
+        want = plain(image, mask)
+        # flips come after the window draw: undo them on the expected crop
+        flips = [d for d in range(ndim) if params["fields"][0][(0,) * ndim][d] > 0]
+        for g, w, lead in zip(got, want, (1, 0), strict=True):
+            assert g.dtype == w.dtype == dtype
+            assert type(g) is type(w)
+            assert torch.equal(g, w.flip([lead + d for d in flips]) if flips else w)
+        if not flip:
+            assert not flips
+
+
+def test_zero_deformation_pil_equals_plain_crop():
+    for mode in ("RGB", "P"):
+        image = make_pil((23, 17), mode)
+        torch.manual_seed(3)
+        got = PairedTileCrop(GEOMETRY_2D, deform=Deformation(sigma=0.0))(image)
+        torch.manual_seed(3)
+        want = PairedTileCrop(GEOMETRY_2D)(image)
+        assert isinstance(got, PIL.Image.Image) and got.mode == mode
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+        assert got.getpalette() == want.getpalette()
+
+
+# --------------------------------------------------------------------- alignment
+@settings(max_examples=20)
+@given(
+    ndim=st.sampled_from([2, 3]),
+    size=st.lists(st.integers(5, 45), min_size=3, max_size=3),
+    sigma=st.floats(0.5, 12.0),
+    rotation=st.floats(0.0, 40.0),
+    flip=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_label_follows_image_under_deformation(ndim, size, sigma, rotation, flip, seed):
+    geometry = GEOMETRY_2D if ndim == 2 else GEOMETRY_3D
+    spatial = tuple(size[:ndim])
+    image, label = position_coded(spatial)
+    crop = PairedTileCrop(
+        geometry,
+        deform=Deformation(sigma=sigma, rotation=rotation, scale=(0.8, 1.25), flip=flip),
+    )
+    torch.manual_seed(seed)
+    params = crop.make_params([image, label])
+    torch.manual_seed(seed)
+    tile, label_tile = crop(image, label)
+    assert type(label_tile) is tv_tensors.Mask and label_tile.dtype == torch.int64
+    assert tuple(tile.shape) == (ndim, *geometry.input_size)
+    assert tuple(label_tile.shape) == geometry.output_size
+    # oracle: each image pixel holds the reflect-mirrored source coordinate it reads
+    tile_origin = [a for a, _ in params["tiles"][0].input_box]
+    source = params["fields"][0] + torch.tensor(tile_origin, dtype=torch.float32)
+    for k in range(ndim):
+        expected = reflect(source[..., k], spatial[k])
+        assert torch.allclose(tile[k], expected, atol=2e-3)
+    # the label is the centre of the image's coordinates, nearest-rounded
+    centre = tuple(slice(m, m + o) for m, o in zip(geometry.margin, geometry.output_size))
+    coords = decode(label_tile.as_subclass(torch.Tensor), spatial)
+    assert (coords - tile[(slice(None), *centre)]).abs().max() <= 0.5 + 2e-3
+
+
+def test_dense_oracle_pad_then_grid_sample():
+    """Reading only the reached region equals sampling the whole padded image."""
+    image = make_tensor((3, 40, 31))
+    crop = OverlapTileCrop(GEOMETRY_2D, deform=Deformation(sigma=8.0, rotation=30.0))
+    for seed in range(5):
+        torch.manual_seed(seed)
+        params = crop.make_params([image])
+        torch.manual_seed(seed)
+        out = crop(image)
+        pad = 120
+        padded = mirror_pad(image, ((pad, pad), (pad, pad)))
+        origin = torch.tensor([a + pad for a, _ in params["tiles"][0].input_box])
+        coords = params["fields"][0].double() + origin
+        n = torch.tensor(padded.shape[-2:], dtype=torch.float64)
+        grid = (coords * 2 / (n - 1) - 1).flip(-1)
+        want = F.grid_sample(padded.double()[None], grid[None], align_corners=True)[0]
+        assert torch.allclose(out.double(), want, atol=1e-4)
+
+
+# --------------------------------------------------------------------- borders
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("mode", ["reflect", "symmetric"])
+def test_no_constant_border_at_large_displacement(interpolation, mode):
+    image = 1 + torch.rand(1, 13, 9)  # no zeros anywhere
+    label = torch.randint(0, 3, (13, 9))
+    crop = PairedTileCrop(
+        GEOMETRY_2D,
+        mode=mode,
+        deform=Deformation(
+            sigma=60.0, rotation=90.0, scale=(0.5, 2.0), interpolation=interpolation
+        ),
+    )
+    for seed in range(6):
+        torch.manual_seed(seed)
+        tile, label_tile = crop(image, label)
+        assert tile.min() > 0.5  # no zero or constant border ever
+        for edge in (tile[0, 0], tile[0, -1], tile[0, :, 0], tile[0, :, -1]):
+            assert edge.std() > 0
+        assert set(label_tile.unique().tolist()) <= {0, 1, 2}
+
+
+def test_labels_outside_get_mask_fill():
+    image, label = torch.rand(1, 12, 12), torch.randint(0, 3, (12, 12))
+    crop = PairedTileCrop(GEOMETRY_2D, mask_fill=255, deform=Deformation(sigma=20.0))
+    torch.manual_seed(0)
+    _, label_tile = crop(image, label)
+    values = set(label_tile.unique().tolist())
+    assert 255 in values and values - {255} and values <= {0, 1, 2, 255}
+
+
+def test_weight_map_bilinear_mask_nearest():
+    image = torch.rand(1, 30, 30)
+    mask = tv_tensors.Mask(torch.randint(0, 2, (30, 30)).float())
+    weights = WeightMap(mask.as_subclass(torch.Tensor).clone())
+    crop = PairedTileCrop(GEOMETRY_2D, deform=Deformation(sigma=5.0, rotation=20.0))
+    torch.manual_seed(1)
+    _, m, w = crop(image, mask, weights)
+    assert type(w) is WeightMap and type(m) is tv_tensors.Mask
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    assert ((w > 0) & (w < 1)).any()  # interpolated between the classes
+    assert torch.equal(w.round(), m) or (w.round() != m).float().mean() < 0.1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_dtype_under_deformation(dtype):
+    image = make_tensor((2, 25, 19), dtype)
+    mask = tv_tensors.Mask(make_tensor((25, 19), dtype, seed=1))
+    crop = PairedTileCrop(GEOMETRY_2D, deform=Deformation(sigma=6.0))
+    torch.manual_seed(0)
+    tile, label = crop(image, mask)
+    assert tile.dtype == label.dtype == dtype
+    assert set(label.unique().tolist()) <= set(mask.unique().tolist())
+    # bilinear stays within the image's range; integers are rounded from the float result
+    assert tile.min() >= image.min() and tile.max() <= image.max()
+    torch.manual_seed(0)
+    as_float, _ = crop(image.float(), mask)
+    if dtype.is_floating_point:
+        assert torch.allclose(tile.float(), as_float, atol=1e-2, rtol=1e-2)
+    else:
+        assert torch.equal(tile, as_float.round().to(dtype))
+
+
+def test_bicubic_overshoot_is_clamped_not_wrapped():
+    image = torch.zeros(1, 25, 19, dtype=torch.uint8)
+    image[..., 9:] = 255  # a step edge: bicubic overshoots on both sides of it
+    crop = OverlapTileCrop(GEOMETRY_2D, deform=Deformation(sigma=6.0, interpolation="bicubic"))
+    torch.manual_seed(0)
+    tile = crop(image)
+    torch.manual_seed(0)
+    as_float = crop(image.float())
+    assert as_float.min() < -1 and as_float.max() > 256  # bicubic overshoots
+    assert torch.equal(tile, as_float.round().clamp(0, 255).to(torch.uint8))
+
+
+def test_pil_deformed():
+    for mode in ("RGB", "P", "L"):
+        image = make_pil((23, 17), mode if mode != "L" else "P").convert(mode)
+        torch.manual_seed(0)
+        out = OverlapTileCrop(GEOMETRY_2D, deform=Deformation(sigma=5.0))(image)
+        assert isinstance(out, PIL.Image.Image) and out.mode == mode and out.size == (36, 36)
+        if mode == "P":
+            assert out.getpalette() == image.getpalette()
+            assert set(np.unique(np.asarray(out))) <= set(np.unique(np.asarray(image)))
+    bits = PIL.Image.fromarray(np.random.default_rng(0).random((20, 23)) > 0.5)
+    torch.manual_seed(0)
+    out = OverlapTileCrop(GEOMETRY_2D, deform=Deformation(sigma=5.0))(bits)
+    assert out.mode == "1" and np.asarray(out).dtype == np.bool_ and np.asarray(out).any()
+
+
+def test_all_tiles_each_deformed_and_stacked():
+    image = torch.rand(1, 50, 41)
+    crop = OverlapTileCrop(GEOMETRY_2D, index="all", deform=Deformation(sigma=3.0))
+    torch.manual_seed(0)
+    params = crop.make_params([image])
+    torch.manual_seed(0)
+    out = crop(image)
+    assert out.shape[0] == len(params["tiles"]) == len(params["fields"]) > 1
+    assert not torch.equal(params["fields"][0], params["fields"][1])
+
+
+def test_check_transform_and_pickling():
+    crop = PairedTileCrop(GEOMETRY_2D, mask_fill=255, deform=Deformation(sigma=4.0, flip=True))
+    sample = {
+        "image": tv_tensors.Image(torch.rand(3, 30, 22)),
+        "mask": tv_tensors.Mask(torch.zeros(30, 22, dtype=torch.long)),
+        "name": "x",
+    }
+    check_transform(crop, sample)
+    clone = pickle.loads(pickle.dumps(crop))
+    assert repr(clone) == repr(crop)
+
+
+# --------------------------------------------------------------------- config
+def test_to_config_round_trip_equal_outputs():
+    deform = Deformation(grid=[3, 4], sigma=7.0, rotation=10.0, scale=[0.9, 1.1], flip=True)
+    crop = PairedTileCrop(GEOMETRY_2D, mask_fill=255, deform=deform)
+    image, label = torch.rand(1, 40, 33), torch.randint(0, 3, (40, 33))
+    for obj in (deform, crop):
+        rebuilt = from_config(json.loads(json.dumps(obj.to_config())), allow=[Deformation])
+        assert rebuilt.to_config() == obj.to_config()
+        torch.manual_seed(5)
+        a = obj.sample((20, 17)) if obj is deform else obj(image, label)
+        torch.manual_seed(5)
+        b = rebuilt.sample((20, 17)) if obj is deform else rebuilt(image, label)
+        for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            assert torch.equal(x, y)
+    assert deform.grid == (3, 4) and deform.scale == (0.9, 1.1)
+    assert Deformation(grid=3.0).grid == 3  # YAML/JSON integral floats
+
+
+# --------------------------------------------------------------------- sampling
+def test_displacement_statistics_and_draws():
+    torch.manual_seed(0)
+    base = deformation_coords((3, 3))
+    d = Deformation(sigma=10.0)
+    samples = torch.stack([d.sample((3, 3)) - base for _ in range(400)])
+    assert 9.0 < samples.std().item() < 11.0  # the grid points carry the drawn displacement
+    assert abs(samples.mean().item()) < 1.0
+    # rotation: angles within +-rotation, both signs
+    rot = Deformation(sigma=0.0, rotation=30.0)
+    angles = []
+    for _ in range(100):
+        c = rot.sample((21, 21))
+        v = c[10, 20] - c[10, 10]  # where the pixel right of centre reads
+        angles.append(math.degrees(math.atan2(v[0].item(), v[1].item())))
+    assert max(abs(a) for a in angles) <= 30.0 + 1e-3
+    assert min(angles) < -15 and max(angles) > 15
+    # scale: the drawn zoom
+    zoom = Deformation(sigma=0.0, scale=(0.5, 2.0))
+    reads = [(zoom.sample((11, 11))[5, 10, 1] - 5).item() for _ in range(100)]
+    assert min(reads) >= 5 / 2.0 - 1e-4 and max(reads) <= 5 / 0.5 + 1e-4
+    # nothing random, nothing drawn
+    state = torch.get_rng_state()
+    Deformation(sigma=0.0).sample((4, 4))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_cubic_matrix_matches_interpolate():
+    coarse = torch.randn(1, 2, 3, 4)
+    want = F.interpolate(coarse, size=(17, 9), mode="bicubic", align_corners=True)[0]
+    got = torch.einsum("ia,jb,kab->kij", cubic_matrix(3, 17), cubic_matrix(4, 9), coarse[0])
+    assert torch.allclose(got, want, atol=1e-5)
+    coords = deformation_coords((17, 9), displacement=coarse[0])
+    assert torch.allclose(coords - deformation_coords((17, 9)), want.permute(1, 2, 0), atol=1e-5)
+
+
+def test_3d_deformation_runs_trilinear():
+    image, label = torch.rand(1, 9, 11, 10), torch.randint(0, 4, (9, 11, 10))
+    crop = PairedTileCrop(GEOMETRY_3D, deform=Deformation(sigma=2.0, rotation=15.0, flip=True))
+    torch.manual_seed(0)
+    tile, lab = crop(image, label)
+    assert tuple(tile.shape) == (1, 14, 14, 14) and tuple(lab.shape) == (8, 8, 8)
+    assert set(lab.unique().tolist()) <= set(range(4))
+
+
+# --------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"grid": 0}, ValueError, "grid must be >= 1"),
+        ({"grid": 2.5}, ValueError, "grid must be an integer"),
+        ({"grid": "3"}, TypeError, "grid must be an int"),
+        ({"grid": (3, 3, 3, 3)}, ValueError, "grid must be an int or 2 or 3 ints"),
+        ({"sigma": -1.0}, ValueError, "sigma must be finite and >= 0, got -1.0"),
+        ({"sigma": "10"}, TypeError, "sigma must be a number, got str"),
+        ({"rotation": float("nan")}, ValueError, "rotation must be finite"),
+        ({"scale": 1.0}, TypeError, r"scale must be a \(low, high\) pair"),
+        ({"scale": (2.0, 1.0)}, ValueError, "scale must be a range 0 < low <= high"),
+        ({"scale": (0.0, 1.0)}, ValueError, "scale must be a range"),
+        ({"flip": 1}, TypeError, "flip must be a bool, got int"),
+        (
+            {"interpolation": "nearest"},
+            ValueError,
+            "interpolation must be 'bilinear' or 'bicubic'",
+        ),
+    ],
+)
+def test_deformation_errors_name_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Deformation(**kwargs)
+
+
+def test_crop_errors_name_the_argument():
+    with pytest.raises(
+        TypeError, match=r"deform must be a unet_transforms\.Deformation or None, got dict"
+    ):
+        PairedTileCrop(GEOMETRY_2D, deform={"sigma": 1.0})
+    with pytest.raises(ValueError, match=r"deform\.interpolation must be 'bilinear' for a 3-D"):
+        OverlapTileCrop(GEOMETRY_3D, deform=Deformation(interpolation="bicubic"))
+    with pytest.raises(ValueError, match=r"deform\.grid must have 3 entries"):
+        PairedTileCrop(GEOMETRY_3D, deform=Deformation(grid=(3, 3)))
+    crop = OverlapTileCrop(GEOMETRY_2D, deform=Deformation())
+    image = tv_tensors.Image(torch.rand(3, 17, 11))
+    for extra in (
+        make_keypoints(),
+        tv_tensors.BoundingBoxes(
+            torch.tensor([[0, 0, 2, 2]]), format="XYXY", canvas_size=(17, 11)
+        ),
+    ):
+        with pytest.raises(
+            TypeError, match=r"deform=\.\.\.\) cannot move (KeyPoints|BoundingBoxes)"
+        ):
+            crop(image, extra)
+    with pytest.raises(TypeError, match="cannot deform KeyPoints"):
+        deform_tile(make_keypoints(), deformation_coords((2, 2)), (0, 0))
+
+
+def test_functional_errors():
+    with pytest.raises(ValueError, match="size must be 2 or 3 ints >= 1"):
+        deformation_coords((0, 3))
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        deformation_coords((3, 3), scale=0.0)
+    with pytest.raises(ValueError, match="angles must hold at most 1"):
+        deformation_coords((3, 3), angles=(1.0, 2.0))
+    with pytest.raises(ValueError, match=r"displacement must have shape \(ndim, \*grid\)"):
+        deformation_coords((3, 3), displacement=torch.zeros(3, 3, 3))
+    with pytest.raises(TypeError, match="coords must be a floating-point tensor"):
+        plan_resample(torch.zeros(2, 2, 2, dtype=torch.long), (0, 0))
+    with pytest.raises(ValueError, match="origin must hold 2 ints"):
+        plan_resample(torch.zeros(2, 2, 2), (0,))
+    with pytest.raises(ValueError, match="coords must be finite"):
+        plan_resample(torch.full((2, 2, 2), float("nan")), (0, 0))
+    with pytest.raises(
+        ValueError, match="interpolation must be 'nearest', 'bilinear' or 'bicubic'"
+    ):
+        deform_tile(torch.rand(4, 4), deformation_coords((2, 2)), (0, 0), interpolation="area")
+    with pytest.raises(ValueError, match="coords must lie inside the source region"):
+        resample(torch.rand(4, 4), deformation_coords((2, 2)) + 3, "bilinear")
+    with pytest.raises(ValueError, match="interpolation='bicubic' is 2-D only"):
+        resample(torch.rand(4, 4, 4), deformation_coords((2, 2, 2)) + 0.5, "bicubic")
+    with pytest.raises(TypeError, match="resample supports tensors"):
+        resample([1, 2], deformation_coords((2, 2)), "bilinear")

@@ -1,0 +1,410 @@
+"""Elastic deformation of one tile: a coordinate field, then one resampling of the source.
+
+A deformed tile is read in three steps, each cheap and proportional to the tile:
+:func:`deformation_coords` builds the field of source coordinates over the window,
+:func:`plan_resample` finds the source box those coordinates reach (plus the
+interpolation's support), :func:`~unet_transforms.functional.crop_tile` reads that box
+mirror-extrapolated from the unpadded image, and :func:`resample` samples it once
+(``torch.nn.functional.grid_sample``, or an exact gather for nearest and for integer
+coordinates). :func:`deform_tile` chains them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import PIL.Image
+import torch
+from torchvision import tv_tensors
+
+from .._checks import is_int
+from ..weightmap import WeightMap
+from ._mirror import MirrorMode
+from ._tile import Box, crop_tile, torch_compatible
+
+__all__ = [
+    "Interpolation",
+    "ResamplePlan",
+    "cubic_matrix",
+    "deform_tile",
+    "deformation_coords",
+    "plan_resample",
+    "resample",
+]
+
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# pixels of support before and after the floor of a coordinate, per interpolation
+_SUPPORT = {"nearest": (0, 1), "bilinear": (0, 2), "bicubic": (1, 3)}
+_CUBIC_A = -0.75  # torch's (and OpenCV's) bicubic coefficient
+# PIL modes whose values are indices or bits: never interpolated
+_NEAREST_PIL_MODES = ("1", "P", "PA")
+
+
+def check_interpolation(interpolation: object, name: str = "interpolation") -> Interpolation:
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(
+            f"{name} must be 'nearest', 'bilinear' or 'bicubic', got {interpolation!r}"
+        )
+    return interpolation  # type: ignore[return-value]
+
+
+def cubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """The ``(n_out, n_in)`` matrix of bicubic upsampling along one axis.
+
+    The weights of ``F.interpolate(mode="bicubic", align_corners=True)`` (cubic
+    convolution with ``a = -0.75``, indices clamped at the ends), so that a separable
+    product with one matrix per axis upsamples in any number of dimensions.
+
+    Example:
+        >>> m = cubic_matrix(3, 5)
+        >>> tuple(m.shape), m.sum(dim=1).tolist()
+        ((5, 3), [1.0, 1.0, 1.0, 1.0, 1.0])
+    """
+    if not (is_int(n_in) and is_int(n_out)) or n_in < 1 or n_out < 1:
+        raise ValueError(f"n_in and n_out must be ints >= 1, got {n_in!r} and {n_out!r}")
+    ratio = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    t = torch.arange(n_out, dtype=torch.float64) * ratio
+    base = t.floor()
+    f = t - base
+    a = _CUBIC_A
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = torch.stack([far(f + 1), near(f), near(1 - f), far(2 - f)], dim=1)
+    index = (base.to(torch.int64)[:, None] + torch.arange(-1, 3)).clamp(0, n_in - 1)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m.scatter_add_(1, index, weights)
+    return m.to(torch.float32)
+
+
+def _rotation(angles: Sequence[float], ndim: int) -> torch.Tensor:
+    """Rotation matrix: one angle (degrees) in 2-D, three (planes (1, 2), (0, 2), (0, 1)) in 3-D."""
+    matrix = torch.eye(ndim, dtype=torch.float64)
+    planes = [(0, 1)] if ndim == 2 else [(1, 2), (0, 2), (0, 1)]
+    for angle, (i, j) in zip(angles, planes, strict=False):
+        if angle == 0:
+            continue
+        r = torch.eye(ndim, dtype=torch.float64)
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        matrix = r @ matrix
+    return matrix
+
+
+def deformation_coords(
+    size: Sequence[int],
+    *,
+    displacement: torch.Tensor | None = None,
+    angles: Sequence[float] = (),
+    scale: float = 1.0,
+    flips: Sequence[bool] = (),
+) -> torch.Tensor:
+    """Source coordinates of every pixel of a window, relative to the window's start.
+
+    Pixel ``p`` of the window reads the source at
+    ``c + R @ F @ (p - c) / scale + d(p)``: ``c`` the window's centre, ``F`` the flips,
+    ``R`` the rotation, and ``d`` the coarse ``displacement`` grid upsampled bicubically
+    over the window (its corner points on the window's corner pixels), as in the U-Net
+    paper. Without a displacement, rotation, scaling or flips the coordinates are the
+    window's own integer positions, exactly.
+
+    Args:
+        size: The window's size per spatial axis (2 or 3 axes).
+        displacement: ``(ndim, *grid)`` displacements in pixels at the coarse grid's
+            points (component ``k`` along axis ``k``), or ``None``.
+        angles: Rotation in degrees: one angle in 2-D, up to three in 3-D (in the
+            planes of axes (1, 2), (0, 2) and (0, 1), applied in that order).
+        scale: Zoom factor: above 1 magnifies (reads a smaller source region).
+        flips: Per axis, whether to mirror the window about its centre.
+
+    Returns:
+        ``(*size, ndim)`` float32 coordinates, component ``k`` along axis ``k``.
+
+    Example:
+        >>> deformation_coords((2, 3))[..., 1].tolist()
+        [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
+        >>> deformation_coords((2, 3), flips=(False, True))[..., 1].tolist()
+        [[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]
+    """
+    if (
+        isinstance(size, str)
+        or not isinstance(size, Sequence)
+        or len(size) not in (2, 3)
+        or not all(is_int(n) and n >= 1 for n in size)
+    ):
+        raise ValueError(f"size must be 2 or 3 ints >= 1, got {size!r}")
+    ndim = len(size)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be finite and > 0, got {scale!r}")
+    if len(angles) > (1 if ndim == 2 else 3) or len(flips) > ndim:
+        raise ValueError(
+            f"angles must hold at most {1 if ndim == 2 else 3} and flips at most {ndim} "
+            f"entries for a {ndim}-D window, got {tuple(angles)!r} and {tuple(flips)!r}"
+        )
+    flip = torch.tensor([-1.0 if f else 1.0 for f in (*flips, *[False] * (ndim - len(flips)))])
+    matrix = _rotation(angles, ndim) * flip.to(torch.float64) / scale  # R @ diag(flip) / s
+    centre = [(n - 1) / 2 for n in size]
+    offsets = [
+        (torch.arange(n, dtype=torch.float32) - c).reshape(
+            [-1 if a == i else 1 for a in range(ndim)]
+        )
+        for i, (n, c) in enumerate(zip(size, centre, strict=True))
+    ]
+    components = []
+    for k in range(ndim):
+        coord = torch.full((1,) * ndim, centre[k], dtype=torch.float32)
+        for j in range(ndim):
+            weight = float(matrix[k, j])
+            if weight != 0:
+                coord = coord + weight * offsets[j]
+        components.append(coord.expand(tuple(size)))
+    coords = torch.stack(components, dim=-1)
+    if displacement is not None:
+        coords = coords + _upsample(displacement, tuple(size))
+    return coords
+
+
+def _upsample(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``(ndim, *grid)`` displacements, upsampled bicubically to ``(*size, ndim)``."""
+    ndim = len(size)
+    if not isinstance(displacement, torch.Tensor):
+        raise TypeError(f"displacement must be a tensor, got {type(displacement).__name__}")
+    if displacement.ndim != ndim + 1 or displacement.shape[0] != ndim:
+        raise ValueError(
+            f"displacement must have shape (ndim, *grid) = ({ndim}, ...) with {ndim} grid "
+            f"axes, got {tuple(displacement.shape)}"
+        )
+    mats = [cubic_matrix(g, n) for g, n in zip(displacement.shape[1:], size, strict=True)]
+    letters = "abc"[:ndim]
+    out = "ijl"[:ndim]
+    spec = ",".join(f"{o}{g}" for o, g in zip(out, letters, strict=True))
+    return torch.einsum(f"{spec},k{letters}->{out}k", *mats, displacement.to(torch.float32))
+
+
+class ResamplePlan(NamedTuple):
+    """What :func:`resample` needs: the source box to read, the coordinates relative to
+    its start, and the interpolation (``"nearest"`` when every coordinate is an integer)."""
+
+    box: Box
+    coords: torch.Tensor
+    interpolation: Interpolation
+
+
+def plan_resample(
+    coords: torch.Tensor, origin: Sequence[int], interpolation: Interpolation = "bilinear"
+) -> ResamplePlan:
+    """The source box that ``origin + coords`` reach, with the interpolation's support.
+
+    Coordinates that are all integers take ``"nearest"`` (an exact gather, which makes
+    a zero deformation equal to the plain crop for every dtype).
+
+    Args:
+        coords: ``(*window, ndim)`` source coordinates relative to ``origin``.
+        origin: Integer image position of coordinate 0, per axis.
+        interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
+
+    Returns:
+        A :class:`ResamplePlan`.
+
+    Example:
+        >>> c = deformation_coords((2, 2)) + 0.5
+        >>> plan_resample(c, (10, 20)).box
+        ((10, 13), (20, 23))
+    """
+    interpolation = check_interpolation(interpolation)
+    if not isinstance(coords, torch.Tensor) or not coords.is_floating_point():
+        raise TypeError(f"coords must be a floating-point tensor, got {coords!r:.60}")
+    ndim = coords.shape[-1] if coords.ndim > 0 else 0
+    if coords.ndim != ndim + 1 or ndim not in (2, 3) or coords.numel() == 0:
+        raise ValueError(f"coords must have shape (*window, ndim), got {tuple(coords.shape)}")
+    if len(origin) != ndim or not all(is_int(o) for o in origin):
+        raise ValueError(f"origin must hold {ndim} ints, got {tuple(origin)!r}")
+    if not bool(torch.isfinite(coords).all()):
+        raise ValueError("coords must be finite")
+    flat = coords.reshape(-1, ndim)
+    if interpolation == "nearest" or torch.equal(flat, flat.round()):
+        interpolation = "nearest"
+        coords = coords.round()
+        flat = coords.reshape(-1, ndim)
+    low, high = flat.amin(dim=0).floor(), flat.amax(dim=0).floor()
+    before, after = _SUPPORT[interpolation]
+    start = [int(v) - before for v in low.tolist()]
+    box = tuple(
+        (o + s, o + int(h) + after) for o, s, h in zip(origin, start, high.tolist(), strict=True)
+    )
+    return ResamplePlan(box, coords - torch.tensor(start, dtype=coords.dtype), interpolation)
+
+
+def interpolation_for(inpt: Any, interpolation: Interpolation) -> Interpolation:
+    """Labels by type: masks nearest, weight maps bilinear; PIL index/bit images nearest."""
+    if isinstance(inpt, WeightMap):
+        return "bilinear"
+    if isinstance(inpt, tv_tensors.Mask):
+        return "nearest"
+    if isinstance(inpt, PIL.Image.Image) and inpt.mode in _NEAREST_PIL_MODES:
+        return "nearest"
+    return interpolation
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The float dtype a value is interpolated in: float64 where float32 loses digits."""
+    if dtype == torch.float64 or (not dtype.is_floating_point and dtype.itemsize >= 4):
+        return torch.float64
+    return torch.float32
+
+
+def _resample_tensor(
+    x: torch.Tensor, coords: torch.Tensor, interpolation: Interpolation
+) -> torch.Tensor:
+    ndim = coords.shape[-1]
+    window = tuple(coords.shape[:-1])
+    spatial = tuple(x.shape[x.ndim - ndim :])
+    lead = tuple(x.shape[: x.ndim - ndim])
+    low, high = coords.reshape(-1, ndim).aminmax(dim=0)
+    if bool((low < 0).any()) or any(
+        h > n - 1 for h, n in zip(high.tolist(), spatial, strict=True)
+    ):
+        raise ValueError(
+            f"coords must lie inside the source region {spatial}, got a range of "
+            f"{low.tolist()} to {high.tolist()}"
+        )
+    if interpolation == "nearest":
+        index = coords.round().to(torch.int64)
+        strides = torch.tensor(
+            [math.prod(spatial[k + 1 :]) for k in range(ndim)], dtype=torch.int64
+        )
+        linear = (index * strides).sum(dim=-1).reshape(-1)
+        return x.reshape(*lead, -1)[..., linear].reshape(*lead, *window)
+    if interpolation == "bicubic" and ndim != 2:
+        raise ValueError("interpolation='bicubic' is 2-D only (grid_sample has no tricubic mode)")
+    work = _work_dtype(x.dtype)
+    src = x.reshape(1, -1, *spatial).to(work)
+    # grid_sample takes (x, y[, z]) = reversed axes, normalised to [-1, 1] (align_corners)
+    norm = torch.tensor([2 / max(n - 1, 1) for n in spatial], dtype=work)
+    grid = (coords.to(work) * norm - 1).flip(-1)
+    out = torch.nn.functional.grid_sample(
+        src, grid[None], mode=interpolation, padding_mode="border", align_corners=True
+    ).reshape(*lead, *window)
+    if x.dtype.is_floating_point:
+        return out.to(x.dtype)
+    if x.dtype == torch.bool:
+        return out >= 0.5
+    info = torch.iinfo(x.dtype)
+    return out.round_().clamp_(info.min, info.max).to(x.dtype)
+
+
+def resample(region: Any, coords: torch.Tensor, interpolation: Interpolation) -> Any:
+    """Samples ``region`` at ``coords`` (relative to its start), in one resampling.
+
+    Images take ``interpolation``; ``tv_tensors.Mask`` nearest and
+    :class:`~unet_transforms.WeightMap` bilinear, whatever is asked; PIL images of
+    modes ``"1"``, ``"P"`` and ``"PA"`` nearest. Integer dtypes are rounded and clamped
+    to their range, bool thresholded at ½. ``"bicubic"`` is 2-D only.
+
+    Args:
+        region: A tensor, tv_tensor or PIL image whose trailing axes hold the region.
+        coords: ``(*window, ndim)`` coordinates inside the region.
+        interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
+
+    Returns:
+        The ``window``, of the region's type and dtype.
+
+    Raises:
+        TypeError: For bounding boxes, key points and other unsupported inputs.
+        ValueError: For coordinates outside the region.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[0.0, 10.0], [20.0, 30.0]])
+        >>> resample(x, torch.tensor([[[0.5, 0.5]]]), "bilinear").tolist()
+        [[15.0]]
+    """
+    interpolation = interpolation_for(region, check_interpolation(interpolation))
+    if isinstance(region, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
+        raise TypeError(
+            f"cannot deform {type(region).__name__}: deformation moves pixels, not boxes or "
+            "key points; deform without them, or crop without deform="
+        )
+    if isinstance(region, PIL.Image.Image):
+        return _resample_pil(region, coords, interpolation)
+    if isinstance(region, torch.Tensor) and (
+        type(region) is torch.Tensor
+        or isinstance(region, tv_tensors.Image | tv_tensors.Video | tv_tensors.Mask)
+    ):
+        out = _resample_tensor(region.as_subclass(torch.Tensor), coords, interpolation)
+        if isinstance(region, tv_tensors.TVTensor):
+            wrapped: torch.Tensor = tv_tensors.wrap(out, like=region)
+            return wrapped
+        return out
+    raise TypeError(
+        f"resample supports tensors, Image/Video/Mask tv_tensors and PIL images, got "
+        f"{type(region).__name__}"
+    )
+
+
+def _resample_pil(
+    region: PIL.Image.Image, coords: torch.Tensor, interpolation: Interpolation
+) -> PIL.Image.Image:
+    arr = np.asarray(region)
+    x = torch.from_numpy(np.array(torch_compatible(arr), copy=True))
+    bands = x.ndim == 3
+    out = _resample_tensor(x.permute(2, 0, 1) if bands else x, coords, interpolation)
+    raw = np.ascontiguousarray((out.permute(1, 2, 0) if bands else out).numpy().astype(arr.dtype))
+    # a new image of the region's mode, palette and info (a crop of it), then its pixels
+    image: PIL.Image.Image = crop_tile(region, ((0, raw.shape[0]), (0, raw.shape[1])))
+    image.frombytes(np.packbits(raw, axis=1).tobytes() if region.mode == "1" else raw.tobytes())
+    return image
+
+
+def deform_tile(
+    inpt: Any,
+    coords: torch.Tensor,
+    origin: Sequence[int],
+    *,
+    mode: MirrorMode = "reflect",
+    interpolation: Interpolation = "bilinear",
+    fill: float | None = None,
+) -> Any:
+    """A deformed window of ``inpt``, read in one resampling from the unpadded source.
+
+    Reads only the source box the coordinates reach (mirrored outside the image by
+    ``mode``, or ``fill`` there, as :func:`~unet_transforms.functional.crop_tile` does)
+    and samples it once: the cost is proportional to the window. Integer coordinates
+    give the plain crop exactly.
+
+    Args:
+        inpt: A tensor, ``Image``/``Video``/``Mask`` tv_tensor or PIL image.
+        coords: ``(*window, ndim)`` source coordinates relative to ``origin`` (see
+            :func:`deformation_coords`).
+        origin: Image position of coordinate 0, per axis.
+        mode: ``"reflect"`` or ``"symmetric"``.
+        interpolation: For images: ``"nearest"``, ``"bilinear"`` or ``"bicubic"`` (2-D);
+            masks are sampled nearest, weight maps bilinear (see :func:`resample`).
+        fill: Value outside the image instead of mirroring (e.g. a label's ignore index).
+
+    Returns:
+        The window, of the input's type and dtype.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(12.0).reshape(3, 4)
+        >>> deform_tile(x, deformation_coords((2, 3), flips=(False, True)), (0, -1))
+        tensor([[1., 0., 1.],
+                [5., 4., 5.]])
+        >>> deform_tile(x, deformation_coords((2, 3)) + 0.5, (0, -1))  # column -1 mirrored
+        tensor([[2.5000, 2.5000, 3.5000],
+                [6.5000, 6.5000, 7.5000]])
+    """
+    interpolation = interpolation_for(inpt, check_interpolation(interpolation))
+    if isinstance(inpt, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
+        return resample(inpt, coords, interpolation)  # raises the TypeError
+    plan = plan_resample(coords, origin, interpolation)
+    return resample(crop_tile(inpt, plan.box, mode, fill), plan.coords, plan.interpolation)
