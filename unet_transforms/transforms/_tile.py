@@ -16,24 +16,19 @@ from ..functional._mirror import MirrorMode
 from ..functional._tile import Box
 from ..geometry import TileGeometry
 from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
-from ..sampling import Sampler, random_window_start
 from ._base import MaskFill, TileTransform, check_geometry, check_mask_fill, label_fill
 
 __all__ = ["OverlapTileCrop", "PairedTileCrop"]
 
-TileIndex = int | Literal["random", "all"] | Sampler
+TileIndex = int | Literal["random", "all"]
+_DRAW_RANGE = 2**62
 
 
 def _check_index(index: object) -> TileIndex:
-    if isinstance(index, Sampler):
-        return index
     if index in ("random", "all"):
         return index
     if isinstance(index, bool) or not hasattr(index, "__index__"):
-        raise ValueError(
-            "index must be 'random', 'all', an int tile index or a sampler of "
-            f"unet_transforms.sampling, got {index!r}"
-        )
+        raise ValueError(f"index must be 'random', 'all' or an int tile index, got {index!r}")
     return operator.index(index)
 
 
@@ -63,14 +58,9 @@ class OverlapTileCrop(Configurable, TileTransform):
 
     Args:
         geometry: The :class:`TileGeometry`.
-        index: ``"random"``: a fair window: per axis the output window's start is
-            uniform over ``[-(out - 1), size - 1]`` (every window that overlaps the
-            image, at any pixel offset), so every image pixel, border included, is
-            covered with the same probability; drawn from torch's global RNG. A sampler
-            of :mod:`unet_transforms.sampling` (:class:`~unet_transforms.sampling.LabelSampler`,
-            :class:`~unet_transforms.sampling.WeightedSampler`,
-            :class:`~unet_transforms.sampling.ForegroundSampler`): the window centred
-            (output index ``out // 2``) on a pixel it draws from the sample's label;
+        index: ``"random"``: per axis the output window's start is uniform over
+            ``[min(0, size - out), max(0, size - out)]`` (inside the image when it is big
+            enough, otherwise covering all of it), drawn from torch's global RNG;
             an int: tile ``index`` of ``TileGrid(size, geometry, align=align)``;
             ``"all"``: every grid tile, stacked on a new leading axis in grid order
             (PIL images, boxes and key points come back as lists).
@@ -109,12 +99,6 @@ class OverlapTileCrop(Configurable, TileTransform):
     def spatial_ndim(self) -> int:
         return self.geometry.ndim
 
-    def forward(self, *inputs: Any) -> Any:
-        if isinstance(self.index, Sampler):  # a sampler may read the whole sample
-            with self.index.bound_to(inputs):
-                return super().forward(*inputs)
-        return super().forward(*inputs)
-
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         params = self.tile_params(flat_inputs)
         if self.deform is not None:
@@ -134,12 +118,13 @@ class OverlapTileCrop(Configurable, TileTransform):
     def tile_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """The tiles of a call: ``{"tiles": [...], "stack": bool}``."""
         size = self.spatial_size(flat_inputs)
-        if isinstance(self.index, Sampler):
-            labels = [value for value, is_label in map(self.unwrap, flat_inputs) if is_label]
-            start = self.index.output_start(size, self.geometry.output_size, labels)
-            return {"tiles": [tile_at(self.geometry, start)], "stack": False}
         if self.index == "random":
-            start = random_window_start(size, self.geometry.output_size)
+            # one draw for all axes; reduced modulo each range (bias below 2**-30)
+            draws = torch.randint(_DRAW_RANGE, (len(size),)).tolist()
+            start = [
+                min(0, n - o) + r % (abs(n - o) + 1)
+                for r, n, o in zip(draws, size, self.geometry.output_size, strict=True)
+            ]
             return {"tiles": [tile_at(self.geometry, start)], "stack": False}
         grid = TileGrid(size, self.geometry, align=self.align)
         if self.index == "all":
@@ -221,9 +206,7 @@ class PairedTileCrop(OverlapTileCrop):
 
     Args:
         geometry: The :class:`TileGeometry`.
-        index: ``"random"`` (a fair window), a sampler of
-            :mod:`unet_transforms.sampling`, an int tile index or ``"all"``, as in
-            :class:`OverlapTileCrop`.
+        index: ``"random"``, an int tile index or ``"all"``, as in :class:`OverlapTileCrop`.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mask_fill: Value for label pixels outside the image (e.g. 255 or -100 as an
