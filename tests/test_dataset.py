@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from unet_transforms import TiledDataset, TileGeometry, TileGrid
+from unet_transforms import TiledDataset, TileGeometry, TileGrid, WeightMap
 
 from common import make_image, make_mask, make_tensor
 
@@ -98,7 +98,9 @@ def test_pil_samples_become_tensors_that_collate():
     tiles = TiledDataset([(rgb, palette)] * 2, GEOMETRY, mask_fill=255)
     image, label = tiles[0]
     assert (
-        type(image) is torch.Tensor and image.shape == (3, 20, 20) and image.dtype == torch.uint8
+        type(image) is tv_tensors.Image
+        and image.shape == (3, 20, 20)
+        and image.dtype == torch.uint8
     )
     assert isinstance(label, tv_tensors.Mask) and label.shape == (8, 8)
     grid = TileGrid((9, 14), GEOMETRY)
@@ -154,4 +156,366 @@ def test_errors():
         dataset["0"]
     with pytest.raises(ValueError, match="differ in their spatial size"):
         TiledDataset([(make_image((5, 5)), make_mask((5, 6)))], GEOMETRY)
-    assert repr(dataset).startswith("TiledDataset([(") and repr(dataset).endswith(f", {GEOMETRY!r})")
+    with pytest.raises(ValueError, match="locate maps items to grid tiles"):
+        TiledDataset(
+            [(make_image((5, 5)), make_mask((5, 5)))], GEOMETRY, index="random", tiles_per_epoch=3
+        ).locate(0)
+    assert repr(dataset).startswith("TiledDataset([(") and repr(dataset).endswith(
+        f", {GEOMETRY!r})"
+    )
+
+
+# ------------------------------------------------------------------ lazy reading
+class CountingArray:
+    """An array-like that records every read: ``__getitem__`` with slices, ``.shape``,
+    ``.dtype`` and ``.ndim`` (what zarr and h5py offer)."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+        self.reads = []
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return np.array(self.data[key])
+
+    def read_sizes(self, ndim):
+        """The spatial size of each read (its trailing ``ndim`` axes)."""
+        return [self.data[key].shape[self.data.ndim - ndim :] for key in self.reads]
+
+
+def _coded(size, channels=None):
+    """A position-coded image (pixel value = its C-order index) and label of ``size``."""
+    code = np.arange(int(np.prod(size)), dtype=np.int64).reshape(size)
+    image = code.astype(np.float32)
+    return (image if channels is None else np.stack([image] * channels)), code
+
+
+@pytest.mark.parametrize("index", [None, "random"])
+def test_arrays_are_read_only_inside_each_window(index):
+    image, label = _coded((70, 90), channels=2)
+    weights = np.random.default_rng(0).random((70, 90), dtype=np.float32)
+    arrays = [CountingArray(image), CountingArray(label), CountingArray(weights)]
+    n = None if index is None else 12
+    lazy = TiledDataset([tuple(arrays)], GEOMETRY, mask_fill=-1, index=index, tiles_per_epoch=n)
+    assert all(a.reads == [] for a in arrays)  # sizes come from .shape
+    eager = TiledDataset(
+        [(torch.from_numpy(image), torch.from_numpy(label), torch.from_numpy(weights))],
+        GEOMETRY,
+        mask_fill=-1,
+        index=index,
+        tiles_per_epoch=n,
+    )
+    for k in range(len(lazy)):
+        torch.manual_seed(k)
+        got = lazy[k]
+        torch.manual_seed(k)
+        expected = eager[k]
+        for a, b, kind in zip(got, expected, (tv_tensors.Image, tv_tensors.Mask, WeightMap)):
+            assert type(a) is kind and type(b) is kind and torch.equal(a, b)
+        for array, window in zip(arrays, (20, 8, 8)):
+            assert len(array.reads) == k + 1  # one read per array and item
+            assert all(s <= window for s in array.read_sizes(2)[-1])  # never the whole
+
+
+def test_memmap_samples_are_sliced_not_copied_whole(tmp_path, monkeypatch):
+    image, label = _coded((60, 50), channels=1)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "label.npy", label.astype(np.uint16))
+    mapped = (
+        np.load(tmp_path / "image.npy", mmap_mode="r"),
+        np.load(tmp_path / "label.npy", mmap_mode="r"),
+    )
+    copied = []
+    original = np.array
+
+    def spy(obj, *args, **kwargs):
+        copied.append(getattr(obj, "size", 0))
+        return original(obj, *args, **kwargs)
+
+    tiles = TiledDataset([mapped], GEOMETRY, mask_fill=7)
+    expected = TiledDataset(
+        [(torch.from_numpy(image), torch.from_numpy(label))], GEOMETRY, mask_fill=7
+    )
+    monkeypatch.setattr(np, "array", spy)
+    for k in range(len(tiles)):
+        out_image, out_label = tiles[k]
+        assert torch.equal(out_image, expected[k][0])
+        assert out_label.dtype == torch.int32  # uint16 read as int32, values kept
+        assert torch.equal(out_label.long(), expected[k][1])
+    assert copied and max(copied) <= 20 * 20  # only windows were copied
+    assert not mapped[0].flags.writeable and np.array_equal(mapped[0], image)
+
+
+def test_zarr_samples():
+    zarr = pytest.importorskip("zarr")
+    image, label = _coded((45, 33))
+    z_image = zarr.create_array(store={}, shape=image.shape, chunks=(16, 16), dtype=image.dtype)
+    z_image[...] = image
+    z_label = zarr.create_array(store={}, shape=label.shape, chunks=(16, 16), dtype=label.dtype)
+    z_label[...] = label
+    tiles = TiledDataset([(z_image, z_label)], GEOMETRY, mask_fill=-1)
+    expected = TiledDataset(
+        [(torch.from_numpy(image), torch.from_numpy(label))], GEOMETRY, mask_fill=-1
+    )
+    assert len(tiles) == len(expected) == len(TileGrid((45, 33), GEOMETRY))
+    for k in range(len(tiles)):
+        out_image, out_label = tiles[k]
+        assert out_image.shape == (1, 20, 20)  # a 2-D image gets one channel
+        assert torch.equal(out_image, expected[k][0]) and torch.equal(out_label, expected[k][1])
+
+
+# ------------------------------------------------------------------ item types
+def test_items_are_image_mask_and_weightmap():
+    from torchvision.transforms import v2
+
+    image = make_tensor((9, 14), torch.uint8)  # 2-D: one channel
+    label = make_tensor((9, 14), torch.int64)
+    weights = make_tensor((9, 14))
+    fill = {tv_tensors.Mask: 255, WeightMap: 0.0}
+    tiles = TiledDataset([(image, label, weights, "name")], GEOMETRY, mask_fill=fill)
+    grid = TileGrid((9, 14), GEOMETRY)
+    out_image, out_label, out_weights, name = tiles[0]
+    assert type(out_image) is tv_tensors.Image and out_image.shape == (1, 20, 20)
+    assert type(out_label) is tv_tensors.Mask and type(out_weights) is WeightMap
+    assert torch.equal(
+        out_label.as_subclass(torch.Tensor), grid.extract_output(label, 0, fill=255)
+    )
+    assert torch.equal(
+        out_weights.as_subclass(torch.Tensor), grid.extract_output(weights, 0, fill=0.0)
+    )
+    assert name == "name"
+    # v2 transforms see the roles: ToDtype converts the image only
+    to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+    converted = TiledDataset([(image, label, weights)], GEOMETRY, transforms=to_float)[0]
+    assert converted[0].dtype == torch.float32 and converted[0].max() <= 1
+    assert converted[1].dtype == torch.int64 and converted[2].dtype == torch.float32
+    with pytest.raises(
+        TypeError, match=r"weights .* must be a floating-point map, got dtype torch.int64"
+    ):
+        TiledDataset([(image, label, label)], GEOMETRY)
+
+
+def test_transforms_get_the_weights_too():
+    calls = []
+
+    def record(*items):
+        calls.append(tuple(type(i) for i in items))
+        return items
+
+    tiles = TiledDataset(
+        [(make_tensor((1, 9, 14)), make_tensor((9, 14), torch.int64), make_tensor((9, 14)))],
+        GEOMETRY,
+        transforms=record,
+    )
+    assert len(tiles[0]) == 3
+    assert calls == [(tv_tensors.Image, tv_tensors.Mask, WeightMap)]
+
+
+def test_volumes():
+    geometry = TileGeometry((10, 12, 12), (4, 6, 6))
+    volume, code = _coded((7, 9, 11))
+    for image in (volume, volume[None]):  # (D, H, W) and (C, D, H, W)
+        tiles = TiledDataset(
+            [(CountingArray(image), torch.from_numpy(code))], geometry, mask_fill=-1
+        )
+        grid = TileGrid((7, 9, 11), geometry)
+        assert len(tiles) == len(grid)
+        for k in range(len(tiles)):
+            out_image, out_label = tiles[k]
+            assert out_image.shape == (1, 10, 12, 12) and out_label.shape == (4, 6, 6)
+            assert torch.equal(out_image[0], grid.extract(torch.from_numpy(volume), k))
+            assert torch.equal(
+                out_label.as_subclass(torch.Tensor),
+                grid.extract_output(torch.from_numpy(code), k, fill=-1),
+            )
+
+
+# ------------------------------------------------------------------ random tiles
+def test_random_items_equal_the_random_crop_under_one_seed():
+    from unet_transforms import PairedTileCrop
+
+    image, label = _coded((40, 31), channels=1)
+    tiles = TiledDataset(
+        [(image, label)], GEOMETRY, index="random", tiles_per_epoch=25, mask_fill=None
+    )
+    crop = PairedTileCrop(GEOMETRY, index="random")
+    assert len(tiles) == 25
+    for k in range(len(tiles)):
+        torch.manual_seed(k)
+        out_image, out_label = tiles[k]
+        torch.manual_seed(k)
+        expected_image, expected_label = crop(torch.from_numpy(image), torch.from_numpy(label))
+        assert torch.equal(out_image, expected_image) and torch.equal(out_label, expected_label)
+        # aligned: the label window is the centre of the image window (mirrored alike)
+        assert torch.equal(out_label.as_subclass(torch.Tensor), out_image[0, 6:14, 6:14].long())
+    with pytest.raises(IndexError, match=r"index must be in \[-25, 25\), got 25"):
+        tiles[25]
+
+
+def test_random_samples_are_drawn_in_proportion_to_their_pixels():
+    sizes = [(10, 10), (10, 30), (20, 20)]  # 100, 300 and 400 pixels
+    samples = [
+        (torch.full((1, *s), float(i)), torch.zeros(s, dtype=torch.int64))
+        for i, s in enumerate(sizes)
+    ]
+    tiles = TiledDataset(samples, GEOMETRY, index="random", tiles_per_epoch=1500, sizes=sizes)
+    torch.manual_seed(0)
+    counts = np.bincount([int(tiles[k][0][0, 0, 0]) for k in range(len(tiles))], minlength=3)
+    expected = np.array([100, 300, 400]) / 800 * len(tiles)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 13.8  # p = 0.001 for 2 degrees of freedom
+
+
+def test_random_tiles_differ_across_dataloader_workers(tmp_path):
+    image, label = _coded((60, 60), channels=1)
+    np.save(tmp_path / "image.npy", image)
+    mapped = np.load(tmp_path / "image.npy", mmap_mode="r")
+    tiles = TiledDataset([(mapped, label)], GEOMETRY, index="random", tiles_per_epoch=16)
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(tiles, batch_size=4, num_workers=2)
+    images = torch.cat([images for images, _ in loader])
+    assert images.shape == (16, 1, 20, 20)
+    corners = {float(x) for x in images[:, 0, 10, 10]}  # a pixel inside the image
+    assert len(corners) > 12  # workers do not repeat each other's windows
+
+
+def test_pickles_and_gives_the_same_items():
+    import pickle
+
+    image, label = _coded((30, 40), channels=1)
+    for kwargs in ({}, {"index": "random", "tiles_per_epoch": 5}):
+        tiles = TiledDataset([(CountingArray(image), label)], GEOMETRY, **kwargs)
+        clone = pickle.loads(pickle.dumps(tiles))
+        assert len(clone) == len(tiles)
+        torch.manual_seed(3)
+        a = tiles[1]
+        torch.manual_seed(3)
+        b = clone[1]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# ------------------------------------------------------------------ sizes, config, errors
+def test_sizes_skip_the_read_pass_and_are_checked():
+    base = CountingDataset([(13, 7), (25, 25)])
+    tiles = TiledDataset(base, GEOMETRY, sizes=[[13.0, 7], np.array([25, 25])])
+    assert base.loads == 0
+    assert len(tiles) == len(TiledDataset(base, GEOMETRY))
+    assert torch.equal(tiles[3][0], TiledDataset(base, GEOMETRY)[3][0])
+    wrong = TiledDataset(base, GEOMETRY, sizes=[(13, 7), (25, 24)])
+    with pytest.raises(
+        ValueError, match=r"sizes\[1\] is \(25, 24\) but sample 1 has the spatial size \(25, 25\)"
+    ):
+        wrong[len(wrong) - 1]
+    dicts = [{"image": make_image((9, 14)), "mask": make_mask((9, 14))}]
+    with pytest.raises(ValueError, match=r"sizes\[0\] is \(9, 15\) but sample 0"):
+        TiledDataset(dicts, GEOMETRY, sizes=[(9, 15)])[0]
+    with pytest.raises(ValueError, match="the dataset has 2 samples, sizes has 1"):
+        TiledDataset(base, GEOMETRY, sizes=[(13, 7)])
+    with pytest.raises(
+        ValueError, match=r"sizes\[0\] must be 2 positive ints \(the geometry is 2-D\), got \[13\]"
+    ):
+        TiledDataset(base, GEOMETRY, sizes=[(13,), (25, 25)])
+    with pytest.raises(ValueError, match=r"sizes\[1\] must be 2 positive ints .*got \[0, 3\]"):
+        TiledDataset(base, GEOMETRY, sizes=[(13, 7), (0, 3)])
+    with pytest.raises(
+        TypeError, match=r"sizes must be a sequence with one spatial size per sample, got int"
+    ):
+        TiledDataset(base, GEOMETRY, sizes=3)
+    with pytest.raises(TypeError, match=r"sizes\[0\] must be a sequence of 2 ints, got int"):
+        TiledDataset(base, GEOMETRY, sizes=[13, 7])
+    with pytest.raises(ValueError, match=r"sizes\[0\] must be an integer, got 7.5"):
+        TiledDataset(base, GEOMETRY, sizes=[(13, 7.5), (25, 25)])
+
+
+def test_index_and_tiles_per_epoch_errors():
+    samples = [(make_tensor((1, 9, 14)), make_tensor((9, 14), torch.int64))]
+    for index in (0, 3, "all", True):
+        with pytest.raises(ValueError, match=r"index must be None .*'random' or a sampler"):
+            TiledDataset(samples, GEOMETRY, index=index, tiles_per_epoch=4)
+    with pytest.raises(ValueError, match="index must be 'random'"):  # PairedTileCrop's check
+        TiledDataset(samples, GEOMETRY, index="randm", tiles_per_epoch=4)
+    with pytest.raises(ValueError, match="tiles_per_epoch is required with index='random'"):
+        TiledDataset(samples, GEOMETRY, index="random")
+    with pytest.raises(
+        ValueError, match="with index=None every grid tile is one item, got tiles_per_epoch=4"
+    ):
+        TiledDataset(samples, GEOMETRY, tiles_per_epoch=4)
+    with pytest.raises(ValueError, match="tiles_per_epoch must be >= 1, got 0"):
+        TiledDataset(samples, GEOMETRY, index="random", tiles_per_epoch=0)
+    with pytest.raises(TypeError, match="tiles_per_epoch must be an int, got str"):
+        TiledDataset(samples, GEOMETRY, index="random", tiles_per_epoch="8")
+    assert len(TiledDataset(samples, GEOMETRY, index="random", tiles_per_epoch=8.0)) == 8
+
+
+def test_to_config_round_trip(tmp_path):
+    import json
+
+    import PIL.Image
+
+    from unet_transforms import from_config
+    from unet_transforms.datasets import ImageMaskFolder
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    PIL.Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(
+        tmp_path / "images" / "a.png"
+    )
+    PIL.Image.fromarray(rng.integers(0, 3, (40, 30), dtype=np.uint8)).save(
+        tmp_path / "masks" / "a.png"
+    )
+    folder = ImageMaskFolder(tmp_path / "images", tmp_path / "masks")
+    tiles = TiledDataset(
+        folder.to_config(),
+        {"input_size": 20, "output_size": 8},
+        mask_fill={tv_tensors.Mask: 255},
+        index="random",
+        tiles_per_epoch=6,
+        sizes=[(40, 30)],
+    )
+    config = json.loads(json.dumps(tiles.to_config()))
+    assert config["_target_"] == "unet_transforms.TiledDataset" and config["tiles_per_epoch"] == 6
+    clone = from_config(config)
+    assert len(clone) == 6
+    for k in range(6):
+        torch.manual_seed(k)
+        a = tiles[k]
+        torch.manual_seed(k)
+        b = clone[k]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(
+        TypeError, match=r"^TiledDataset\.dataset\[0\]\[0\]: cannot describe Tensor"
+    ):
+        TiledDataset([(make_tensor((1, 9, 14)), make_tensor((9, 14)))], GEOMETRY).to_config()
+
+
+def test_samplers_pick_the_windows_and_read_the_label_whole():
+    sampling = pytest.importorskip("unet_transforms.sampling")
+    image, _ = _coded((50, 40), channels=1)
+    label = np.zeros((50, 40), dtype=np.int64)
+    label[30:33, 5:8] = 1  # 9 foreground pixels
+    arrays = CountingArray(image), CountingArray(label)
+    sampler = sampling.LabelSampler({0: 0, 1: 1})
+    tiles = TiledDataset([arrays], GEOMETRY, index=sampler, tiles_per_epoch=20, mask_fill=-1)
+    assert arrays[0].reads == [] and arrays[1].reads == []
+    in_memory = TiledDataset([(image, label)], GEOMETRY, index=sampler, tiles_per_epoch=20)
+    for k in range(len(tiles)):
+        torch.manual_seed(k)
+        out_image, out_label = tiles[k]
+        assert out_label[4, 4] == 1  # the window's centre pixel is of the drawn class
+        torch.manual_seed(k)
+        assert torch.equal(out_image, in_memory[k][0])
+    assert all(s <= 20 for size in arrays[0].read_sizes(2) for s in size)  # image: windows
+    assert arrays[1].read_sizes(2) == [(50, 40)] * len(tiles)  # label: whole, for the sampler

@@ -1,57 +1,106 @@
-"""TiledDataset: every overlap tile of every sample, as its own item."""
+"""TiledDataset: overlap tiles of a few large samples as dataset items, read lazily."""
 
 from __future__ import annotations
 
 import bisect
+import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvF
 
+from ._checks import as_int, as_list_if_1d, is_int
 from .config import Configurable, from_config
 from .functional._mirror import MirrorMode, check_mode
-from .functional._tile import torch_compatible
+from .functional._tile import to_tensor_region, torch_compatible
 from .geometry import TileGeometry
-from .grid import Align, TileGrid, TileIndexError
+from .grid import Align, Tile, TileGrid, TileIndexError
 from .transforms import PairedTileCrop
-from .transforms._base import MaskFill, _is_plain, check_align, check_geometry, check_mask_fill
+from .transforms._base import (
+    ImageRole,
+    LabelRole,
+    MaskFill,
+    check_align,
+    check_geometry,
+    check_mask_fill,
+    label_fill,
+)
+from .weightmap import WeightMap
 
 __all__ = ["TiledDataset"]
 
 
 class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
-    """Yields every grid tile of every sample of a map-style dataset as its own item.
+    """Overlap tiles of the samples of a map-style dataset, each tile an item.
 
-    The "train many times on one image" option: item ``k`` is tile ``t`` of sample
-    ``s``, cropped with :class:`PairedTileCrop` (``index=t``): the image gets the
-    tile's input window, the label its output window. Samples are read once at
-    construction to learn their sizes (and so the number of tiles), then once per item.
-    Works with ``DataLoader(num_workers > 0)``.
+    The "train many times on a few large images" dataset. Two modes:
+
+    - **Grid** (``index=None``, the default): item ``k`` is grid tile ``t`` of sample
+      ``s`` (``locate(k)``), every tile of every sample once per epoch, as
+      :class:`PairedTileCrop` with ``index=t`` crops it.
+    - **Random** (``index="random"`` or a sampler, with ``tiles_per_epoch=N``):
+      ``len(dataset) == N``; each item draws a sample, in proportion to its pixel
+      count, and a window in it as :class:`PairedTileCrop` with that ``index`` draws
+      one, from torch's global RNG (``torch.manual_seed`` and DataLoader worker
+      seeding govern it). With one sample no sample is drawn, so an item equals
+      ``PairedTileCrop(geometry, index=index)(image, label)`` under the same seed.
+
+    Samples that are a tuple or list ``(image, label, *rest)`` or ``(image, label,
+    weights, *rest)`` are cropped through array slicing: image, label and weights may
+    be tensors, numpy arrays, memory maps (``np.load(..., mmap_mode="r")``), zarr or
+    h5py arrays or anything with ``.shape``, ``.dtype`` and numpy-style slicing, and
+    each item reads only the bounding box of its window clipped to the array (one
+    read per array), then mirrors or fills the rest in memory. Arrays are never read
+    whole, neither per item nor at construction (sizes come from ``.shape``), except
+    the label of the drawn sample when a sampler (which needs the whole label) picks
+    the window. PIL images are converted (they are in memory anyway).
+
+    Array layout: images ``(C, H, W)`` or ``(H, W)`` (one channel), labels and weights
+    ``(H, W)``; for a 3-D geometry, images ``(C, D, H, W)`` or ``(D, H, W)`` and
+    labels ``(D, H, W)``. Items come back as ``tv_tensors.Image`` (always with a
+    channel axis), ``tv_tensors.Mask`` and :class:`~unet_transforms.WeightMap`, then
+    the ``rest`` unchanged, in the sample's container type (tuple, list, namedtuple),
+    so ``v2.ToDtype({tv_tensors.Image: ...})`` and flips treat them as image and
+    labels (torchvision's 2-D transforms treat a volume's depth as a batch axis). The
+    weights are a floating-point map; they get the label's window, filled as
+    ``mask_fill`` says for a ``WeightMap``. Any other sample (e.g. a dict with a
+    ``tv_tensors.Image`` and a ``tv_tensors.Mask``) is given to
+    :class:`PairedTileCrop` as it is.
+
+    Works with ``DataLoader(num_workers > 0)`` and pickles.
 
     Args:
         dataset: A map-style dataset (``__len__`` and ``__getitem__``), or its config
             (a mapping with ``"_target_"``, built by :func:`~unet_transforms.from_config`
-            with the library's names only). A sample that is
-            a tuple or list starting with two plain tensors, numpy arrays or PIL images
-            is ``(image, label, *rest)``: the image gets the input window, the label
-            the output window and the rest passes through. Images come back as
-            tensors ``(C, H, W)`` and labels as ``tv_tensors.Mask`` (numpy arrays and
-            PIL images are converted, so items collate in a ``DataLoader``). Any other
-            sample is given to :class:`PairedTileCrop` as it is (``tv_tensors.Mask``
-            entries are labels there, e.g. in a dict).
+            with the library's names only); a list of samples is a dataset.
         geometry: The :class:`TileGeometry`, or a mapping of its arguments.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mask_fill: Value for label pixels outside the image (an ignore index), or a
             per-type mapping as :class:`PairedTileCrop` takes it.
         transforms: Applied to each cropped item, e.g. random flips: called as
-            ``transforms(image, label)`` for ``(image, label, ...)`` samples (like
-            torchvision datasets' ``transforms=``; the label is a ``Mask``, so v2
-            transforms move it with the image) and as ``transforms(item)`` otherwise.
+            ``transforms(image, label)`` (or ``transforms(image, label, weights)``) for
+            sequence samples, like torchvision datasets' ``transforms=``, and as
+            ``transforms(item)`` otherwise.
+        index: ``None`` for every grid tile in turn; ``"random"`` or a sampler (whatever
+            :class:`PairedTileCrop` takes as a random ``index``) for random tiles.
+        tiles_per_epoch: The number of items of a random dataset (required with
+            ``index``, refused without it).
+        sizes: The spatial size of each sample, in order (e.g. ``[[2000, 3000],
+            [1500, 2000]]``): skips reading every sample at construction to learn it.
+            Each item checks its sample against it.
+
+    Raises:
+        TypeError: For a ``dataset`` without ``__len__`` and ``__getitem__``, a
+            ``transforms`` that is not callable, or ``sizes`` that are not sequences.
+        ValueError: For an int or ``"all"`` ``index``, ``tiles_per_epoch`` missing or
+            given without ``index``, ``sizes`` that do not match the dataset, or an
+            image and label that differ in their spatial size.
 
     Example:
         >>> import torch
@@ -60,8 +109,12 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         >>> len(tiles), tiles.locate(4)
         (15, (0, 4))
         >>> image, label = tiles[4]
-        >>> tuple(image.shape), tuple(label.shape)
-        ((1, 188, 188), (100, 100))
+        >>> type(image).__name__, tuple(image.shape), type(label).__name__, tuple(label.shape)
+        ('Image', (1, 188, 188), 'Mask', (100, 100))
+        >>> random = TiledDataset(samples, TileGeometry(188, 100), index="random",
+        ...                       tiles_per_epoch=64, sizes=[(300, 500)])
+        >>> len(random), tuple(random[0][0].shape)
+        (64, (1, 188, 188))
     """
 
     def __init__(
@@ -73,6 +126,9 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         align: Align = "center",
         mask_fill: MaskFill | Mapping[type | str, float | None] = None,
         transforms: Callable[..., Any] | None = None,
+        index: Any = None,
+        tiles_per_epoch: int | None = None,
+        sizes: Sequence[Sequence[int]] | None = None,
     ) -> None:
         if transforms is not None and not callable(transforms):
             raise TypeError(
@@ -91,81 +147,297 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.mode = check_mode(mode)
         self.align = check_align(align)
         self.mask_fill = check_mask_fill(mask_fill)
-        probe = PairedTileCrop(self.geometry, index=0, mode=mode, align=align, mask_fill=mask_fill)
-        self.grid_shapes: list[tuple[int, ...]] = []
+        self.index = _check_index(index)
+        self.tiles_per_epoch = _check_tiles_per_epoch(tiles_per_epoch, self.index)
+        # one crop for the dataset: its index draws random windows; grid tiles are
+        # looked up in the grids below and cropped with its crop()
+        self._crop = PairedTileCrop(
+            self.geometry,
+            index=0 if self.index is None else self.index,
+            mode=mode,
+            align=align,
+            mask_fill=mask_fill,
+        )
+        self._fills = (
+            label_fill(self.mask_fill, LabelRole(None)),
+            label_fill(self.mask_fill, WeightMap(torch.zeros(1, 1))),
+        )
+        if sizes is None:
+            self.sizes = [self._measure(s) for s in range(len(dataset))]
+        else:
+            self.sizes = _check_sizes(sizes, len(dataset), self.geometry.ndim)
+        self.grids = [TileGrid(size, self.geometry, align=align) for size in self.sizes]
+        self.grid_shapes: list[tuple[int, ...]] = [grid.shape for grid in self.grids]
         self.offsets: list[int] = [0]
-        for s in range(len(dataset)):
-            size = probe.sample_size(*_roles(dataset[s])[0])
-            grid = TileGrid(size, self.geometry, align=align)
-            self.grid_shapes.append(grid.shape)
+        for grid in self.grids:
             self.offsets.append(self.offsets[-1] + len(grid))
+        self._pixels: list[int] = []  # cumulative pixel counts, to draw samples by size
+        for size in self.sizes:
+            self._pixels.append((self._pixels[-1] if self._pixels else 0) + math.prod(size))
 
     def __len__(self) -> int:
+        if self.tiles_per_epoch is not None:
+            return self.tiles_per_epoch
         return self.offsets[-1]
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """``(sample index, tile index)`` of item ``index``."""
+    def _item_index(self, index: int) -> int:
         n = len(self)
         if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(f"index must be an int, got {type(index).__name__}")
         index = operator.index(index)
         if not -n <= index < n:
             raise TileIndexError(f"index must be in [{-n}, {n}), got {index}")
-        index %= n
+        return index % n
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(sample index, tile index)`` of item ``index`` of a grid dataset.
+
+        Raises:
+            ValueError: For a random dataset (its items have no fixed tile).
+
+        Example:
+            >>> import torch
+            >>> samples = [(torch.rand(1, 30, 30), torch.zeros(30, 30))] * 2
+            >>> TiledDataset(samples, TileGeometry(20, 8)).locate(-1)
+            (1, 15)
+        """
+        if self.index is not None:
+            raise ValueError(
+                f"locate maps items to grid tiles, but this dataset draws its tiles at "
+                f"random (index={self.index!r}); use index=None for grid tiles"
+            )
+        index = self._item_index(index)
         sample = bisect.bisect_right(self.offsets, index) - 1
         return sample, index - self.offsets[sample]
 
     def __getitem__(self, index: int) -> Any:
-        sample, tile = self.locate(index)
-        crop = PairedTileCrop(
+        if self.index is None:
+            sample, tile = self.locate(index)
+            return self._item(sample, tile)
+        self._item_index(index)
+        if len(self._pixels) == 1:
+            return self._item(0, None)
+        draw = int(torch.randint(self._pixels[-1], ()).item())
+        return self._item(bisect.bisect_right(self._pixels, draw), None)
+
+    def _item(self, s: int, tile: int | None) -> Any:
+        """Sample ``s`` cropped to its grid tile ``tile``, or to a drawn window (None)."""
+        sample = self.dataset[s]
+        parts = _split(sample, self.geometry.ndim)
+        if parts is None:
+            crop = self._crop if tile is None else self._grid_crop(tile)
+            self._check_size(s, crop.sample_size(sample))
+            out = crop(sample)
+            return out if self.transforms is None else self.transforms(out)
+        leaves, rest, rebuild = parts
+        self._check_size(s, self._sample_size(sample, leaves))
+        if tile is not None:
+            window = self.grids[s][tile]
+        else:
+            if self.index != "random":  # a sampler reads the whole label
+                leaves[1] = _whole(leaves[1])
+            window = self._draw(leaves)
+        out = self._crop_leaves(leaves, window)
+        if self.transforms is not None:
+            out = self.transforms(*out)
+        return rebuild([*out, *rest])
+
+    def _grid_crop(self, tile: int) -> PairedTileCrop:
+        return PairedTileCrop(
             self.geometry, index=tile, mode=self.mode, align=self.align, mask_fill=self.mask_fill
         )
-        args, rebuild = _roles(self.dataset[sample])
-        out = crop(*args)
-        if self.transforms is not None:
-            out = self.transforms(*out) if len(args) == 2 else self.transforms(out)
-        return rebuild(out)
+
+    def _draw(self, leaves: list[Any]) -> Tile:
+        """The window the dataset's index draws for an ``(image, label)`` pair."""
+        params = self._crop.make_params([ImageRole(leaves[0]), LabelRole(leaves[1])])
+        tile: Tile = params["tiles"][0]
+        return tile
+
+    def _crop_leaves(self, leaves: list[Any], tile: Tile) -> tuple[Any, ...]:
+        """The image's input window (an Image), the label's and the weights' output
+        windows (a Mask and a WeightMap)."""
+        image = self._crop.crop(leaves[0], tile.input_box, None).as_subclass(torch.Tensor)
+        if image.ndim == self.geometry.ndim:
+            image = image.unsqueeze(0)  # one channel
+        out: list[Any] = [image.as_subclass(tv_tensors.Image)]
+        for leaf, fill, kind in zip(
+            leaves[1:], self._fills, (tv_tensors.Mask, WeightMap), strict=False
+        ):
+            cropped = self._crop.crop(leaf, tile.output_box, fill)
+            out.append(cropped.as_subclass(torch.Tensor).as_subclass(kind))
+        return tuple(out)
+
+    def _measure(self, s: int) -> tuple[int, ...]:
+        """The spatial size of sample ``s``; its errors name it as ``dataset[s]``."""
+        try:
+            return self._sample_size(self.dataset[s])
+        except (TypeError, ValueError) as e:
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"dataset[{s}]: {e}") from e
+
+    def _sample_size(self, sample: Any, leaves: list[Any] | None = None) -> tuple[int, ...]:
+        """The spatial size of a sample, read from shapes (checked to agree)."""
+        if leaves is None:
+            parts = _split(sample, self.geometry.ndim)
+            if parts is None:
+                return self._crop.sample_size(sample)
+            leaves = parts[0]
+        roles = [ImageRole(leaves[0]), *(LabelRole(leaf) for leaf in leaves[1:])]
+        return self._crop.spatial_size(roles)
+
+    def _check_size(self, s: int, size: tuple[int, ...]) -> None:
+        if size != self.sizes[s]:
+            raise ValueError(
+                f"sizes[{s}] is {self.sizes[s]} but sample {s} has the spatial size {size}: "
+                "pass each sample's size (the last axes of its image), or sizes=None to "
+                "read them"
+            )
 
 
-def _roles(sample: Any) -> tuple[tuple[Any, ...], Any]:
-    """The call arguments for a sample, and how to rebuild the sample from the result.
+def _check_index(index: object) -> Any:
+    """``None``, ``"random"`` or a sampler; ints and ``"all"`` are for grids and stacks."""
+    if is_int(index) or isinstance(index, bool) or (isinstance(index, str) and index == "all"):
+        raise ValueError(
+            "index must be None (every grid tile in turn), 'random' or a sampler "
+            f"(random tiles, with tiles_per_epoch), got {index!r}"
+        )
+    return index
 
-    ``(image, label, *rest)`` tuples and lists (first two entries plain tensors, arrays
-    or PIL images) are called as ``crop(image, label)``, which makes the second entry
-    the label; everything else is called as ``crop(sample)``.
+
+def _check_tiles_per_epoch(tiles_per_epoch: object, index: object) -> int | None:
+    if index is None:
+        if tiles_per_epoch is not None:
+            raise ValueError(
+                "tiles_per_epoch sets the length of a random dataset (index='random' or a "
+                f"sampler); with index=None every grid tile is one item, got "
+                f"tiles_per_epoch={tiles_per_epoch!r}"
+            )
+        return None
+    if tiles_per_epoch is None:
+        raise ValueError(
+            f"tiles_per_epoch is required with index={index!r}: the number of random tiles "
+            "an epoch draws, got None"
+        )
+    n = as_int("tiles_per_epoch", tiles_per_epoch)
+    if n < 1:
+        raise ValueError(f"tiles_per_epoch must be >= 1, got {n}")
+    return n
+
+
+def _check_sizes(sizes: object, n: int, ndim: int) -> list[tuple[int, ...]]:
+    sizes = as_list_if_1d(sizes)
+    if isinstance(sizes, str | bytes | Mapping) or not hasattr(sizes, "__len__"):
+        raise TypeError(
+            f"sizes must be a sequence with one spatial size per sample, got {type(sizes).__name__}"
+        )
+    entries = list(sizes)  # type: ignore[call-overload]
+    if len(entries) != n:
+        raise ValueError(
+            f"sizes must hold one spatial size per sample: the dataset has {n} samples, "
+            f"sizes has {len(entries)}"
+        )
+    checked = []
+    for s, size in enumerate(entries):
+        size = as_list_if_1d(size)
+        if isinstance(size, str | bytes | Mapping) or not hasattr(size, "__len__"):
+            raise TypeError(
+                f"sizes[{s}] must be a sequence of {ndim} ints, got {type(size).__name__}"
+            )
+        axes = tuple(as_int(f"sizes[{s}]", v) for v in size)
+        if len(axes) != ndim or min(axes) < 1:
+            raise ValueError(
+                f"sizes[{s}] must be {ndim} positive ints (the geometry is {ndim}-D), "
+                f"got {list(size)}"
+            )
+        checked.append(axes)
+    return checked
+
+
+def _is_array_like(x: object) -> bool:
+    """A tensor, numpy array or array-like with ``.shape``, ``.dtype`` and slicing."""
+    if isinstance(x, torch.Tensor | np.ndarray):
+        return True
+    return (
+        hasattr(x, "shape")
+        and hasattr(x, "dtype")
+        and hasattr(x, "__getitem__")
+        and not isinstance(x, str | bytes | np.generic)
+    )
+
+
+def _split(
+    sample: Any, ndim: int
+) -> tuple[list[Any], list[Any], Callable[[list[Any]], Any]] | None:
+    """``([image, label(, weights)], rest, rebuild)`` for a sequence sample, else ``None``.
+
+    A tuple or list (namedtuples included) whose first two entries are an image (a
+    plain tensor or ``tv_tensors.Image``, an array or a PIL image) and a label (a plain
+    tensor or ``tv_tensors.Mask``, an array or a PIL image); a third entry that is a
+    tensor or array with at least ``ndim`` axes is the weights. ``rebuild`` makes the
+    sample's container from the items.
     """
-    if isinstance(sample, tuple | list) and len(sample) >= 2:
-        image, label = _as_plain(sample[0], is_label=False), _as_plain(sample[1], is_label=True)
-        if _is_plain(image) and _is_plain(label):
-            rest = list(sample[2:])
+    if not (isinstance(sample, tuple | list) and len(sample) >= 2):
+        return None
+    image, label = sample[0], sample[1]
+    if not (_is_leaf(image, tv_tensors.Image) and _is_leaf(label, tv_tensors.Mask)):
+        return None
+    leaves = [_from_pil(image, is_label=False), _from_pil(label, is_label=True)]
+    rest = list(sample[2:])
+    if rest and _is_leaf(rest[0], WeightMap) and len(rest[0].shape) >= ndim:
+        leaves.append(_check_weights(rest.pop(0)))
 
-            def rebuild(pair: tuple[Any, Any]) -> Any:
-                items = [*pair, *rest]
-                if isinstance(sample, list):
-                    return items
-                if hasattr(sample, "_fields"):  # a namedtuple
-                    return type(sample)(*items)
-                return tuple(items)
+    def rebuild(items: list[Any]) -> Any:
+        if isinstance(sample, list):
+            return items
+        if hasattr(sample, "_fields"):  # a namedtuple
+            return type(sample)(*items)
+        return tuple(items)
 
-            return (image, label), rebuild
-    return (sample,), _identity
+    return leaves, rest, rebuild
 
 
-def _as_plain(x: Any, *, is_label: bool) -> Any:
-    """A numpy array as a tensor (a view when it can be one), a PIL image as a tensor
-    (``(C, H, W)`` for images, ``(H, W)`` for single-band labels); other values unchanged."""
+def _is_leaf(x: object, kind: type) -> bool:
+    """A plain tensor or one of ``kind``, an array or a PIL image (not for weights)."""
+    if isinstance(x, tv_tensors.TVTensor):
+        return isinstance(x, kind)
     if isinstance(x, PIL.Image.Image):
-        if not is_label:
-            return tvF.pil_to_tensor(x)
-        x = np.asarray(x)
-        x = x if x.ndim == 2 else np.moveaxis(x, -1, 0)
-    if not isinstance(x, np.ndarray):
+        return kind is not WeightMap
+    return _is_array_like(x)
+
+
+def _check_weights(weights: Any) -> Any:
+    dtype = weights.dtype
+    floating = dtype.is_floating_point if isinstance(dtype, torch.dtype) else None
+    if floating is None:
+        floating = np.dtype(dtype).kind == "f"
+    if not floating:
+        raise TypeError(
+            f"weights (the third entry of a sample) must be a floating-point map, got dtype "
+            f"{dtype}"
+        )
+    return weights
+
+
+def _whole(label: Any) -> torch.Tensor:
+    """A label as one tensor for a sampler: tensors and in-memory arrays shared (so the
+    sampler's per-tensor cache of class locations serves every item), other arrays read."""
+    if isinstance(label, torch.Tensor):
+        return label
+    if (
+        isinstance(label, np.ndarray)
+        and label.flags.writeable
+        and torch_compatible(label) is label
+    ):
+        return torch.from_numpy(label)
+    return to_tensor_region(label, ())
+
+
+def _from_pil(x: Any, *, is_label: bool) -> Any:
+    """A PIL image as a tensor ``(C, H, W)`` (images) or an array ``(H, W)`` (single-band
+    labels; ``(bands, H, W)`` otherwise); other values unchanged."""
+    if not isinstance(x, PIL.Image.Image):
         return x
-    arr = torch_compatible(x)
-    if not (arr.flags.writeable and arr.flags.c_contiguous):
-        arr = np.array(arr, order="C")  # torch wants writable memory; crops copy anyway
-    return torch.from_numpy(arr)
-
-
-def _identity(x: Any) -> Any:
-    return x
+    if not is_label:
+        return tvF.pil_to_tensor(x)
+    arr = np.asarray(x)
+    return arr if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
