@@ -10,36 +10,29 @@ import torch
 from torchvision import tv_tensors
 
 from ..config import Configurable
-from ..deformation import Deformation
-from ..functional._deform import Interpolation, interpolation_for, plan_resample, resample
 from ..functional._mirror import MirrorMode
 from ..functional._tile import Box
 from ..geometry import TileGeometry
 from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
+from ..sampling import Sampler, random_window_start
 from ._base import MaskFill, TileTransform, check_geometry, check_mask_fill, label_fill
 
 __all__ = ["OverlapTileCrop", "PairedTileCrop"]
 
-TileIndex = int | Literal["random", "all"]
-_DRAW_RANGE = 2**62
+TileIndex = int | Literal["random", "all"] | Sampler
 
 
 def _check_index(index: object) -> TileIndex:
+    if isinstance(index, Sampler):
+        return index
     if index in ("random", "all"):
         return index
     if isinstance(index, bool) or not hasattr(index, "__index__"):
-        raise ValueError(f"index must be 'random', 'all' or an int tile index, got {index!r}")
-    return operator.index(index)
-
-
-def _check_deform(deform: object, ndim: int) -> Deformation | None:
-    if deform is not None and not isinstance(deform, Deformation):
-        raise TypeError(
-            f"deform must be a unet_transforms.Deformation or None, got {type(deform).__name__}"
+        raise ValueError(
+            "index must be 'random', 'all', an int tile index or a sampler of "
+            f"unet_transforms.sampling, got {index!r}"
         )
-    if deform is not None:
-        deform.check_ndim(ndim)
-    return deform
+    return operator.index(index)
 
 
 class OverlapTileCrop(Configurable, TileTransform):
@@ -58,21 +51,19 @@ class OverlapTileCrop(Configurable, TileTransform):
 
     Args:
         geometry: The :class:`TileGeometry`.
-        index: ``"random"``: per axis the output window's start is uniform over
-            ``[min(0, size - out), max(0, size - out)]`` (inside the image when it is big
-            enough, otherwise covering all of it), drawn from torch's global RNG;
+        index: ``"random"``: a fair window: per axis the output window's start is
+            uniform over ``[-(out - 1), size - 1]`` (every window that overlaps the
+            image, at any pixel offset), so every image pixel, border included, is
+            covered with the same probability; drawn from torch's global RNG. A sampler
+            of :mod:`unet_transforms.sampling` (:class:`~unet_transforms.sampling.LabelSampler`,
+            :class:`~unet_transforms.sampling.WeightedSampler`,
+            :class:`~unet_transforms.sampling.ForegroundSampler`): the window centred
+            (output index ``out // 2``) on a pixel it draws from the sample's label;
             an int: tile ``index`` of ``TileGrid(size, geometry, align=align)``;
             ``"all"``: every grid tile, stacked on a new leading axis in grid order
             (PIL images, boxes and key points come back as lists).
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment for int and ``"all"`` indices: ``"center"`` or ``"start"``.
-        deform: A :class:`~unet_transforms.Deformation` drawn per tile (elastic
-            displacement, rotation, scaling, flips over the input window), or ``None``.
-            The deformed tile is read in one resampling from the source, mirrored by
-            ``mode`` wherever the displaced window reaches outside the image; images by
-            the deformation's interpolation, masks nearest, weight maps bilinear. A
-            zero deformation gives the plain crop exactly. Bounding boxes and key points
-            cannot be deformed (``TypeError``).
 
     Example:
         >>> import torch
@@ -88,43 +79,29 @@ class OverlapTileCrop(Configurable, TileTransform):
         index: TileIndex = "random",
         mode: MirrorMode = "reflect",
         align: Align = "center",
-        deform: Deformation | None = None,
     ) -> None:
         super().__init__(mode=mode, align=align)
         self.geometry = check_geometry(geometry)
         self.index = _check_index(index)
-        self.deform = _check_deform(deform, self.geometry.ndim)
 
     @property
     def spatial_ndim(self) -> int:
         return self.geometry.ndim
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        params = self.tile_params(flat_inputs)
-        if self.deform is not None:
-            for inpt in flat_inputs:
-                if isinstance(inpt, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
-                    raise TypeError(
-                        f"{type(self).__name__}(deform=...) cannot move {type(inpt).__name__}: "
-                        "deformation resamples pixels; drop the boxes or key points from the "
-                        "sample, or crop without deform="
-                    )
-            # one field per tile, over the input window (labels take its centre part)
-            params["fields"] = [
-                self.deform.sample(self.geometry.input_size) for _ in params["tiles"]
-            ]
-        return params
+    def forward(self, *inputs: Any) -> Any:
+        if isinstance(self.index, Sampler):  # a sampler may read the whole sample
+            with self.index.bound_to(inputs):
+                return super().forward(*inputs)
+        return super().forward(*inputs)
 
-    def tile_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        """The tiles of a call: ``{"tiles": [...], "stack": bool}``."""
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         size = self.spatial_size(flat_inputs)
+        if isinstance(self.index, Sampler):
+            labels = [value for value, is_label in map(self.unwrap, flat_inputs) if is_label]
+            start = self.index.output_start(size, self.geometry.output_size, labels)
+            return {"tiles": [tile_at(self.geometry, start)], "stack": False}
         if self.index == "random":
-            # one draw for all axes; reduced modulo each range (bias below 2**-30)
-            draws = torch.randint(_DRAW_RANGE, (len(size),)).tolist()
-            start = [
-                min(0, n - o) + r % (abs(n - o) + 1)
-                for r, n, o in zip(draws, size, self.geometry.output_size, strict=True)
-            ]
+            start = random_window_start(size, self.geometry.output_size)
             return {"tiles": [tile_at(self.geometry, start)], "stack": False}
         grid = TileGrid(size, self.geometry, align=self.align)
         if self.index == "all":
@@ -141,15 +118,11 @@ class OverlapTileCrop(Configurable, TileTransform):
         return tile.input_box, None
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        value, is_label = self.unwrap(inpt)
-        fields = params.get("fields") or [None] * len(params["tiles"])
+        value, _ = self.unwrap(inpt)
         crops = []
-        for tile, field in zip(params["tiles"], fields, strict=True):
+        for tile in params["tiles"]:
             box, fill = self.window(tile, inpt)
-            if field is None:
-                crops.append(self.crop(value, box, fill))
-            else:
-                crops.append(self.deformed(value, is_label, tile, box, fill, field))
+            crops.append(self.crop(value, box, fill))
         if not params["stack"]:
             return self.as_label_if_plain(inpt, crops[0])
         if isinstance(value, torch.Tensor) and not isinstance(
@@ -163,27 +136,6 @@ class OverlapTileCrop(Configurable, TileTransform):
                 else stacked,
             )
         return crops
-
-    def deformed(
-        self,
-        value: Any,
-        is_label: bool,
-        tile: Tile,
-        box: Box,
-        fill: float | None,
-        field: torch.Tensor,
-    ) -> Any:
-        """The window ``box`` of ``tile``, deformed by ``field`` (over the input window):
-        the source region it reaches is read mirrored (or filled), then sampled once."""
-        origin = tuple(start for start, _ in tile.input_box)
-        part = field[tuple(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True))]
-        interpolation: Interpolation = (
-            self.deform.interpolation if self.deform is not None else "bilinear"
-        )
-        if is_label and not isinstance(value, tv_tensors.Mask):
-            interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
-        plan = plan_resample(part, origin, interpolation_for(value, interpolation))
-        return resample(self.crop(value, plan.box, fill), plan.coords, plan.interpolation)
 
 
 class PairedTileCrop(OverlapTileCrop):
@@ -206,7 +158,9 @@ class PairedTileCrop(OverlapTileCrop):
 
     Args:
         geometry: The :class:`TileGeometry`.
-        index: ``"random"``, an int tile index or ``"all"``, as in :class:`OverlapTileCrop`.
+        index: ``"random"`` (a fair window), a sampler of
+            :mod:`unet_transforms.sampling`, an int tile index or ``"all"``, as in
+            :class:`OverlapTileCrop`.
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment: ``"center"`` or ``"start"``.
         mask_fill: Value for label pixels outside the image (e.g. 255 or -100 as an
@@ -214,10 +168,6 @@ class PairedTileCrop(OverlapTileCrop):
             as torchvision's ``fill=``: ``{tv_tensors.Mask: 255, WeightMap: 0.0}``,
             looked up along the label's MRO, then ``"others"``, else mirrored. Bool
             labels get the fill if it is 0 or 1, else ``False``.
-        deform: A :class:`~unet_transforms.Deformation`, as in :class:`OverlapTileCrop`:
-            one displacement field over the input window; labels take its centre part
-            (the output window), so image and label stay aligned, and get ``mask_fill``
-            where it reaches outside the image.
 
     Example:
         >>> import torch
@@ -235,9 +185,8 @@ class PairedTileCrop(OverlapTileCrop):
         mode: MirrorMode = "reflect",
         align: Align = "center",
         mask_fill: MaskFill | Mapping[type | str, float | None] = None,
-        deform: Deformation | None = None,
     ) -> None:
-        super().__init__(geometry, index=index, mode=mode, align=align, deform=deform)
+        super().__init__(geometry, index=index, mode=mode, align=align)
         self.mask_fill = check_mask_fill(mask_fill)
 
     @property
