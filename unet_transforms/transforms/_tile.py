@@ -10,6 +10,8 @@ import torch
 from torchvision import tv_tensors
 
 from ..config import Configurable
+from ..deformation import Deformation
+from ..functional._deform import Interpolation, interpolation_for, plan_resample, resample
 from ..functional._mirror import MirrorMode
 from ..functional._tile import Box
 from ..geometry import TileGeometry
@@ -33,6 +35,16 @@ def _check_index(index: object) -> TileIndex:
             f"unet_transforms.sampling, got {index!r}"
         )
     return operator.index(index)
+
+
+def _check_deform(deform: object, ndim: int) -> Deformation | None:
+    if deform is not None and not isinstance(deform, Deformation):
+        raise TypeError(
+            f"deform must be a unet_transforms.Deformation or None, got {type(deform).__name__}"
+        )
+    if deform is not None:
+        deform.check_ndim(ndim)
+    return deform
 
 
 class OverlapTileCrop(Configurable, TileTransform):
@@ -64,6 +76,13 @@ class OverlapTileCrop(Configurable, TileTransform):
             (PIL images, boxes and key points come back as lists).
         mode: ``"reflect"`` or ``"symmetric"``.
         align: Grid alignment for int and ``"all"`` indices: ``"center"`` or ``"start"``.
+        deform: A :class:`~unet_transforms.Deformation` drawn per tile (elastic
+            displacement, rotation, scaling, flips over the input window), or ``None``.
+            The deformed tile is read in one resampling from the source, mirrored by
+            ``mode`` wherever the displaced window reaches outside the image; images by
+            the deformation's interpolation, masks nearest, weight maps bilinear. A
+            zero deformation gives the plain crop exactly. Bounding boxes and key points
+            cannot be deformed (``TypeError``).
 
     Example:
         >>> import torch
@@ -79,10 +98,12 @@ class OverlapTileCrop(Configurable, TileTransform):
         index: TileIndex = "random",
         mode: MirrorMode = "reflect",
         align: Align = "center",
+        deform: Deformation | None = None,
     ) -> None:
         super().__init__(mode=mode, align=align)
         self.geometry = check_geometry(geometry)
         self.index = _check_index(index)
+        self.deform = _check_deform(deform, self.geometry.ndim)
 
     @property
     def spatial_ndim(self) -> int:
@@ -95,6 +116,23 @@ class OverlapTileCrop(Configurable, TileTransform):
         return super().forward(*inputs)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        params = self.tile_params(flat_inputs)
+        if self.deform is not None:
+            for inpt in flat_inputs:
+                if isinstance(inpt, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
+                    raise TypeError(
+                        f"{type(self).__name__}(deform=...) cannot move {type(inpt).__name__}: "
+                        "deformation resamples pixels; drop the boxes or key points from the "
+                        "sample, or crop without deform="
+                    )
+            # one field per tile, over the input window (labels take its centre part)
+            params["fields"] = [
+                self.deform.sample(self.geometry.input_size) for _ in params["tiles"]
+            ]
+        return params
+
+    def tile_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """The tiles of a call: ``{"tiles": [...], "stack": bool}``."""
         size = self.spatial_size(flat_inputs)
         if isinstance(self.index, Sampler):
             labels = [value for value, is_label in map(self.unwrap, flat_inputs) if is_label]
@@ -118,11 +156,15 @@ class OverlapTileCrop(Configurable, TileTransform):
         return tile.input_box, None
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        value, _ = self.unwrap(inpt)
+        value, is_label = self.unwrap(inpt)
+        fields = params.get("fields") or [None] * len(params["tiles"])
         crops = []
-        for tile in params["tiles"]:
+        for tile, field in zip(params["tiles"], fields, strict=True):
             box, fill = self.window(tile, inpt)
-            crops.append(self.crop(value, box, fill))
+            if field is None:
+                crops.append(self.crop(value, box, fill))
+            else:
+                crops.append(self.deformed(value, is_label, tile, box, fill, field))
         if not params["stack"]:
             return self.as_label_if_plain(inpt, crops[0])
         if isinstance(value, torch.Tensor) and not isinstance(
@@ -136,6 +178,27 @@ class OverlapTileCrop(Configurable, TileTransform):
                 else stacked,
             )
         return crops
+
+    def deformed(
+        self,
+        value: Any,
+        is_label: bool,
+        tile: Tile,
+        box: Box,
+        fill: float | None,
+        field: torch.Tensor,
+    ) -> Any:
+        """The window ``box`` of ``tile``, deformed by ``field`` (over the input window):
+        the source region it reaches is read mirrored (or filled), then sampled once."""
+        origin = tuple(start for start, _ in tile.input_box)
+        part = field[tuple(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True))]
+        interpolation: Interpolation = (
+            self.deform.interpolation if self.deform is not None else "bilinear"
+        )
+        if is_label and not isinstance(value, tv_tensors.Mask):
+            interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
+        plan = plan_resample(part, origin, interpolation_for(value, interpolation))
+        return resample(self.crop(value, plan.box, fill), plan.coords, plan.interpolation)
 
 
 class PairedTileCrop(OverlapTileCrop):
@@ -168,6 +231,10 @@ class PairedTileCrop(OverlapTileCrop):
             as torchvision's ``fill=``: ``{tv_tensors.Mask: 255, WeightMap: 0.0}``,
             looked up along the label's MRO, then ``"others"``, else mirrored. Bool
             labels get the fill if it is 0 or 1, else ``False``.
+        deform: A :class:`~unet_transforms.Deformation`, as in :class:`OverlapTileCrop`:
+            one displacement field over the input window; labels take its centre part
+            (the output window), so image and label stay aligned, and get ``mask_fill``
+            where it reaches outside the image.
 
     Example:
         >>> import torch
@@ -185,8 +252,9 @@ class PairedTileCrop(OverlapTileCrop):
         mode: MirrorMode = "reflect",
         align: Align = "center",
         mask_fill: MaskFill | Mapping[type | str, float | None] = None,
+        deform: Deformation | None = None,
     ) -> None:
-        super().__init__(geometry, index=index, mode=mode, align=align)
+        super().__init__(geometry, index=index, mode=mode, align=align, deform=deform)
         self.mask_fill = check_mask_fill(mask_fill)
 
     @property
