@@ -184,12 +184,16 @@ def test_no_constant_border_at_large_displacement(interpolation, mode):
 
 
 def test_labels_outside_get_mask_fill():
-    image, label = torch.rand(1, 12, 12), torch.randint(0, 3, (12, 12))
-    crop = PairedTileCrop(GEOMETRY_2D, mask_fill=255, deform=Deformation(sigma=20.0))
-    torch.manual_seed(0)
-    _, label_tile = crop(image, label)
-    values = set(label_tile.unique().tolist())
-    assert 255 in values and values - {255} and values <= {0, 1, 2, 255}
+    image, label = torch.rand(1, 24, 24), torch.randint(0, 3, (24, 24))
+    crop = PairedTileCrop(GEOMETRY_2D, mask_fill=255, index=0, deform=Deformation(sigma=8.0))
+    plain = PairedTileCrop(GEOMETRY_2D, mask_fill=255, index=0)
+    outside = (plain(image, label)[1] == 255).float().mean().item()
+    assert 0 < outside < 1  # the tile reaches outside the image
+    for seed in range(4):
+        torch.manual_seed(seed)
+        _, label_tile = crop(image, label)
+        values = set(label_tile.unique().tolist())
+        assert 255 in values and values - {255} and values <= {0, 1, 2, 255}
 
 
 def test_weight_map_bilinear_mask_nearest():
