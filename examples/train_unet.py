@@ -5,9 +5,9 @@ are *pseudo-labels* from a classical pipeline (watershed from intensity markers,
 filling, small object removal): good enough to show that the network learns, not
 ground truth.
 
-Training samples are random overlap tiles: ``PairedTileCrop`` gives the image its
-mirror-extrapolated input window and the label the aligned output window, inside a
-``v2.Compose`` with flips. The whole image is then segmented with ``predict_tiled``,
+Training samples are random overlap tiles: ``TiledDataset(..., index="random")`` draws
+a window, gives the image its mirror-extrapolated input window and the label the
+aligned output window (as ``PairedTileCrop`` does), then flips both. The whole image is then segmented with ``predict_tiled``,
 which the script checks against one forward pass over the mirror-extrapolated image.
 
 Run ``python examples/train_unet.py --quick`` (what ``make demo`` does, well under
@@ -35,7 +35,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from unet_transforms import (
-    PairedTileCrop,
+    TiledDataset,
     TileGeometry,
     TileGrid,
     from_config,
@@ -64,22 +64,6 @@ def load_coins() -> tuple[np.ndarray, np.ndarray]:
     coins = segmentation.watershed(filters.sobel(image), markers) == 2
     coins = morphology.remove_small_objects(ndimage.binary_fill_holes(coins), max_size=80)
     return image, coins.astype(np.int64)
-
-
-class RepeatedTiles(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """One image and label, cropped afresh on every access ("many tiles from one image")."""
-
-    def __init__(self, image: torch.Tensor, label: torch.Tensor, transform: v2.Transform, n: int):
-        self.image = tv_tensors.Image(image)
-        self.label = tv_tensors.Mask(label)
-        self.transform = transform
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.image, self.label)
 
 
 def scores(prediction: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -217,16 +201,16 @@ def run_quick(steps: int, batch_size: int, out: Path) -> float:
     print(f"image {tuple(image.shape)}, {geometry}, margin {geometry.margin}")
     print(f"grid for the whole image: {TileGrid(image.shape, geometry).shape} tiles")
 
-    transform = v2.Compose(
-        [
-            PairedTileCrop(geometry, mask_fill=-100),  # ignore labels outside the image
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-        ]
+    flips = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
+    tiles = TiledDataset(
+        [(x, y)],
+        geometry,
+        index="random",  # a fresh random window per item: "many tiles from one image"
+        tiles_per_epoch=steps * batch_size,
+        mask_fill=-100,  # ignore labels outside the image
+        transforms=flips,
     )
-    loader = torch.utils.data.DataLoader(
-        RepeatedTiles(x, y, transform, steps * batch_size), batch_size=batch_size
-    )
+    loader = torch.utils.data.DataLoader(tiles, batch_size=batch_size)
     train(model, loader, steps, lr=3e-3, ignore_index=-100)
     return evaluate(model, x, image, labels, geometry, out, {"mean": mean, "std": std})
 

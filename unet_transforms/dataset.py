@@ -91,8 +91,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             :class:`PairedTileCrop` takes as a random ``index``) for random tiles.
         tiles_per_epoch: The number of items of a random dataset (required with
             ``index``, refused without it).
-        sizes: The spatial size of each sample, in order (e.g. ``[[2000, 3000],
-            [1500, 2000]]``): skips reading every sample at construction to learn it.
+        sizes: The spatial size of each sample, in order (e.g. ``((2000, 3000),
+            (1500, 2000))``): skips reading every sample at construction to learn it.
             Each item checks its sample against it.
 
     Raises:
@@ -113,7 +113,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         ('Image', (1, 188, 188), 'Mask', (100, 100))
         >>> random = TiledDataset(samples, TileGeometry(188, 100), index="random",
         ...                       tiles_per_epoch=64, sizes=[(300, 500)])
-        >>> len(random), tuple(random[0][0].shape)
+        >>> image, label = random[0]
+        >>> len(random), tuple(image.shape)
         (64, (1, 188, 188))
     """
 
