@@ -597,3 +597,12 @@ def test_segment_builds_other_models_only_with_allow(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     with PIL.Image.open(tmp_path / "b.png") as written:
         assert written.size == (40, 30)
+
+
+def test_preview_max_tiles(tmp_path):
+    PIL.Image.fromarray(np.zeros((60, 50), np.uint8)).save(tmp_path / "in.png")
+    args = ["preview", str(tmp_path / "in.png"), "--input-size", "5", "--output-size", "3"]
+    refused = run_here(*args, "-o", str(tmp_path / "a.png"), "--max-tiles", "10")
+    assert_one_line_error(refused, "more than max_tiles=10")
+    drawn = run_here(*args, "-o", str(tmp_path / "b.png"), "--max-tiles", "0")
+    assert drawn.returncode == 0, drawn.stderr

@@ -11,6 +11,7 @@ from .functional import crop_tile, mirror_pad
 from .geometry import TileGeometry
 from .grid import Tile, TileGrid, TileIndexError, tile_at
 from .inference import predict_tiled
+from .merging import TileMerger
 from .planning import plan_geometry
 from .transforms import (
     LabelAsImageWarning,
@@ -31,6 +32,7 @@ __all__ = [
     "TileGeometry",
     "TileGrid",
     "TileIndexError",
+    "TileMerger",
     "TiledDataset",
     "WeightMap",
     "crop_tile",

@@ -382,12 +382,18 @@ def _preview(args: argparse.Namespace) -> int:
     image = read_image(args.image, max_pixels=args.max_pixels)
     ndim = 3 if image.ndim == 4 else 2
     geometry = _geometry(args, ndim)
-    from .viz import draw_tiles
+    from .viz import MAX_TILES, draw_tiles
 
     tiles: Any = "all" if not args.tiles else args.tiles
     _check_output(args.output)
     picture = draw_tiles(
-        image, geometry, align=args.align, mode=args.mode, tiles=tiles, scale=args.scale
+        image,
+        geometry,
+        align=args.align,
+        mode=args.mode,
+        tiles=tiles,
+        scale=args.scale,
+        max_tiles=MAX_TILES if args.max_tiles is None else (args.max_tiles or None),
     )
     with atomic_write(args.output) as file:
         picture.save(file, format=_pil_format(args.output))
@@ -438,12 +444,20 @@ def _segment(args: argparse.Namespace) -> int:
         model.to(device)
     except (RuntimeError, AssertionError) as e:  # e.g. no CUDA driver, torch without CUDA
         raise CLIError(f"cannot use --device {args.device}: {str(e).splitlines()[0]}") from e
-    logits = predict_tiled(
-        model, x, geometry, batch_size=args.batch_size, device=device, progress=args.progress
+    predicted = predict_tiled(  # labels per tile: the logits are never held whole
+        model,
+        x,
+        geometry,
+        batch_size=args.batch_size,
+        device=device,
+        progress=args.progress,
+        output="labels",
     )
-    labels = logits.argmax(0).numpy().astype(_label_dtype(classes))
+    labels = predicted.cpu().numpy()
+    classes = max(classes, int(labels.max()) + 1 if labels.size else 1)
+    labels = labels.astype(_label_dtype(classes))
     _write_labels(labels, args.output)
-    counts = np.bincount(labels.ravel(), minlength=int(logits.shape[0]))
+    counts = np.bincount(labels.ravel(), minlength=classes)
     print(f"wrote {args.output}: {labels.shape} labels, class counts {counts.tolist()}")
     return 0
 
@@ -502,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument(
         "--scale", type=float, default=1.0, help="picture size relative to the canvas (default 1)"
+    )
+    preview.add_argument(
+        "--max-tiles",
+        type=int,
+        default=None,
+        help="most tiles to outline (default: unet_transforms.viz.MAX_TILES, 10000); 0 for "
+        "no limit",
     )
     _add_max_pixels_option(preview)
     _add_geometry_options(preview)

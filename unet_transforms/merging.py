@@ -19,6 +19,7 @@ import torch
 
 from ._checks import is_int
 from ._model import numpy_dtype, parse_device
+from .config import Configurable
 from .functional._mirror import empty_like_shape
 from .functional._tile import Box, as_box
 from .grid import Tile, TileGrid
@@ -213,7 +214,7 @@ class _Cell:
         return total / weight
 
 
-class TileMerger:
+class TileMerger(Configurable):
     """Assembles tile outputs into one result: ``add(tile, output)``, then ``result()``.
 
     Every tile of the :class:`~unet_transforms.TileGrid` that reaches the merged
