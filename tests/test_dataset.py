@@ -7,11 +7,13 @@ from collections import namedtuple
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torchvision import tv_tensors
 
 from unet_transforms import TiledDataset, TileGeometry, TileGrid, WeightMap
 
-from common import make_image, make_mask, make_tensor
+from common import geometries, make_image, make_mask, make_tensor
 
 GEOMETRY = TileGeometry(20, 8, step=6)
 
@@ -519,3 +521,57 @@ def test_samplers_pick_the_windows_and_read_the_label_whole():
         assert torch.equal(out_image, in_memory[k][0])
     assert all(s <= 20 for size in arrays[0].read_sizes(2) for s in size)  # image: windows
     assert arrays[1].read_sizes(2) == [(50, 40)] * len(tiles)  # label: whole, for the sampler
+
+
+def test_arrays_in_memory_of_any_layout():
+    import PIL.Image
+
+    image, label = _coded((9, 14), channels=1)
+    expected = TiledDataset([(torch.from_numpy(image), torch.from_numpy(label))], GEOMETRY)
+    for sample in [
+        (image[:, ::-1, ::-1].copy()[:, ::-1, ::-1], label),  # negative strides
+        (image.astype(">f4"), label.astype(">i8")),  # big-endian
+        (np.asfortranarray(image), np.asfortranarray(label)),
+    ]:
+        tiles = TiledDataset([sample], GEOMETRY)
+        for k in range(len(tiles)):
+            assert torch.equal(tiles[k][0], expected[k][0])
+            assert torch.equal(tiles[k][1], expected[k][1])
+    # bool labels take the fill if it fits (0 or 1), else False, whatever their container
+    bools = label % 2 == 0
+    for mask in (bools, torch.from_numpy(bools), PIL.Image.fromarray(bools)):
+        out = TiledDataset([(image, mask)], GEOMETRY, mask_fill=255)[0][1]
+        grid = TileGrid((9, 14), GEOMETRY)
+        assert out.dtype == torch.bool
+        assert torch.equal(
+            out.as_subclass(torch.Tensor),
+            grid.extract_output(torch.from_numpy(bools), 0, fill=0),
+        )
+
+
+@given(geometry=geometries(), data=st.data())
+def test_lazy_items_equal_tensor_items_and_read_windows_only(geometry, data):
+    ndim = geometry.ndim
+    size = tuple(data.draw(st.lists(st.integers(1, 25), min_size=ndim, max_size=ndim)))
+    image, label = _coded(size, channels=2)
+    index = data.draw(st.sampled_from([None, "random"]))
+    n = None if index is None else 3
+    arrays = CountingArray(image), CountingArray(label)
+    lazy = TiledDataset([arrays], geometry, index=index, tiles_per_epoch=n, mask_fill=-1)
+    eager = TiledDataset(
+        [(torch.from_numpy(image), torch.from_numpy(label))],
+        geometry,
+        index=index,
+        tiles_per_epoch=n,
+        mask_fill=-1,
+    )
+    assert len(lazy) == len(eager) and arrays[0].reads == []
+    for k in range(min(len(lazy), 6)):
+        torch.manual_seed(k)
+        got = lazy[k]
+        torch.manual_seed(k)
+        expected = eager[k]
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        for array, window in zip(arrays, (geometry.input_size, geometry.output_size)):
+            assert len(array.reads) == k + 1
+            assert all(r <= w for r, w in zip(array.read_sizes(ndim)[-1], window))

@@ -382,10 +382,10 @@ def _split(
     image, label = sample[0], sample[1]
     if not (_is_leaf(image, tv_tensors.Image) and _is_leaf(label, tv_tensors.Mask)):
         return None
-    leaves = [_from_pil(image, is_label=False), _from_pil(label, is_label=True)]
+    leaves = [_shared(_from_pil(image, is_label=False)), _shared(_from_pil(label, is_label=True))]
     rest = list(sample[2:])
     if rest and _is_leaf(rest[0], WeightMap) and len(rest[0].shape) >= ndim:
-        leaves.append(_check_weights(rest.pop(0)))
+        leaves.append(_shared(_check_weights(rest.pop(0))))
 
     def rebuild(items: list[Any]) -> Any:
         if isinstance(sample, list):
@@ -420,17 +420,25 @@ def _check_weights(weights: Any) -> Any:
 
 
 def _whole(label: Any) -> torch.Tensor:
-    """A label as one tensor for a sampler: tensors and in-memory arrays shared (so the
-    sampler's per-tensor cache of class locations serves every item), other arrays read."""
-    if isinstance(label, torch.Tensor):
-        return label
+    """A label as one tensor for a sampler: tensors and arrays in memory shared (so the
+    sampler's per-tensor cache of class locations serves every item), others read."""
+    label = _shared(label, maps=True)
+    return label if isinstance(label, torch.Tensor) else to_tensor_region(label, ())
+
+
+def _shared(x: Any, *, maps: bool = False) -> Any:
+    """A numpy array as a tensor sharing its memory where torch can (writable, native
+    byte order, dtypes torch indexes, no negative strides), else unchanged; memory maps
+    (read window by window) only with ``maps``."""
     if (
-        isinstance(label, np.ndarray)
-        and label.flags.writeable
-        and torch_compatible(label) is label
+        isinstance(x, np.ndarray)
+        and (maps or not isinstance(x, np.memmap))
+        and x.flags.writeable
+        and min(x.strides, default=0) >= 0
+        and torch_compatible(x) is x
     ):
-        return torch.from_numpy(label)
-    return to_tensor_region(label, ())
+        return torch.from_numpy(x)
+    return x
 
 
 def _from_pil(x: Any, *, is_label: bool) -> Any:
@@ -440,5 +448,5 @@ def _from_pil(x: Any, *, is_label: bool) -> Any:
         return x
     if not is_label:
         return tvF.pil_to_tensor(x)
-    arr = np.asarray(x)
+    arr = np.array(x)  # writable: shared with a tensor, as arrays in memory are
     return arr if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
