@@ -455,6 +455,8 @@ def test_class_locations_are_cached_per_label_and_version(monkeypatch):
     label[2, 3] = 1
     assert set(draw_centres(sampler, label, 5)) == {(2, 3)}
     assert len(calls) == 1  # computed once for five draws
+    assert set(draw_centres(sampler, tv_tensors.Mask(label), 2)) == {(2, 3)}
+    assert len(calls) == 1  # a new wrapper of the same memory finds the same entry
     label[2, 3], label[15, 16] = 0, 1  # in place: the version counter changes
     assert set(draw_centres(sampler, label, 5)) == {(15, 16)}
     assert len(calls) == 2

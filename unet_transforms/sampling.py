@@ -225,8 +225,10 @@ class Sampler:
 
 
 class _Cache:
-    """Derived data per tensor, for as long as the tensor lives; least recently used
-    entries are dropped beyond ``_CACHE_ENTRIES`` entries or ``_CACHE_BYTES`` bytes."""
+    """Derived data per tensor, for as long as its memory is in use (so that a key of
+    memory address, shape, strides and version counter cannot name another tensor's
+    data); least recently used entries are dropped beyond ``_CACHE_ENTRIES`` entries or
+    ``_CACHE_BYTES`` bytes."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple[Any, ...], tuple[Any, Any, int]] = OrderedDict()
@@ -244,8 +246,10 @@ class _Cache:
                 tensor._version,
                 extra,
             )
-            ref: Any = weakref.ref(tensor)
-        except (RuntimeError, TypeError):  # e.g. inference-mode tensors have no version
+            # the storage's Python object lives as long as any tensor uses the memory
+            # (torch preserves it): wrappers such as tv_tensors.Mask(label) share it
+            ref: Any = weakref.ref(tensor.untyped_storage())
+        except (RuntimeError, TypeError, NotImplementedError):  # e.g. inference tensors
             return build()[0]
         entry = self._entries.get(key)
         if entry is not None and entry[0]() is not None:
@@ -436,8 +440,8 @@ class LabelSampler(Configurable, Sampler):
             self._fall_back("no pixel of a class with a positive weight in the label")
             return None
         classes = list(weights)
-        pick = int(torch.multinomial(torch.tensor(list(weights.values()), dtype=torch.float64), 1))
-        c = classes[pick]
+        cum = torch.tensor(list(weights.values()), dtype=torch.float64).cumsum(0)
+        c = classes[_search(cum, torch.rand((), dtype=torch.float64) * cum[-1])]
         return _draw_count(table[c], size, lambda coords: value[coords] == c)
 
     def _fall_back_to_present(self, missing: list[int], present: list[int]) -> None:
@@ -459,7 +463,7 @@ class LabelSampler(Configurable, Sampler):
         classes = [c for c in classes if c != self.ignore_index]
         table = {}
         for c in classes:
-            counts = (value == c).reshape(-1, value.shape[-1]).sum(-1)
+            counts = torch.count_nonzero((value == c).reshape(-1, value.shape[-1]), dim=-1)
             if int(counts.sum()):
                 table[c] = _row_cum(counts)
         return table, sum(t.numel() * 8 for t in table.values()) + 64
@@ -672,21 +676,23 @@ class ForegroundSampler(Configurable, Sampler):
         volume = math.prod(output_size)
         need = max(1, math.ceil(round(self.min_fraction * volume, 6)))
         valid = _window_sums(foreground, output_size) >= need
-        row_cum = _row_cum(valid.reshape(-1, size[-1]).sum(-1))
+        row_cum = _row_cum(torch.count_nonzero(valid.reshape(-1, size[-1]), dim=-1))
         return (valid, row_cum), valid.numel() + row_cum.numel() * 8 + 64
 
 
 def _window_sums(mask: torch.Tensor, output_size: tuple[int, ...]) -> torch.Tensor:
     """Per pixel, the number of ``True`` pixels in the output window centred on it
-    (its output index ``out // 2``), the parts outside the image counting as zero."""
+    (its output index ``out // 2``), the parts outside the image counting as zero.
+
+    Separable box sums: per axis (moved last, so that the cumulative sum runs over
+    contiguous memory), zeros padded for the window's reach and one more in front, a
+    cumulative sum, and the difference of two slices ``out`` apart.
+    """
     acc = torch.int32 if mask.numel() < 2**31 else torch.int64
     sums = mask.to(acc)
     for axis, o in enumerate(output_size):
         n = sums.shape[axis]
-        cum = torch.cumsum(sums, dim=axis, dtype=acc)
-        cum = torch.cat([torch.zeros_like(cum.narrow(axis, 0, 1)), cum], dim=axis)
-        pos = torch.arange(n, device=mask.device)
-        lo = (pos - o // 2).clamp(0, n)
-        hi = (pos - o // 2 + o).clamp(0, n)
-        sums = cum.index_select(axis, hi) - cum.index_select(axis, lo)
+        padded = torch.nn.functional.pad(sums.movedim(axis, -1), (o // 2 + 1, o - o // 2))
+        cum = padded.cumsum(-1, dtype=acc)
+        sums = (cum[..., o : o + n] - cum[..., :n]).movedim(-1, axis)
     return sums
