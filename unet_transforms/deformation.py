@@ -74,8 +74,8 @@ class Deformation(Configurable):
         >>> d
         Deformation(sigma=10.0, rotation=15.0)
         >>> torch.manual_seed(0) and tuple(d.sample((572, 572)).shape)
-        (572, 572, 2)
-        >>> Deformation(sigma=0.0).sample((2, 3))[..., 1].tolist()  # identity: integers
+        (2, 572, 572)
+        >>> Deformation(sigma=0.0).sample((2, 3))[1].tolist()  # identity: integers
         [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
     """
 
@@ -120,7 +120,7 @@ class Deformation(Configurable):
         Only what the configuration makes random is drawn (nothing for the identity).
 
         Returns:
-            ``(*size, ndim)`` float32 source coordinates relative to the window's start
+            ``(ndim, *size)`` float32 source coordinates relative to the window's start
             (see :func:`~unet_transforms.functional.deformation_coords`).
         """
         ndim = len(size)

@@ -11,6 +11,7 @@ coordinates). :func:`deform_tile` chains them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
@@ -66,6 +67,12 @@ def cubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """
     if not (is_int(n_in) and is_int(n_out)) or n_in < 1 or n_out < 1:
         raise ValueError(f"n_in and n_out must be ints >= 1, got {n_in!r} and {n_out!r}")
+    return _cubic_matrix(int(n_in), int(n_out)).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _cubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """:func:`cubic_matrix`, cached (tile sizes repeat): callers must not modify it."""
     ratio = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
     t = torch.arange(n_out, dtype=torch.float64) * ratio
     base = t.floor()
@@ -126,12 +133,12 @@ def deformation_coords(
         flips: Per axis, whether to mirror the window about its centre.
 
     Returns:
-        ``(*size, ndim)`` float32 coordinates, component ``k`` along axis ``k``.
+        ``(ndim, *size)`` float32 coordinates: component ``k`` (along axis ``k``) first.
 
     Example:
-        >>> deformation_coords((2, 3))[..., 1].tolist()
+        >>> deformation_coords((2, 3))[1].tolist()
         [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
-        >>> deformation_coords((2, 3), flips=(False, True))[..., 1].tolist()
+        >>> deformation_coords((2, 3), flips=(False, True))[1].tolist()
         [[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]
     """
     if (
@@ -141,6 +148,7 @@ def deformation_coords(
         or not all(is_int(n) and n >= 1 for n in size)
     ):
         raise ValueError(f"size must be 2 or 3 ints >= 1, got {size!r}")
+    size = tuple(int(n) for n in size)
     ndim = len(size)
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be finite and > 0, got {scale!r}")
@@ -158,23 +166,51 @@ def deformation_coords(
         )
         for i, (n, c) in enumerate(zip(size, centre, strict=True))
     ]
-    components = []
+    if ndim == 2:
+        return _coords_2d(size, centre, matrix, displacement)
+    upsampled = None if displacement is None else _upsample(displacement, size)
+    coords = torch.empty((ndim, *size), dtype=torch.float32)
     for k in range(ndim):
         coord = torch.full((1,) * ndim, centre[k], dtype=torch.float32)
         for j in range(ndim):
             weight = float(matrix[k, j])
             if weight != 0:
                 coord = coord + weight * offsets[j]
-        components.append(coord.expand(tuple(size)))
-    coords = torch.stack(components, dim=-1)
-    if displacement is not None:
-        coords = coords + _upsample(displacement, tuple(size))
+        if upsampled is None:
+            coords[k] = coord
+        else:
+            torch.add(upsampled[k], coord, out=coords[k])
     return coords
 
 
-def _upsample(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """``(ndim, *grid)`` displacements, upsampled bicubically to ``(*size, ndim)``."""
-    ndim = len(size)
+def _coords_2d(
+    size: tuple[int, ...],
+    centre: list[float],
+    matrix: torch.Tensor,
+    displacement: torch.Tensor | None,
+) -> torch.Tensor:
+    """The 2-D field as one batched matrix product: the affine part is a row term plus a
+    column term, and the bicubic displacement ``U0 @ D @ U1.T`` is separable, so
+    ``coords[k] = [U0 @ D[k], row_k, 1] @ [U1.T; 1; col_k]`` (each value written once)."""
+    (rows, cols), (c0, c1) = size, centre
+    off0 = torch.arange(rows, dtype=torch.float32) - c0
+    off1 = torch.arange(cols, dtype=torch.float32) - c1
+    ones0, ones1 = torch.ones(rows, 1), torch.ones(1, cols)
+    left, right = [], []
+    for k in range(2):
+        row = (centre[k] + float(matrix[k, 0]) * off0)[:, None]
+        col = (float(matrix[k, 1]) * off1)[None, :]
+        parts_left, parts_right = [row, ones0], [ones1, col]
+        if displacement is not None:
+            d = _check_displacement(displacement, 2)[k].to(torch.float32)
+            parts_left.insert(0, _cubic_matrix(d.shape[0], rows) @ d)
+            parts_right.insert(0, _cubic_matrix(d.shape[1], cols).T)
+        left.append(torch.cat(parts_left, dim=1))
+        right.append(torch.cat(parts_right, dim=0))
+    return torch.bmm(torch.stack(left), torch.stack(right))
+
+
+def _check_displacement(displacement: object, ndim: int) -> torch.Tensor:
     if not isinstance(displacement, torch.Tensor):
         raise TypeError(f"displacement must be a tensor, got {type(displacement).__name__}")
     if displacement.ndim != ndim + 1 or displacement.shape[0] != ndim:
@@ -182,19 +218,26 @@ def _upsample(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor
             f"displacement must have shape (ndim, *grid) = ({ndim}, ...) with {ndim} grid "
             f"axes, got {tuple(displacement.shape)}"
         )
-    mats = [cubic_matrix(g, n) for g, n in zip(displacement.shape[1:], size, strict=True)]
-    letters = "abc"[:ndim]
-    out = "ijl"[:ndim]
-    spec = ",".join(f"{o}{g}" for o, g in zip(out, letters, strict=True))
-    return torch.einsum(f"{spec},k{letters}->{out}k", *mats, displacement.to(torch.float32))
+    return displacement
+
+
+def _upsample(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``(ndim, *grid)`` displacements, upsampled bicubically to ``(ndim, *size)``: one
+    small matrix product per axis, the last one writing the full size."""
+    ndim = len(size)
+    x = _check_displacement(displacement, ndim).to(torch.float32)
+    for axis in range(ndim, 0, -1):  # the last axis first, so the biggest product comes last
+        matrix = _cubic_matrix(x.shape[axis], size[axis - 1])
+        x = torch.movedim(torch.tensordot(matrix, x, dims=([1], [axis])), 0, axis)
+    return x
 
 
 class ResamplePlan(NamedTuple):
-    """What :func:`resample` needs: the source box to read, the coordinates relative to
-    its start, and the interpolation (``"nearest"`` when every coordinate is an integer)."""
+    """What :func:`resample` needs: the source box to read, its start in the coordinates'
+    frame, and the interpolation (``"nearest"`` when every coordinate is an integer)."""
 
     box: Box
-    coords: torch.Tensor
+    start: tuple[int, ...]
     interpolation: Interpolation
 
 
@@ -207,40 +250,56 @@ def plan_resample(
     a zero deformation equal to the plain crop for every dtype).
 
     Args:
-        coords: ``(*window, ndim)`` source coordinates relative to ``origin``.
+        coords: ``(ndim, *window)`` source coordinates relative to ``origin``.
         origin: Integer image position of coordinate 0, per axis.
         interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
 
     Returns:
-        A :class:`ResamplePlan`.
+        A :class:`ResamplePlan`: read ``box`` (e.g. with ``crop_tile``), then
+        ``resample(region, coords, plan.interpolation, start=plan.start)``.
 
     Example:
         >>> c = deformation_coords((2, 2)) + 0.5
-        >>> plan_resample(c, (10, 20)).box
-        ((10, 13), (20, 23))
+        >>> plan_resample(c, (10, 20))
+        ResamplePlan(box=((10, 13), (20, 23)), start=(0, 0), interpolation='bilinear')
     """
     interpolation = check_interpolation(interpolation)
     if not isinstance(coords, torch.Tensor) or not coords.is_floating_point():
         raise TypeError(f"coords must be a floating-point tensor, got {coords!r:.60}")
-    ndim = coords.shape[-1] if coords.ndim > 0 else 0
+    ndim = coords.shape[0] if coords.ndim > 0 else 0
     if coords.ndim != ndim + 1 or ndim not in (2, 3) or coords.numel() == 0:
-        raise ValueError(f"coords must have shape (*window, ndim), got {tuple(coords.shape)}")
+        raise ValueError(f"coords must have shape (ndim, *window), got {tuple(coords.shape)}")
     if len(origin) != ndim or not all(is_int(o) for o in origin):
         raise ValueError(f"origin must hold {ndim} ints, got {tuple(origin)!r}")
-    if not bool(torch.isfinite(coords).all()):
+    low, high = _extremes(coords)
+    if not all(math.isfinite(v) for v in (*low, *high)):
         raise ValueError("coords must be finite")
-    flat = coords.reshape(-1, ndim)
-    if interpolation == "nearest" or torch.equal(flat, flat.round()):
+    if interpolation == "nearest" or _integral(coords):
         interpolation = "nearest"
-        coords = coords.round()
-        flat = coords.reshape(-1, ndim)
-    low, high = flat.amin(dim=0).floor(), flat.amax(dim=0).floor()
+        low, high = [round(v) for v in low], [round(v) for v in high]
     before, after = _SUPPORT[interpolation]
-    start = [int(v) - before for v in low.tolist()]
+    start = tuple(math.floor(v) - before for v in low)
     box = tuple(
-        (o + s, o + int(h) + after) for o, s, h in zip(origin, start, high.tolist(), strict=True)
+        (o + s, o + math.floor(h) + after) for o, s, h in zip(origin, start, high, strict=True)
     )
-    return ResamplePlan(box, coords - torch.tensor(start, dtype=coords.dtype), interpolation)
+    return ResamplePlan(box, start, interpolation)
+
+
+def _integral(coords: torch.Tensor) -> bool:
+    """Whether every coordinate is an integer (a sparse sample first: usually they are not)."""
+    flat = coords.reshape(-1)
+    probe = flat[:: max(1, flat.numel() // 61)]
+    return torch.equal(probe, probe.round()) and torch.equal(flat, flat.round())
+
+
+def _extremes(coords: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per component minimum and maximum (NaN if any is NaN)."""
+    low, high = [], []
+    for component in coords:
+        lo, hi = component.aminmax()
+        low.append(float(lo))
+        high.append(float(hi))
+    return low, high
 
 
 def interpolation_for(inpt: Any, interpolation: Interpolation) -> Interpolation:
@@ -261,37 +320,65 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def _resample_tensor(
-    x: torch.Tensor, coords: torch.Tensor, interpolation: Interpolation
-) -> torch.Tensor:
-    ndim = coords.shape[-1]
-    window = tuple(coords.shape[:-1])
-    spatial = tuple(x.shape[x.ndim - ndim :])
-    lead = tuple(x.shape[: x.ndim - ndim])
-    low, high = coords.reshape(-1, ndim).aminmax(dim=0)
-    if bool((low < 0).any()) or any(
-        h > n - 1 for h, n in zip(high.tolist(), spatial, strict=True)
+def _check_inside(
+    coords: torch.Tensor,
+    interpolation: Interpolation,
+    start: Sequence[int],
+    spatial: tuple[int, ...],
+) -> None:
+    low, high = _extremes(coords)
+    if not all(math.isfinite(v) for v in (*low, *high)):
+        raise ValueError("coords must be finite")
+    if interpolation == "nearest":
+        low, high = [round(v) for v in low], [round(v) for v in high]
+    if any(
+        lo < s or hi > s + n - 1 for lo, hi, s, n in zip(low, high, start, spatial, strict=True)
     ):
         raise ValueError(
-            f"coords must lie inside the source region {spatial}, got a range of "
-            f"{low.tolist()} to {high.tolist()}"
+            f"coords must lie inside the source region (size {spatial}, start {tuple(start)}), "
+            f"got a range of {low} to {high}"
         )
+
+
+def _resample_tensor(
+    x: torch.Tensor,
+    coords: torch.Tensor,
+    interpolation: Interpolation,
+    start: Sequence[int],
+    check: bool = True,
+) -> torch.Tensor:
+    ndim = coords.shape[0]
+    window = tuple(coords.shape[1:])
+    spatial = tuple(x.shape[x.ndim - ndim :])
+    lead = tuple(x.shape[: x.ndim - ndim])
+    if check:
+        _check_inside(coords, interpolation, start, spatial)
     if interpolation == "nearest":
-        index = coords.round().to(torch.int64)
-        strides = torch.tensor(
-            [math.prod(spatial[k + 1 :]) for k in range(ndim)], dtype=torch.int64
-        )
-        linear = (index * strides).sum(dim=-1).reshape(-1)
-        return x.reshape(*lead, -1)[..., linear].reshape(*lead, *window)
+        # a linear index into the flattened region (exact in float64 up to 2**53)
+        strides = [math.prod(spatial[k + 1 :]) for k in range(ndim)]
+        offset = sum(s * stride for s, stride in zip(start, strides, strict=True))
+        linear = torch.full(window, -float(offset), dtype=torch.float64)
+        for k in range(ndim):
+            linear.add_(coords[k].round(), alpha=strides[k])
+        flat = linear.to(torch.int64).reshape(-1)
+        return x.reshape(*lead, -1).index_select(len(lead), flat).reshape(*lead, *window)
     if interpolation == "bicubic" and ndim != 2:
         raise ValueError("interpolation='bicubic' is 2-D only (grid_sample has no tricubic mode)")
     work = _work_dtype(x.dtype)
     src = x.reshape(1, -1, *spatial).to(work)
-    # grid_sample takes (x, y[, z]) = reversed axes, normalised to [-1, 1] (align_corners)
-    norm = torch.tensor([2 / max(n - 1, 1) for n in spatial], dtype=work)
-    grid = (coords.to(work) * norm - 1).flip(-1)
+    # grid_sample takes (x, y[, z]) = the reversed axes, normalised to [-1, 1]
+    # (align_corners): one pass per component, into a channel-first grid it reads as a view
+    grid = torch.empty((ndim, *window), dtype=work)
+    for k in range(ndim):
+        scale = 2 / max(spatial[k] - 1, 1)
+        shift = torch.tensor(-1 - start[k] * scale, dtype=work)
+        torch.add(shift, coords[k].to(work), alpha=scale, out=grid[ndim - 1 - k])
     out = torch.nn.functional.grid_sample(
-        src, grid[None], mode=interpolation, padding_mode="border", align_corners=True
+        src,
+        torch.movedim(grid, 0, -1)[None],
+        mode=interpolation,
+        padding_mode="border",
+        align_corners=True,
     ).reshape(*lead, *window)
     if x.dtype.is_floating_point:
         return out.to(x.dtype)
@@ -301,8 +388,14 @@ def _resample_tensor(
     return out.round_().clamp_(info.min, info.max).to(x.dtype)
 
 
-def resample(region: Any, coords: torch.Tensor, interpolation: Interpolation) -> Any:
-    """Samples ``region`` at ``coords`` (relative to its start), in one resampling.
+def resample(
+    region: Any,
+    coords: torch.Tensor,
+    interpolation: Interpolation | ResamplePlan,
+    *,
+    start: Sequence[int] | None = None,
+) -> Any:
+    """Samples ``region`` at ``coords``, in one resampling.
 
     Images take ``interpolation``; ``tv_tensors.Mask`` nearest and
     :class:`~unet_transforms.WeightMap` bilinear, whatever is asked; PIL images of
@@ -311,8 +404,12 @@ def resample(region: Any, coords: torch.Tensor, interpolation: Interpolation) ->
 
     Args:
         region: A tensor, tv_tensor or PIL image whose trailing axes hold the region.
-        coords: ``(*window, ndim)`` coordinates inside the region.
-        interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
+        coords: ``(ndim, *window)`` coordinates inside the region.
+        interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``; or the
+            :class:`ResamplePlan` of these ``coords`` whose box ``region`` was read
+            from (its start and interpolation are used, and the coordinates are known
+            to lie inside, so they are not checked again).
+        start: The coordinates of the region's first pixel (zeros by default).
 
     Returns:
         The ``window``, of the region's type and dtype.
@@ -324,22 +421,35 @@ def resample(region: Any, coords: torch.Tensor, interpolation: Interpolation) ->
     Example:
         >>> import torch
         >>> x = torch.tensor([[0.0, 10.0], [20.0, 30.0]])
-        >>> resample(x, torch.tensor([[[0.5, 0.5]]]), "bilinear").tolist()
+        >>> resample(x, torch.tensor([[[0.5]], [[0.5]]]), "bilinear").tolist()
         [[15.0]]
     """
-    interpolation = interpolation_for(region, check_interpolation(interpolation))
     if isinstance(region, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
         raise TypeError(
             f"cannot deform {type(region).__name__}: deformation moves pixels, not boxes or "
             "key points; deform without them, or crop without deform="
         )
+    plan = interpolation if isinstance(interpolation, ResamplePlan) else None
+    if plan is not None:
+        start, interpolation = plan.start, plan.interpolation
+        size = (region.height, region.width) if isinstance(region, PIL.Image.Image) else None
+        size = size or tuple(getattr(region, "shape", ())[-len(plan.box) :])
+        if size != tuple(b - a for a, b in plan.box):
+            raise ValueError(
+                f"region of size {size} is not the plan's box {plan.box}: read the region "
+                "with crop_tile(inpt, plan.box, ...)"
+            )
+    interpolation = interpolation_for(region, check_interpolation(interpolation))
+    start = (0,) * coords.shape[0] if start is None else tuple(start)
     if isinstance(region, PIL.Image.Image):
-        return _resample_pil(region, coords, interpolation)
+        return _resample_pil(region, coords, interpolation, start, plan is None)
     if isinstance(region, torch.Tensor) and (
         type(region) is torch.Tensor
         or isinstance(region, tv_tensors.Image | tv_tensors.Video | tv_tensors.Mask)
     ):
-        out = _resample_tensor(region.as_subclass(torch.Tensor), coords, interpolation)
+        out = _resample_tensor(
+            region.as_subclass(torch.Tensor), coords, interpolation, start, plan is None
+        )
         if isinstance(region, tv_tensors.TVTensor):
             wrapped: torch.Tensor = tv_tensors.wrap(out, like=region)
             return wrapped
@@ -351,12 +461,16 @@ def resample(region: Any, coords: torch.Tensor, interpolation: Interpolation) ->
 
 
 def _resample_pil(
-    region: PIL.Image.Image, coords: torch.Tensor, interpolation: Interpolation
+    region: PIL.Image.Image,
+    coords: torch.Tensor,
+    interpolation: Interpolation,
+    start: Sequence[int],
+    check: bool,
 ) -> PIL.Image.Image:
     arr = np.asarray(region)
     x = torch.from_numpy(np.array(torch_compatible(arr), copy=True))
     bands = x.ndim == 3
-    out = _resample_tensor(x.permute(2, 0, 1) if bands else x, coords, interpolation)
+    out = _resample_tensor(x.permute(2, 0, 1) if bands else x, coords, interpolation, start, check)
     raw = np.ascontiguousarray((out.permute(1, 2, 0) if bands else out).numpy().astype(arr.dtype))
     # a new image of the region's mode, palette and info (a crop of it), then its pixels
     image: PIL.Image.Image = crop_tile(region, ((0, raw.shape[0]), (0, raw.shape[1])))
@@ -382,7 +496,7 @@ def deform_tile(
 
     Args:
         inpt: A tensor, ``Image``/``Video``/``Mask`` tv_tensor or PIL image.
-        coords: ``(*window, ndim)`` source coordinates relative to ``origin`` (see
+        coords: ``(ndim, *window)`` source coordinates relative to ``origin`` (see
             :func:`deformation_coords`).
         origin: Image position of coordinate 0, per axis.
         mode: ``"reflect"`` or ``"symmetric"``.
@@ -407,4 +521,4 @@ def deform_tile(
     if isinstance(inpt, tv_tensors.BoundingBoxes | tv_tensors.KeyPoints):
         return resample(inpt, coords, interpolation)  # raises the TypeError
     plan = plan_resample(coords, origin, interpolation)
-    return resample(crop_tile(inpt, plan.box, mode, fill), plan.coords, plan.interpolation)
+    return resample(crop_tile(inpt, plan.box, mode, fill), coords, plan)

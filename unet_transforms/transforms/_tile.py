@@ -191,14 +191,16 @@ class OverlapTileCrop(Configurable, TileTransform):
         """The window ``box`` of ``tile``, deformed by ``field`` (over the input window):
         the source region it reaches is read mirrored (or filled), then sampled once."""
         origin = tuple(start for start, _ in tile.input_box)
-        part = field[tuple(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True))]
+        part = field[
+            (slice(None), *(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True)))
+        ]
         interpolation: Interpolation = (
             self.deform.interpolation if self.deform is not None else "bilinear"
         )
         if is_label and not isinstance(value, tv_tensors.Mask):
             interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
         plan = plan_resample(part, origin, interpolation_for(value, interpolation))
-        return resample(self.crop(value, plan.box, fill), plan.coords, plan.interpolation)
+        return resample(self.crop(value, plan.box, fill), part, plan)
 
 
 class PairedTileCrop(OverlapTileCrop):

@@ -1,0 +1,105 @@
+"""Elastic deformation inside the crop: PairedTileCrop(deform=) vs deforming the whole image.
+
+4096 x 4096 float32 image + int64 mask, TileGeometry(572, 388), the paper's deformation
+(3 x 3 grid, sigma 10 px). References: one ``grid_sample`` of a 572^2 tile (the floor of
+any resampling), the plain crop, torchvision's ``v2.ElasticTransform`` on the whole image
+followed by the crop (the only way torchvision keeps image and label aligned), and
+MONAI's ``Rand2DElasticd`` (resamples straight to a 572^2 output; image and label must
+share that size, so a 388^2 label needs a second crop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from unet_transforms import PairedTileCrop, TileGeometry
+from unet_transforms.deformation import Deformation
+
+from _common import footer, header, parser, round_robin, table
+
+
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` calls, in seconds (for the slow whole-image candidates)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--slow-repeats", type=int, default=2, help="repeats of the whole-image ones")
+    args = p.parse_args()
+    header(args)
+    n = 1024 if args.quick else 4096
+    repeats = 5 if args.quick else args.repeats
+    geometry = TileGeometry(572, 388)
+    image = tv_tensors.Image(torch.rand(1, n, n))
+    mask = tv_tensors.Mask(torch.randint(0, 3, (n, n)))
+
+    tile = torch.rand(1, 1, 572, 572)
+    grid = torch.rand(1, 572, 572, 2) * 2 - 1
+
+    def one_grid_sample() -> object:
+        return F.grid_sample(tile, grid, align_corners=True)
+
+    plain = PairedTileCrop(geometry)
+    paper = PairedTileCrop(geometry, deform=Deformation())
+    full = PairedTileCrop(
+        geometry,
+        deform=Deformation(rotation=180.0, scale=(0.8, 1.25), flip=True, interpolation="bicubic"),
+    )
+    candidates: dict[str, Callable[[], object]] = {
+        "one grid_sample 572^2": one_grid_sample,
+        "PairedTileCrop (no deform)": lambda: plain(image, mask),
+        "PairedTileCrop deform (paper)": lambda: paper(image, mask),
+        "PairedTileCrop deform (rot+scale+flip, bicubic)": lambda: full(image, mask),
+    }
+    results = round_robin(candidates, repeats)
+
+    elastic = v2.Compose([v2.ElasticTransform(), PairedTileCrop(geometry)])
+    slow = {"v2.ElasticTransform whole image + crop": lambda: elastic(image, mask)}
+    try:
+        from monai.transforms import Rand2DElasticd
+
+        monai_tf = Rand2DElasticd(
+            keys=["image", "label"],
+            spacing=(286, 286),  # control points 286 px apart: a 3 x 3 grid over the tile
+            magnitude_range=(10, 10),
+            prob=1.0,
+            spatial_size=(572, 572),
+            mode=("bilinear", "nearest"),
+            padding_mode="reflection",
+        )
+        sample = {"image": image.as_subclass(torch.Tensor), "label": mask[None].float()}
+
+        def monai_call() -> object:
+            out = monai_tf(sample)
+            return out["image"], out["label"][:, 92:480, 92:480]
+
+        slow["MONAI Rand2DElasticd 572^2 (+ label crop)"] = monai_call
+    except ImportError:
+        print("# monai not installed: skipped (pip install -c constraints.txt monai)")
+    for name, fn in slow.items():
+        fn()  # warm-up
+        results[name] = best_of(fn, args.slow_repeats)
+    table(results, "one grid_sample 572^2")
+    deform = results["PairedTileCrop deform (paper)"]
+    print(
+        f"# deform / one grid_sample: {deform / results['one grid_sample 572^2']:.2f} (target <= 3)"
+    )
+    for name in slow:
+        print(f"# {name} / deform: {results[name] / deform:.1f}x")
+    footer()
+
+
+if __name__ == "__main__":
+    main()
