@@ -684,15 +684,16 @@ def _window_sums(mask: torch.Tensor, output_size: tuple[int, ...]) -> torch.Tens
     """Per pixel, the number of ``True`` pixels in the output window centred on it
     (its output index ``out // 2``), the parts outside the image counting as zero.
 
-    Separable box sums: per axis (moved last, so that the cumulative sum runs over
-    contiguous memory), zeros padded for the window's reach and one more in front, a
-    cumulative sum, and the difference of two slices ``out`` apart.
+    Separable box sums: per axis (moved last and made contiguous, so that the
+    cumulative sum runs over contiguous memory; the last axis first, which needs no
+    copy), zeros padded for the window's reach and one more in front, a cumulative sum,
+    and the difference of two slices ``out`` apart.
     """
     acc = torch.int32 if mask.numel() < 2**31 else torch.int64
     sums = mask.to(acc)
-    for axis, o in enumerate(output_size):
-        n = sums.shape[axis]
-        padded = torch.nn.functional.pad(sums.movedim(axis, -1), (o // 2 + 1, o - o // 2))
-        cum = padded.cumsum(-1, dtype=acc)
+    for axis in reversed(range(len(output_size))):
+        o, n = output_size[axis], sums.shape[axis]
+        moved = sums.movedim(axis, -1).contiguous()
+        cum = torch.nn.functional.pad(moved, (o // 2 + 1, o - o // 2)).cumsum(-1, dtype=acc)
         sums = (cum[..., o : o + n] - cum[..., :n]).movedim(-1, axis)
     return sums
