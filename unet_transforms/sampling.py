@@ -136,13 +136,15 @@ def _sizes(value: Sequence[int], name: str) -> tuple[int, ...]:
 class Sampler:
     """Base of the window samplers: draws the output window's start of one tile.
 
-    Subclasses implement :meth:`draw_centre`. The transforms call :meth:`output_start`
-    from ``make_params`` with the sample's label leaves, inside :meth:`bound_to` (which
-    gives the sampler the whole sample, e.g. for :class:`WeightedSampler`'s key).
-    Derived data of a label (class locations, cumulative weights) is cached per label
-    tensor (keyed by its memory, shape, strides and version counter, for as long as the
-    tensor lives; bounded) and is not pickled. In-place changes made through numpy to a
-    tensor that shares its memory are not seen by the cache.
+    Subclasses implement :meth:`draw_centre` (and list ``Configurable`` first in their
+    bases, as the samplers here do, to have configs). The transforms call
+    :meth:`output_start` from ``make_params`` with the sample's label leaves, inside
+    :meth:`bound_to` (which gives the sampler the whole sample, e.g. for
+    :class:`WeightedSampler`'s key). Derived data of a label (class locations,
+    cumulative weights) is cached per label tensor, keyed by its memory, shape, strides
+    and version counter, for as long as that memory is in use (so
+    ``tv_tensors.Mask(label)`` made anew per call finds it); bounded, and not pickled.
+    In-place changes made through numpy to a tensor's memory are not seen by the cache.
 
     Example:
         >>> import torch
@@ -203,16 +205,18 @@ class Sampler:
 
     def _fall_back(self, reason: str) -> None:
         """Warns once per instance that a fair random window replaces the draw."""
+        self._warn_once(f"{reason}; drawing a fair random window instead")
+
+    def _warn_once(self, message: str) -> None:
         if not self._warned:
             self._warned = True
             warnings.warn(
-                f"{type(self).__name__}: {reason}; drawing a fair random window instead "
-                "(warned once per sampler)",
+                f"{type(self).__name__}: {message} (warned once per sampler)",
                 SamplerFallbackWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
-    def _class_label(self, labels: list[Any], size: tuple[int, ...]) -> Any:
+    def _class_label(self, labels: list[Any]) -> Any:
         """The sample's class label: its first label leaf that is not a ``WeightMap``."""
         for label in labels:
             if not isinstance(label, WeightMap):
@@ -419,7 +423,7 @@ class LabelSampler(Configurable, Sampler):
     def draw_centre(
         self, size: tuple[int, ...], output_size: tuple[int, ...], labels: list[Any]
     ) -> tuple[int, ...] | None:
-        label = self._class_label(labels, size)
+        label = self._class_label(labels)
         value = _leading(_as_tensor(label), size, f"{type(self).__name__}'s label")
         if value.dtype.is_floating_point or value.dtype.is_complex:
             raise TypeError(
@@ -435,7 +439,10 @@ class LabelSampler(Configurable, Sampler):
             weights = {c: w for c, w in self.class_weights.items() if c in table}
             missing = [c for c, w in self.class_weights.items() if w > 0 and c not in table]
             if missing and weights:
-                self._fall_back_to_present(missing, list(weights))
+                self._warn_once(
+                    f"class(es) {missing} absent from a label; drawing among the present "
+                    f"classes {list(weights)}"
+                )
         if not weights:
             self._fall_back("no pixel of a class with a positive weight in the label")
             return None
@@ -443,16 +450,6 @@ class LabelSampler(Configurable, Sampler):
         cum = torch.tensor(list(weights.values()), dtype=torch.float64).cumsum(0)
         c = classes[_search(cum, torch.rand((), dtype=torch.float64) * cum[-1])]
         return _draw_count(table[c], size, lambda coords: value[coords] == c)
-
-    def _fall_back_to_present(self, missing: list[int], present: list[int]) -> None:
-        if not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"LabelSampler: class(es) {missing} absent from a label; drawing among the "
-                f"present classes {present} (warned once per sampler)",
-                SamplerFallbackWarning,
-                stacklevel=4,
-            )
 
     def _table(self, value: torch.Tensor) -> tuple[dict[int, torch.Tensor], int]:
         """Per class (present, not ignored, weighted): cumulative pixel counts per row."""
@@ -646,7 +643,7 @@ class ForegroundSampler(Configurable, Sampler):
     def draw_centre(
         self, size: tuple[int, ...], output_size: tuple[int, ...], labels: list[Any]
     ) -> tuple[int, ...] | None:
-        label = self._class_label(labels, size)
+        label = self._class_label(labels)
         if float(torch.rand(())) >= self.probability:
             return None
         value = _as_tensor(label)
