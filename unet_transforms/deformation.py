@@ -73,7 +73,8 @@ class Deformation(Configurable):
         >>> d = Deformation(sigma=10.0, rotation=15.0)
         >>> d
         Deformation(sigma=10.0, rotation=15.0)
-        >>> torch.manual_seed(0) and tuple(d.sample((572, 572)).shape)
+        >>> _ = torch.manual_seed(0)
+        >>> tuple(d.sample((572, 572)).shape)  # source coordinates, component first
         (2, 572, 572)
         >>> Deformation(sigma=0.0).sample((2, 3))[1].tolist()  # identity: integers
         [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]

@@ -354,11 +354,13 @@ def _resample_tensor(
     if check:
         _check_inside(coords, interpolation, start, spatial)
     if interpolation == "nearest":
-        # a linear index into the flattened region (exact in float64 up to 2**53)
+        # a linear index into the flattened region, computed in a float dtype that holds
+        # it exactly (float32 up to 2**24 elements, the common case)
         strides = [math.prod(spatial[k + 1 :]) for k in range(ndim)]
+        exact = torch.float32 if math.prod(spatial) < 2**24 else torch.float64
         offset = sum(s * stride for s, stride in zip(start, strides, strict=True))
-        linear = torch.full(window, -float(offset), dtype=torch.float64)
-        for k in range(ndim):
+        linear = coords[-1].round().to(exact).sub_(offset)
+        for k in range(ndim - 1):
             linear.add_(coords[k].round(), alpha=strides[k])
         flat = linear.to(torch.int64).reshape(-1)
         return x.reshape(*lead, -1).index_select(len(lead), flat).reshape(*lead, *window)
