@@ -13,6 +13,9 @@ SCRIPTS = [
     "bench_inference.py",
     "bench_memory.py",
     "bench_weightmap.py",
+    "bench_sampling.py",
+    "bench_dataset.py",
+    "bench_deform.py",
 ]
 DASK = "bench_dask.py"  # takes only --quick of the common options
 

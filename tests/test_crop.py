@@ -198,7 +198,9 @@ def test_bad_inputs():
         crop_tile(torch.tensor(1.0), ((0, 1),))
     with pytest.raises(ValueError, match="cannot crop from an empty image"):
         crop_tile(torch.zeros(2, 0), ((0, 1), (0, 1)))
-    with pytest.raises(TypeError, match="crop_tile supports tensors"):
+    with pytest.raises(
+        TypeError, match="inpt must be a tensor, tv_tensor, PIL image or array for crop_tile"
+    ):
         crop_tile([[1, 2]], ((0, 1), (0, 1)))
     with pytest.raises(ValueError, match="mode must be 'reflect' or 'symmetric', got 'wrap'"):
         crop_tile(torch.zeros(3, 3), ((0, 1), (0, 1)), "wrap")

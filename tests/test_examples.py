@@ -36,6 +36,7 @@ QUICK_PAGES = [
     "training.md",
     "weight-map.md",
     "configuration.md",
+    "sampling.md",
 ]
 
 

@@ -209,7 +209,7 @@ def test_grid_errors():
         ValueError, match=r"image has spatial size \(10, 11\) .* planned for \(10, 10\)"
     ):
         grid.extract(torch.zeros(3, 10, 11), 0)
-    with pytest.raises(ValueError, match=r"expected an input with at least 2 axes"):
+    with pytest.raises(ValueError, match=r"image must have at least 2 axes"):
         grid.extract(torch.zeros(10), 0)
     with pytest.raises(ValueError, match="mode must be"):
         grid.extract(torch.zeros(10, 10), 0, mode="edge")  # type: ignore[arg-type]

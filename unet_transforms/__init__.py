@@ -7,6 +7,7 @@ overlap-tile plan of one image), :func:`mirror_pad`, and the torchvision v2 tran
 
 from .config import from_config, to_config
 from .dataset import TiledDataset
+from .deformation import Deformation
 from .functional import crop_tile, mirror_pad
 from .geometry import TileGeometry
 from .grid import Tile, TileGrid, TileIndexError, tile_at
@@ -24,6 +25,7 @@ from .weightmap import WeightMap, unet_weight_map
 __version__ = "0.1.0"
 
 __all__ = [
+    "Deformation",
     "LabelAsImageWarning",
     "MirrorExtrapolate",
     "OverlapTileCrop",

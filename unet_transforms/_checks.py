@@ -71,3 +71,15 @@ def as_int(name: str, value: object) -> int:
             raise ValueError(f"{name} must be an integer, got {value!r}")
         return int(value)
     raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+
+
+def is_one_of(value: object, choices: tuple[str, ...]) -> bool:
+    """Whether ``value`` is one of the string ``choices``; never asks an array for its
+    truth value (``np.array([1]) in ("a",)`` raises numpy's own error).
+
+    Example:
+        >>> import numpy as np
+        >>> is_one_of("reflect", ("reflect", "symmetric")), is_one_of(np.zeros(2), ("a",))
+        (True, False)
+    """
+    return isinstance(value, str) and value in choices

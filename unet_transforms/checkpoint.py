@@ -16,6 +16,8 @@ from ._atomic import atomic_write, destination
 from ._checks import as_int
 from .config import from_config, to_config, to_plain
 from .geometry import TileGeometry, as_geometry
+from .models import ARG_BOUNDS as _ARG_BOUNDS
+from .models import MAX_WIDTH as _MAX_WIDTH
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -31,21 +33,6 @@ _UNET_ARGS = (
     "padding",
     "ndim",
 )
-# Bounds of a loadable checkpoint's model_args, checked before anything is built: far
-# beyond any trained U-Net (the paper's widest layer has 1024 channels), tight enough
-# that describing the model on the meta device is instant and its sizes fit in int64.
-_MAX_CHANNELS = 1 << 16
-_MAX_WIDTH = 1 << 20  # base_channels * 2**depth, the widest layer
-_MAX_CONVS_PER_LEVEL = 16
-_ARG_BOUNDS = {
-    "in_channels": (1, _MAX_CHANNELS),
-    "out_channels": (1, _MAX_CHANNELS),
-    "depth": (0, 20),
-    "base_channels": (1, _MAX_WIDTH),
-    "convs_per_level": (1, _MAX_CONVS_PER_LEVEL),
-    "padding": (0, 1),
-    "ndim": (2, 3),
-}
 
 
 def save_checkpoint(

@@ -295,10 +295,10 @@ def _where(path: str) -> str:
 def _registry() -> dict[str, Any]:
     """Public dotted name -> object, for every name ``from_config`` builds by default."""
     import unet_transforms
-    from unet_transforms import datasets, models
+    from unet_transforms import datasets, models, sampling
 
     table: dict[str, Any] = {}
-    for module in (unet_transforms, models, datasets):
+    for module in (unet_transforms, models, datasets, sampling):
         for name in module.__all__:
             table[f"{module.__name__}.{name}"] = getattr(module, name)
     for name in TORCHVISION_TRANSFORMS:

@@ -138,7 +138,11 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.transforms = transforms
         if isinstance(dataset, Mapping) and "_target_" in dataset:
             dataset = from_config(dataset)
-        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        if (
+            not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"))
+            or isinstance(dataset, Mapping)  # a dict of samples has no order to index by
+            or getattr(dataset, "ndim", 1) == 0
+        ):
             raise TypeError(
                 "dataset must be a map-style dataset with __len__ and __getitem__, got "
                 f"{type(dataset).__name__}"

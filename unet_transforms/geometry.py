@@ -295,10 +295,17 @@ class TileGeometry(Configurable):
         """
         import torch
 
+        from ._model import check_model, parse_device
+
+        check_model(model)
         inp = _as_sizes("input_size", input_size, None)
-        if not is_int(in_channels) or in_channels < 1:
+        if min(inp) < 1:
+            raise ValueError(f"input_size must be positive, got {input_size!r}")
+        in_channels = as_int("in_channels", in_channels)
+        if in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         floating = [p for p in model.parameters() if p.is_floating_point()]
+        device = parse_device(device)
         if device is None:
             device = floating[0].device if floating else torch.device("cpu")
         dtype = floating[0].dtype if floating else torch.float32  # as predict_tiled feeds it
@@ -306,7 +313,18 @@ class TileGeometry(Configurable):
         model.eval()
         try:
             with torch.inference_mode():
-                out = model(torch.zeros((1, in_channels, *inp), device=device, dtype=dtype))
+                zeros = torch.zeros((1, in_channels, *inp), device=device, dtype=dtype)
+                out = model(zeros)
+        except (
+            RuntimeError,
+            TypeError,
+            OverflowError,
+        ) as e:  # e.g. a size the network cannot take, a wrong device
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"model cannot run on zeros of shape {(1, in_channels, *inp)} (input_size="
+                f"{input_size!r}, in_channels={in_channels}, device={str(device)!r}): {first}"
+            ) from e
         finally:
             for m, training in flags:
                 m.training = training

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from ._checks import as_list_if_1d, is_int
+from ._checks import as_list_if_1d, is_int, is_one_of
 from .config import Configurable
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import Box, as_box, crop_tile, spatial_shape
@@ -183,7 +183,7 @@ class TileGrid(Configurable):
         align: Align = "center",
     ) -> None:
         geometry = as_geometry(geometry)
-        if align not in ("center", "start"):
+        if not is_one_of(align, ("center", "start")):
             raise ValueError(f"align must be 'center' or 'start', got {align!r}")
         size = _image_size(image_size, geometry.ndim)
         shape = tuple(math.ceil(n / s) for n, s in zip(size, geometry.step, strict=True))
@@ -249,7 +249,7 @@ class TileGrid(Configurable):
 
     # ------------------------------------------------------------------ extraction
     def _check_image(self, image: Any, name: str) -> None:
-        size = spatial_shape(image, self.geometry.ndim)
+        size = spatial_shape(image, self.geometry.ndim, "image")
         if size != self.image_size:
             raise ValueError(
                 f"{name} has spatial size {size} (shape {tuple(getattr(image, 'shape', size))}) "
@@ -342,7 +342,7 @@ class TileGrid(Configurable):
             (range(0, 2), range(0, 2))
         """
         g = self.geometry
-        if window not in _WINDOWS:
+        if not is_one_of(window, _WINDOWS):
             raise ValueError(f"window must be 'keep', 'output' or 'input', got {window!r}")
         box = as_box(box)
         if len(box) != g.ndim:

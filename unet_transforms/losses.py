@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import is_int
+from ._checks import is_int, is_one_of
 
 __all__ = ["weighted_cross_entropy"]
 
@@ -88,7 +88,7 @@ def weighted_cross_entropy(
     for name, value in (("logits", logits), ("target", target), ("weights", weights)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if reduction not in ("mean", "sum", "none"):
+    if not is_one_of(reduction, ("mean", "sum", "none")):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if ignore_index is not None and not is_int(ignore_index):
         raise TypeError(f"ignore_index must be None or an int, got {type(ignore_index).__name__}")

@@ -14,10 +14,29 @@ from .geometry import TileGeometry, _as_sizes, _UNetArithmetic
 __all__ = ["UNet"]
 
 
-def _check_int(name: str, value: object, low: int) -> int:
+# Bounds of a UNet's arguments, checked before anything is built (and in checkpoints): far
+# beyond any trained U-Net (the paper's widest layer has 1024 channels), tight enough that
+# describing the model is instant and its sizes fit in int64.
+MAX_CHANNELS = 1 << 16
+MAX_WIDTH = 1 << 20  # base_channels * 2**depth, the widest layer
+ARG_BOUNDS = {
+    "in_channels": (1, MAX_CHANNELS),
+    "out_channels": (1, MAX_CHANNELS),
+    "depth": (0, 20),
+    "base_channels": (1, MAX_WIDTH),
+    "convs_per_level": (1, 16),
+    "padding": (0, 1),
+    "ndim": (2, 3),
+}
+
+
+def _check_int(name: str, value: object) -> int:
     number = as_int(name, value)
+    low, high = ARG_BOUNDS[name]
     if number < low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    if number > high:
+        raise ValueError(f"{name} must be at most {high}, got {value!r}")
     return number
 
 
@@ -74,11 +93,16 @@ class UNet(Configurable, nn.Module):
         ndim: int = 2,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, 1)
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.depth = _check_int("depth", depth, 0)
-        self.base_channels = _check_int("base_channels", base_channels, 1)
-        self.convs_per_level = _check_int("convs_per_level", convs_per_level, 1)
+        self.in_channels = _check_int("in_channels", in_channels)
+        self.out_channels = _check_int("out_channels", out_channels)
+        self.depth = _check_int("depth", depth)
+        self.base_channels = _check_int("base_channels", base_channels)
+        self.convs_per_level = _check_int("convs_per_level", convs_per_level)
+        if self.base_channels * 2**self.depth > MAX_WIDTH:
+            raise ValueError(
+                f"base_channels * 2**depth (the widest layer) must be at most {MAX_WIDTH}, got "
+                f"{self.base_channels} * 2**{self.depth}"
+            )
         padding, ndim = as_int("padding", padding), as_int("ndim", ndim)
         if padding not in (0, 1):
             raise ValueError(f"padding must be 0 (valid) or 1 (same), got {padding!r}")

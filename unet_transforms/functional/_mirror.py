@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .._checks import is_int
+from .._checks import is_int, is_one_of
 
 __all__ = ["MirrorMode", "mirror_index", "mirror_pad", "normalize_padding", "check_mode"]
 
@@ -43,7 +43,7 @@ _NUMPY_ALLOC_MIN_BYTES = 1 << 20
 
 def check_mode(mode: object) -> MirrorMode:
     """Validates a mirroring mode and returns it."""
-    if mode not in _MODES:
+    if not is_one_of(mode, _MODES):
         raise ValueError(f"mode must be 'reflect' or 'symmetric', got {mode!r}")
     return mode  # type: ignore[return-value]
 

@@ -146,7 +146,7 @@ def check_dense(x: torch.Tensor, name: str) -> None:
     )
 
 
-def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
+def spatial_shape(inpt: Any, ndim: int, name: str = "inpt") -> tuple[int, ...]:
     """Spatial size (last ``ndim`` axes) of a tensor, tv_tensor, PIL image or array."""
     if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.KeyPoints)):
         if ndim != 2:
@@ -164,13 +164,13 @@ def spatial_shape(inpt: Any, ndim: int) -> tuple[int, ...]:
     shape = getattr(inpt, "shape", None)
     if shape is None:
         raise TypeError(
-            f"expected a tensor, tv_tensor, PIL image or array with .shape, got "
+            f"{name} must be a tensor, tv_tensor, PIL image or array with .shape, got "
             f"{type(inpt).__name__}"
         )
     if len(shape) < ndim:
         names = ", ".join(_AXES[ndim]) if ndim in _AXES else f"{ndim} spatial axes"
         raise ValueError(
-            f"expected an input with at least {ndim} axes (..., {names}), got shape {tuple(shape)}"
+            f"{name} must have at least {ndim} axes (..., {names}), got shape {tuple(shape)}"
         )
     return tuple(int(s) for s in shape[len(shape) - ndim :])
 
@@ -447,7 +447,8 @@ def crop_tile(
     if hasattr(inpt, "shape") and hasattr(inpt, "__getitem__"):
         return _crop_tensor(inpt, box, mode, fill)
     raise TypeError(
-        f"crop_tile supports tensors, tv_tensors, PIL images and arrays, got {type(inpt).__name__}"
+        f"inpt must be a tensor, tv_tensor, PIL image or array for crop_tile, got "
+        f"{type(inpt).__name__}"
     )
 
 

@@ -7,7 +7,7 @@ import numbers
 import operator
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import PIL.Image
@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .._checks import is_one_of
 from ..config import named_type
 from ..functional._mirror import MirrorMode, check_mode
 from ..functional._tile import Box, FillError, check_dense, crop_tile, kernel_for, spatial_shape
@@ -57,8 +58,8 @@ class LabelAsImageWarning(UserWarning):
         ...     warnings.simplefilter("always")
         ...     _ = crop(image, label)
         ...     _ = crop(image, label)  # once per transform
-        >>> [w.category.__name__ for w in caught]
-        ['LabelAsImageWarning']
+        >>> print(*(w.category.__name__ for w in caught))
+        LabelAsImageWarning
     """
 
 
@@ -145,9 +146,9 @@ def _array_error(transform: object, inpt: Any, where: str) -> TypeError:
 
 
 def check_align(align: object) -> Align:
-    if align not in ("center", "start"):
+    if not is_one_of(align, ("center", "start")):
         raise ValueError(f"align must be 'center' or 'start', got {align!r}")
-    return align
+    return cast(Align, align)
 
 
 def check_geometry(geometry: object) -> TileGeometry:
@@ -217,7 +218,9 @@ def label_fill(mask_fill: MaskFill, inpt: Any) -> float | None:
 def _is_bool(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.dtype == torch.bool
-    return isinstance(value, PIL.Image.Image) and value.mode == "1"
+    if isinstance(value, PIL.Image.Image):
+        return value.mode == "1"
+    return str(getattr(value, "dtype", "")) == "bool"  # numpy, memmap, zarr, h5py arrays
 
 
 class TileTransform(v2.Transform):

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torchvision import tv_tensors
 
+from .._checks import is_int, is_one_of
 from ..config import Configurable
 from ..deformation import Deformation
 from ..functional._deform import Interpolation, interpolation_for, plan_resample, resample
@@ -27,14 +28,14 @@ TileIndex = int | Literal["random", "all"] | Sampler
 def _check_index(index: object) -> TileIndex:
     if isinstance(index, Sampler):
         return index
-    if index in ("random", "all"):
-        return index
-    if isinstance(index, bool) or not hasattr(index, "__index__"):
+    if is_one_of(index, ("random", "all")):
+        return index  # type: ignore[return-value]
+    if not is_int(index):  # bools, floats, arrays, 0-d bool tensors
         raise ValueError(
             "index must be 'random', 'all', an int tile index or a sampler of "
             f"unet_transforms.sampling, got {index!r}"
         )
-    return operator.index(index)
+    return operator.index(index)  # type: ignore[arg-type]
 
 
 def _check_deform(deform: object, ndim: int) -> Deformation | None:
