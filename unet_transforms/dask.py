@@ -37,7 +37,7 @@ from ._model import (
     parse_device,
     same_device,
 )
-from ._runner import run_tiles
+from ._runner import TTA, Variant, run_tiles, tta_variants
 from .functional._mirror import MirrorMode, check_mode, mirror_index
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
@@ -71,6 +71,7 @@ def predict_dask(
     progress: bool = False,
     blend: Blend | torch.Tensor = "crop",
     output: Output = "logits",
+    tta: TTA | None = None,
 ) -> dask.array.Array:
     """Lazily segments a large image tile by tile with dask, exactly like ``predict_tiled``.
 
@@ -124,6 +125,9 @@ def predict_dask(
             ``predict_tiled``.
         output: ``"logits"``, ``"probabilities"`` or ``"labels"``, as in
             ``predict_tiled``.
+        tta: Test-time augmentation, ``None``, ``"flips"`` or ``"d4"``, as in
+            ``predict_tiled``: each tile's ``k`` variants are averaged inside its
+            block, so the result still equals ``predict_tiled``'s.
 
     Returns:
         A lazy ``(C_out, *spatial)`` dask array (``spatial`` for labels) with one chunk
@@ -137,7 +141,8 @@ def predict_dask(
             has no numpy equivalent.
         ValueError: If the image's shape does not fit the geometry or its chunk sizes
             are unknown, ``batch_size`` or ``meta_channels`` is not a positive int,
-            ``mode``, ``align``, ``blend`` or ``output`` is unknown, or the model
+            ``mode``, ``align``, ``blend``, ``output`` or ``tta`` is unknown,
+            ``tta="d4"`` is asked for tiles that are not 2-D squares, or the model
             returns an unexpected shape (at compute time for blocks).
 
     Example:
@@ -154,6 +159,10 @@ def predict_dask(
         >>> expected = predict_tiled(net, image, TileGeometry(24, 20))
         >>> torch.equal(torch.from_numpy(lazy.compute()), expected)
         True
+        >>> flips = predict_dask(net, image, TileGeometry(24, 20), tta="flips")
+        >>> torch.equal(torch.from_numpy(flips.compute()),
+        ...             predict_tiled(net, image, TileGeometry(24, 20), tta="flips"))
+        True
     """
     try:
         import dask.array as da
@@ -162,7 +171,7 @@ def predict_dask(
         raise ImportError(f"predict_dask needs dask: {_INSTALL_HINT}") from e
 
     options = _check_options(
-        model, geometry, mode, batch_size, meta_channels, device, amp, progress, blend, output
+        model, geometry, mode, batch_size, meta_channels, device, amp, progress, blend, output, tta
     )
     x = _as_dask_array(array, geometry.ndim, da)
     grid = TileGrid(x.shape[1:], geometry, align=align)
@@ -196,6 +205,7 @@ class _Options:
     amp: bool
     blend: Blend | torch.Tensor
     output: Output
+    tta: tuple[Variant, ...] = ()
     channels: int = 0
     dtype: torch.dtype = torch.float32
 
@@ -211,6 +221,7 @@ def _check_options(
     progress: object,
     blend: Blend | torch.Tensor,
     output: Output,
+    tta: object,
 ) -> _Options:
     """Checks every argument but the array before anything is planned."""
     from dask.base import is_dask_collection
@@ -230,9 +241,9 @@ def _check_options(
     parsed = parse_device(device)
     check_flag("progress", progress)
     TileMerger(TileGrid(geometry.output_size, geometry), blend=blend, output=output)  # checks
-    return _Options(
-        mode, size, None if parsed is None else str(parsed), check_flag("amp", amp), blend, output
-    )
+    variants = tta_variants(tta, geometry)
+    device_name = None if parsed is None else str(parsed)
+    return _Options(mode, size, device_name, check_flag("amp", amp), blend, output, variants)
 
 
 def _output_spec(
@@ -584,6 +595,7 @@ def _predict_block(
         dtype=model_dtype,
         amp=options.amp,
         channels=options.channels,
+        tta=options.tta,
     )
     result: np.ndarray[Any, Any] = merger.result().to(options.dtype).numpy()
     return result

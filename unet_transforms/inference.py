@@ -16,13 +16,13 @@ from ._model import (
     check_model,
     resolve_device,
 )
-from ._runner import run_tiles
+from ._runner import TTA, run_tiles, tta_variants
 from .functional._mirror import MirrorMode, check_mode, empty_like_shape
 from .geometry import TileGeometry
 from .grid import Align, TileGrid
 from .merging import Blend, Output, TileMerger
 
-__all__ = ["default_batch_size", "predict_tiled"]
+__all__ = ["TTA", "default_batch_size", "predict_tiled"]
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -77,6 +77,7 @@ def predict_tiled(
     blend: Blend | torch.Tensor = "crop",
     output: Output = "logits",
     out: Any = None,
+    tta: TTA | None = None,
 ) -> Any:
     """Segments an image of any size tile by tile with the overlap-tile strategy.
 
@@ -126,6 +127,15 @@ def predict_tiled(
         out: An array-like to write the result into, tile by tile (a tensor, numpy
             memory map, zarr or h5py array of the result's shape and a dtype that holds
             it without loss); it is returned.
+        tta: Test-time augmentation: ``None`` (each tile once), ``"flips"`` (every
+            tile in all ``2**ndim`` flips) or ``"d4"`` (2-D square tiles: the 4
+            rotations by 90° of the tile and of its mirror image, 8 in all). Each
+            variant's output is transformed back and the ``k`` outputs (raw logits) are
+            averaged per tile before merging and ``output`` post-processing; the cost
+            is ``k`` forwards per tile (``batch_size`` counts forwards). With a
+            ``TileGeometry.unet`` geometry this equals the average over the same
+            transforms of one forward pass over the whole transformed
+            mirror-extrapolated image (``docs/inference.md``).
 
     Returns:
         ``(C_out, *spatial)`` (``spatial`` for labels), with a leading ``B`` for a
@@ -136,8 +146,9 @@ def predict_tiled(
             ``amp``/``progress`` are not bools, or ``out`` cannot hold the result.
         ValueError: If the image's shape does not fit the geometry, ``batch_size`` is not
             positive, ``device`` is not a device or not the model's, the model or the
-            image is on the meta device, the model returns an unexpected shape, or
-            ``blend``/``output`` are unknown.
+            image is on the meta device, the model returns an unexpected shape,
+            ``blend``/``output``/``tta`` are unknown, or ``tta="d4"`` is asked for tiles
+            that are not 2-D squares.
 
     Example:
         >>> import torch
@@ -153,11 +164,17 @@ def predict_tiled(
         >>> labels = predict_tiled(net, image, TileGeometry(36, 32), output="labels")
         >>> labels.dtype, torch.equal(labels, out.argmax(0).byte())
         (torch.uint8, True)
+        >>> flips = predict_tiled(net, image, TileGeometry(36, 32), tta="flips")
+        >>> whole = [net(mirror_pad(image, [(2, 2), (2, 2)]).flip(d)[None])[0].flip(d)
+        ...          for d in [(), (-1,), (-2,), (-2, -1)]]
+        >>> torch.allclose(flips, sum(whole) / 4, atol=1e-6)
+        True
     """
     check_model(model)
     if not isinstance(geometry, TileGeometry):
         raise TypeError(f"geometry must be a TileGeometry, got {type(geometry).__name__}")
     check_mode(mode)
+    variants = tta_variants(tta, geometry)
     amp = check_flag("amp", amp)
     progress = check_flag("progress", progress)
     shape, batched = _spatial_ndim_check(image, geometry)
@@ -193,6 +210,7 @@ def predict_tiled(
                 dtype=model_dtype,
                 amp=amp,
                 on_batch=bar.update if progress else None,
+                tta=variants,
             )
     if batched:
         for merger in mergers:
