@@ -42,7 +42,7 @@ from unet_transforms import (
     mirror_pad,
     predict_tiled,
 )
-from unet_transforms.checkpoint import save_checkpoint
+from unet_transforms.checkpoint import NORMALIZATION, save_checkpoint
 from unet_transforms.models import UNet
 from unet_transforms.viz import draw_tiles
 
@@ -183,9 +183,13 @@ def run_config(path: Path, steps: int | None, out: Path) -> float:
     x = v2.Compose(intensity)(tv_tensors.Image(torch.from_numpy(image)[None]))
     x = x.as_subclass(torch.Tensor)
     normalize = next(t for t in intensity if isinstance(t, v2.Normalize))
-    (mean,), (std,) = normalize.mean, normalize.std  # one channel: what segment reads
-    metadata = {"mean": float(mean), "std": float(std)}
-    return evaluate(model, x, image, labels, geometry, out, metadata)
+    # what segment applies: ToDtype(scale=True) divides by the dtype's maximum
+    record = {
+        "scale": "dtype_max",
+        "mean": [float(m) for m in normalize.mean],
+        "std": [float(s) for s in normalize.std],
+    }
+    return evaluate(model, x, image, labels, geometry, out, {NORMALIZATION: record})
 
 
 def run_quick(steps: int, batch_size: int, out: Path) -> float:
@@ -212,7 +216,8 @@ def run_quick(steps: int, batch_size: int, out: Path) -> float:
     )
     loader = torch.utils.data.DataLoader(tiles, batch_size=batch_size)
     train(model, loader, steps, lr=3e-3, ignore_index=-100)
-    return evaluate(model, x, image, labels, geometry, out, {"mean": mean, "std": std})
+    record = {"scale": "dtype_max", "mean": [mean], "std": [std]}  # what segment applies
+    return evaluate(model, x, image, labels, geometry, out, {NORMALIZATION: record})
 
 
 def main() -> None:

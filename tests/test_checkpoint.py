@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import pathlib
 import signal
 import subprocess
@@ -344,3 +345,96 @@ def test_any_module_with_its_config_and_allow(tmp_path):
     x = torch.rand(1, 1, 20, 20)
     assert isinstance(model, Tiny) and torch.equal(model(x), net(x))
     assert geometry == TileGeometry(20, 16)
+
+
+RECORD = {"scale": "dtype_max", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+
+
+def test_the_normalization_record_round_trips_and_reads_spelled_out(tmp_path):
+    from unet_transforms.checkpoint import NORMALIZATION, read_normalization
+
+    net = UNet(3, 2, base_channels=2, depth=1)
+    metadata = {NORMALIZATION: RECORD, "note": "x"}
+    save_checkpoint(tmp_path / "n.pt", net, net.geometry(input_size=36), metadata=metadata)
+    loaded = load_checkpoint(tmp_path / "n.pt")[2]
+    assert loaded == metadata and metadata[NORMALIZATION] is RECORD  # stored, not changed
+    assert read_normalization(loaded) == RECORD
+    one = {"scale": 2, "mean": 0.5, "std": (0.25,)}
+    assert read_normalization({NORMALIZATION: one}) == {
+        "scale": 2.0,
+        "mean": [0.5],
+        "std": [0.25],
+    }
+    assert read_normalization({"scale": 1, "mean": [1, 2], "std": 3}) == {
+        "scale": "dtype_max",
+        "mean": [1.0, 2.0],
+        "std": [3.0, 3.0],
+    }
+    assert read_normalization({"mean": 0.5}) is None  # flat fields need both
+    with pytest.raises(TypeError, match="metadata must be a mapping, got list"):
+        read_normalization([("mean", 1)])
+    with pytest.raises(ValueError, match=r"metadata\['std'\] must be a number or a non-empty"):
+        read_normalization({"mean": 0.5, "std": 0})
+
+
+BAD_RECORDS = [
+    ([1, 2], r"metadata\['normalization'\] must be a dict \{'scale'.* got list"),
+    (
+        {"scale": "dtype_max", "mean": [0.5]},
+        r"must have exactly the fields \['scale', 'mean', 'std'\], got \['mean', 'scale'\] "
+        r"\(missing \['std'\], unknown \[\]\)",
+    ),
+    ({**RECORD, "shift": 1}, r"unknown \['shift'\]"),
+    (
+        {**RECORD, "scale": "max"},
+        r"\['scale'\] must be 'dtype_max' or a positive finite number, got 'max'",
+    ),
+    ({**RECORD, "scale": 0}, r"\['scale'\] must be .* got 0"),
+    ({**RECORD, "scale": True}, r"\['scale'\] must be .* got True"),
+    ({**RECORD, "scale": math.inf}, r"\['scale'\] must be .* got inf"),
+    ({**RECORD, "mean": []}, r"\['mean'\] must be a number or a non-empty list of finite"),
+    ({**RECORD, "mean": [0.5, "a", 0.1]}, r"\['mean'\] must be .* got \[0\.5, 'a', 0\.1\]"),
+    ({**RECORD, "mean": [math.nan] * 3}, r"\['mean'\] must be .* got \[nan, nan, nan\]"),
+    ({**RECORD, "std": [0.2, 0.0, 0.3]}, r"\['std'\] must be .* positive finite numbers"),
+    ({**RECORD, "std": [0.2, 10**400, 0.3]}, r"\['std'\] must be"),
+    (
+        {**RECORD, "mean": [0.5, 0.4]},
+        r"\['mean'\] must have one value or one per input channel of the model \(3\), got 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("record", "match"), BAD_RECORDS)
+def test_a_bad_normalization_record_is_refused_at_save_and_at_load(tmp_path, record, match):
+    net = UNet(3, 2, base_channels=2, depth=1)
+    path = tmp_path / "n.pt"
+    with pytest.raises(ValueError, match=match):
+        save_checkpoint(path, net, net.geometry(input_size=36), metadata={"normalization": record})
+    assert not path.exists()
+    save_checkpoint(path, net, net.geometry(input_size=36), metadata={"normalization": RECORD})
+    data = torch.load(path, weights_only=True)
+    data["metadata"]["normalization"] = record
+    torch.save(data, path)
+    with pytest.raises(ValueError, match=rf"checkpoint '.*n\.pt': .*{match}"):
+        load_checkpoint(path)
+
+
+def test_mean_and_std_lengths_must_agree_without_a_known_channel_count(tmp_path):
+    from unet_transforms.checkpoint import read_normalization
+
+    record = {"scale": 1.0, "mean": [0.1, 0.2], "std": [1.0, 1.0, 1.0]}
+    with pytest.raises(
+        ValueError,
+        match=r"metadata\['normalization'\]\['mean'\] and its std must have the same "
+        r"number of channels, got 2 and 3",
+    ):
+        read_normalization({"normalization": record})
+    config = {"_target_": "torch.nn.Conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 5}
+    with pytest.raises(ValueError, match=r"one per input channel of the model \(2\), got 3"):
+        save_checkpoint(
+            tmp_path / "c.pt",
+            torch.nn.Conv2d(2, 2, 5),
+            TileGeometry(24, 20),
+            metadata={"normalization": record},
+            model_config=config,
+        )

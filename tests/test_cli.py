@@ -320,7 +320,10 @@ def test_segment_refuses_what_it_cannot_write_or_run(tmp_path):
     )
     PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
     args = ("segment", str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "m.pt"))
-    assert_one_line_error(run_here(*args, "-o", str(tmp_path / "o.png")), "std=0; expected > 0")
+    assert_one_line_error(
+        run_here(*args, "-o", str(tmp_path / "o.png")),
+        "metadata['std'] must be a number or a non-empty list of positive finite numbers",
+    )
     save_checkpoint(tmp_path / "m.pt", net, net.geometry(input_size=18))
     assert_one_line_error(
         run_here(*args, "-o", str(tmp_path / "o.png"), "--device", "bogus"),
@@ -606,3 +609,191 @@ def test_preview_max_tiles(tmp_path):
     assert_one_line_error(refused, "more than max_tiles=10")
     drawn = run_here(*args, "-o", str(tmp_path / "b.png"), "--max-tiles", "0")
     assert drawn.returncode == 0, drawn.stderr
+
+
+def saved_model(
+    folder: Path, in_channels: int, out_channels: int, metadata=None, name="m.pt", geometry=None
+):
+    """A small random UNet saved with ``metadata``; returns (path, model, geometry)."""
+    from unet_transforms.checkpoint import save_checkpoint
+    from unet_transforms.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(in_channels, out_channels, depth=1, base_channels=2).eval()
+    geometry = geometry or net.geometry(input_size=18)
+    save_checkpoint(folder / name, net, geometry, metadata=metadata)
+    return folder / name, net, geometry
+
+
+def expected(net, geometry, x: np.ndarray, **options) -> np.ndarray:
+    from unet_transforms import predict_tiled
+
+    return predict_tiled(net, torch.from_numpy(x), geometry, **options).numpy()
+
+
+def rgb_image(path: Path) -> np.ndarray:
+    pixels = np.random.default_rng(1).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    PIL.Image.fromarray(pixels).save(path)
+    return np.moveaxis(pixels, -1, 0)
+
+
+def segment(image: Path, checkpoint: Path, output: Path, *options: str):
+    return run_here(
+        "segment", str(image), "--checkpoint", str(checkpoint), "-o", str(output), *options
+    )
+
+
+def test_per_channel_normalization_for_a_3_channel_model(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    record = {"normalization": {"scale": "dtype_max", "mean": mean, "std": std}}
+    checkpoint, net, geometry = saved_model(tmp_path, 3, 3, record)
+    pixels = rgb_image(tmp_path / "in.png")
+    scaled = pixels.astype(np.float32) / np.float32(255)
+    x = (scaled - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
+    logits = expected(net, geometry, x)
+    assert not np.allclose(logits, expected(net, geometry, scaled), atol=1e-3)  # it matters
+    # the record, and older checkpoints' flat per-channel lists (float() used to fail)
+    legacy, _, _ = saved_model(tmp_path, 3, 3, {"mean": mean, "std": std}, name="old.pt")
+    for k, path in enumerate((checkpoint, legacy)):
+        output = tmp_path / f"{k}.tif"
+        result = segment(tmp_path / "in.png", path, output, "--output-kind", "logits")
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        np.testing.assert_array_equal(tifffile.imread(output), logits)
+
+
+def test_a_numeric_scale_divides_every_image(tmp_path):
+    record = {"normalization": {"scale": 2.0, "mean": [1.0], "std": [4.0]}}
+    checkpoint, net, geometry = saved_model(tmp_path, 1, 2, record)
+    pixels = np.random.default_rng(2).integers(0, 65536, (20, 26), dtype=np.uint16)
+    PIL.Image.fromarray(pixels).save(tmp_path / "in.png")
+    result = segment(
+        tmp_path / "in.png", checkpoint, tmp_path / "l.tif", "--output-kind", "logits"
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    tifffile = pytest.importorskip("tifffile")
+    x = (pixels[None].astype(np.float32) / np.float32(2) - np.float32(1)) / np.float32(4)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "l.tif"), expected(net, geometry, x))
+
+
+def test_a_checkpoint_without_a_record_warns_once_naming_the_assumption(tmp_path):
+    checkpoint, net, geometry = saved_model(tmp_path, 1, 2)
+    pixels = np.random.default_rng(3).integers(0, 256, (20, 26), dtype=np.uint8)
+    PIL.Image.fromarray(pixels).save(tmp_path / "in.png")
+    result = segment(tmp_path / "in.png", checkpoint, tmp_path / "mask.png")
+    assert result.returncode == 0
+    assert result.stderr == (
+        "unet-transforms: warning: the checkpoint has no metadata['normalization'] record; "
+        "assuming pixels divided by the dtype's maximum (255 for 8-bit, 65535 for 16-bit; "
+        "float images as they are), no mean/std\n"
+    )
+    with PIL.Image.open(tmp_path / "mask.png") as written:
+        labels = np.asarray(written)
+    x = pixels[None].astype(np.float32) / np.float32(255)
+    np.testing.assert_array_equal(labels, expected(net, geometry, x).argmax(0))
+
+
+def test_channel_counts_must_match_unless_to_gray(tmp_path):
+    record = {"normalization": {"scale": "dtype_max", "mean": [0.5], "std": [0.25]}}
+    grey_model, net, geometry = saved_model(tmp_path, 1, 2, record)
+    pixels = rgb_image(tmp_path / "rgb.png")
+    refused = segment(tmp_path / "rgb.png", grey_model, tmp_path / "a.png")
+    assert_one_line_error(
+        refused,
+        f"the model takes 1 channel, {tmp_path / 'rgb.png'} has 3 (give --to-gray to "
+        "average them into one)",
+    )
+    assert not (tmp_path / "a.png").exists()
+    result = segment(tmp_path / "rgb.png", grey_model, tmp_path / "b.png", "--to-gray")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    grey = (pixels.astype(np.float32) / np.float32(255)).mean(0, keepdims=True)
+    x = (grey - np.float32(0.5)) / np.float32(0.25)
+    with PIL.Image.open(tmp_path / "b.png") as written:
+        np.testing.assert_array_equal(np.asarray(written), expected(net, geometry, x).argmax(0))
+    (tmp_path / "rgb_model").mkdir()
+    rgb_model, _, _ = saved_model(tmp_path / "rgb_model", 3, 2)
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "grey.png")
+    assert_one_line_error(
+        segment(tmp_path / "grey.png", rgb_model, tmp_path / "c.png"),
+        f"the model takes 3 channels, {tmp_path / 'grey.png'} has 1",
+    )
+    assert_one_line_error(
+        segment(tmp_path / "rgb.png", rgb_model, tmp_path / "c.png", "--to-gray"),
+        "--to-gray averages the image's channels into one, for a 1-channel model; this "
+        "model takes 3 channels",
+    )
+
+
+def test_each_output_kind_is_written_and_reads_back(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from unet_transforms.cli import read_image
+
+    record = {"normalization": {"scale": "dtype_max", "mean": [0.4] * 3, "std": [0.3] * 3}}
+    checkpoint, net, geometry = saved_model(tmp_path, 3, 4, record)
+    pixels = rgb_image(tmp_path / "in.png")
+    x = (pixels.astype(np.float32) / np.float32(255) - np.float32(0.4)) / np.float32(0.3)
+    logits = expected(net, geometry, x)
+    for kind, output in [("labels", "m.png"), ("probabilities", "p.tif"), ("logits", "l.tiff")]:
+        result = segment(tmp_path / "in.png", checkpoint, tmp_path / output, "--output-kind", kind)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+    with PIL.Image.open(tmp_path / "m.png") as written:
+        labels = np.asarray(written)
+    probabilities = tifffile.imread(tmp_path / "p.tif")
+    written_logits = tifffile.imread(tmp_path / "l.tiff")
+    assert probabilities.dtype == written_logits.dtype == np.float32
+    assert probabilities.shape == written_logits.shape == (4, 23, 31)
+    np.testing.assert_array_equal(written_logits, logits)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(
+        probabilities, torch.softmax(torch.from_numpy(logits), 0), atol=1e-6
+    )
+    np.testing.assert_array_equal(labels, logits.argmax(0))
+    assert read_image(str(tmp_path / "p.tif")).shape == (4, 23, 31)  # channels, not pages
+    refused = segment(
+        tmp_path / "in.png", checkpoint, tmp_path / "p.png", "--output-kind", "logits"
+    )
+    assert_one_line_error(
+        refused, "--output-kind logits writes float32 channels as TIFF: give -o *.tif"
+    )
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_blend_is_passed_to_the_merger(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    # overlapping tiles at an odd step (not a multiple of 2**depth): tiles disagree
+    overlapping = TileGeometry(26, 10, step=5)
+    checkpoint, net, geometry = saved_model(tmp_path, 1, 2, geometry=overlapping)
+    pixels = np.random.default_rng(4).integers(0, 256, (30, 41), dtype=np.uint8)
+    PIL.Image.fromarray(pixels).save(tmp_path / "in.png")
+    x = pixels[None].astype(np.float32) / np.float32(255)
+    for blend in ("crop", "gaussian", "hann"):
+        output = tmp_path / f"{blend}.tif"
+        result = segment(
+            tmp_path / "in.png", checkpoint, output, "--blend", blend, "--output-kind", "logits"
+        )
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_allclose(
+            tifffile.imread(output), expected(net, geometry, x, blend=blend), atol=1e-6
+        )
+    crop, gaussian = (tifffile.imread(tmp_path / f"{b}.tif") for b in ("crop", "gaussian"))
+    assert not np.allclose(crop, gaussian, atol=1e-4)  # the option changes the result
+    assert_one_line_error(
+        segment(tmp_path / "in.png", checkpoint, tmp_path / "o.png", "--blend", "max"),
+        "argument --blend: invalid choice: 'max'",
+    )
+
+
+def test_segment_help_states_the_input_contract():
+    result = run_here("segment", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for part in (
+        'metadata["normalization"] record',
+        "x[c] = (pixels[c] / scale - mean[c]) / std[c]",
+        'scale "dtype_max" divides integer images by their dtype\'s maximum',
+        "--to-gray",
+        "--output-kind {labels,probabilities,logits}",
+        "--blend {crop,gaussian,hann}",
+        "gets a warning on stderr",
+    ):
+        assert part in text, part

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -19,7 +20,10 @@ from .geometry import TileGeometry, as_geometry
 from .models import ARG_BOUNDS as _ARG_BOUNDS
 from .models import MAX_WIDTH as _MAX_WIDTH
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["NORMALIZATION", "load_checkpoint", "read_normalization", "save_checkpoint"]
+
+NORMALIZATION = "normalization"
+"""The metadata key of the normalisation record (see :func:`read_normalization`)."""
 
 FORMAT = "unet-transforms/checkpoint-v2"
 _FORMAT_V1 = "unet-transforms/checkpoint-v1"  # model_args and geometry lists; still read
@@ -61,15 +65,21 @@ def save_checkpoint(
         path: Where to write; its folder must exist.
         model: The trained network.
         geometry: The tile geometry to segment with (or a mapping of its arguments).
-        metadata: Further plain values to keep (e.g. the normalisation).
+        metadata: Further plain values to keep. Its ``"normalization"`` entry, if
+            any, is the record of how raw pixels become the model's input, which
+            ``unet-transforms segment`` applies: ``{"scale": "dtype_max" or a number,
+            "mean": [...], "std": [...]}`` (see :func:`read_normalization`); it is
+            checked here.
         model_config: The config that builds ``model``, for a model without
             ``to_config()``.
 
     Raises:
         TypeError: If ``path`` is not a path, ``model`` not a module or without a
             config, ``metadata`` holds other values.
-        ValueError: If the folder is missing, ``path`` is a directory, or the
-            geometry's number of axes differs from a UNet's.
+        ValueError: If the folder is missing, ``path`` is a directory, the
+            geometry's number of axes differs from a UNet's, or
+            ``metadata["normalization"]`` is not a valid record for the model's input
+            channels (the message names the field).
 
     Example:
         >>> import tempfile, os
@@ -110,6 +120,8 @@ def save_checkpoint(
         config = to_config(model)
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    if metadata is not None and NORMALIZATION in metadata:
+        _check_record(metadata[NORMALIZATION], f"metadata[{NORMALIZATION!r}]", _channels(model))
     _check_loadable(dict(metadata or {}))
     data = {
         "format": FORMAT,
@@ -151,8 +163,8 @@ def load_checkpoint(
     Raises:
         ValueError: If the file is not a checkpoint of this library, or a field is
             missing, of the wrong type, out of bounds, not allowed or does not fit the
-            state dict (the message names the field); or if ``map_location`` is not a
-            usable device.
+            state dict (the message names the field), ``metadata["normalization"]``
+            included; or if ``map_location`` is not a usable device.
         TypeError: If ``map_location`` is not a str or ``torch.device``.
         FileNotFoundError: If the file does not exist.
 
@@ -265,6 +277,13 @@ def _check_metadata(
         raise ValueError(
             f"{where}: geometry must have {ndim} axes ({field}.ndim={ndim}), got {geometry!r}"
         )
+    if NORMALIZATION in metadata:
+        channels = config.get("in_channels")
+        channels = channels if type(channels) is int else None
+        try:
+            _check_record(metadata[NORMALIZATION], f"metadata[{NORMALIZATION!r}]", channels)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from e
     return config, geometry, dict(metadata)
 
 
@@ -351,3 +370,134 @@ def _check_loadable(metadata: dict[str, Any]) -> None:
             "(numbers, strings, lists, tuples, dicts, tensors; numpy values must be "
             f"converted, e.g. with float() or .tolist()): {detail}"
         ) from e
+
+
+def read_normalization(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The normalisation record of a checkpoint's metadata, checked and spelled out.
+
+    The record says how raw pixels become the model's input, per channel ``c``::
+
+        x[c] = (pixels[c] / scale - mean[c]) / std[c]
+
+    It is ``metadata["normalization"]`` (:data:`NORMALIZATION`) =
+    ``{"scale": ..., "mean": [...], "std": [...]}``:
+
+    - ``scale``: ``"dtype_max"`` (integer images divided by their dtype's maximum, 255
+      for 8-bit and 65535 for 16-bit; float images as they are) or a positive number
+      every image is divided by (``1`` for none).
+    - ``mean``, ``std``: one number per input channel of the model, or one number (or
+      a one-element list) for every channel; ``std`` positive. ``0`` and ``1`` for no
+      normalisation.
+
+    Checkpoints that store flat ``metadata["mean"]`` and ``metadata["std"]`` (numbers
+    or lists, as older versions of the example wrote) are read as
+    ``{"scale": "dtype_max", "mean": ..., "std": ...}``.
+
+    Args:
+        metadata: The third value :func:`load_checkpoint` returns.
+
+    Returns:
+        ``{"scale": "dtype_max" | float, "mean": [float, ...], "std": [float, ...]}``
+        (``mean`` and ``std`` as lists of the same length), or ``None`` if the metadata
+        has neither a record nor flat ``mean`` and ``std``.
+
+    Raises:
+        TypeError: If ``metadata`` is not a mapping.
+        ValueError: If the record (or the flat ``mean``/``std``) is malformed; the
+            message names the field.
+
+    Example:
+        >>> read_normalization({"normalization": {"scale": "dtype_max", "mean": [0.5, 0.4],
+        ...                                       "std": 0.25}})
+        {'scale': 'dtype_max', 'mean': [0.5, 0.4], 'std': [0.25, 0.25]}
+        >>> read_normalization({"mean": 0.38, "std": 0.21})  # the older flat fields
+        {'scale': 'dtype_max', 'mean': [0.38], 'std': [0.21]}
+        >>> read_normalization({}) is None
+        True
+    """
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    if NORMALIZATION in metadata:
+        return _check_record(metadata[NORMALIZATION], f"metadata[{NORMALIZATION!r}]", None)
+    if "mean" in metadata and "std" in metadata:
+        mean = _check_numbers(metadata["mean"], "metadata['mean']", positive=False)
+        std = _check_numbers(metadata["std"], "metadata['std']", positive=True)
+        return {"scale": "dtype_max", **_broadcast_pair(mean, std, "metadata['mean']")}
+    return None
+
+
+_RECORD_FIELDS = ("scale", "mean", "std")
+
+
+def _channels(model: torch.nn.Module) -> int | None:
+    channels = getattr(model, "in_channels", None)
+    return channels if type(channels) is int else None
+
+
+def _check_record(record: object, name: str, channels: int | None) -> dict[str, Any]:
+    """A normalisation record spelled out; ValueError naming the field otherwise.
+
+    ``channels``: the model's input channels, when known; ``mean`` and ``std`` must
+    then have one value or that many.
+    """
+    if not isinstance(record, Mapping):
+        raise ValueError(
+            f"{name} must be a dict {{'scale': 'dtype_max' or a number, 'mean': [...], "
+            f"'std': [...]}}, got {type(record).__name__}"
+        )
+    missing = [field for field in _RECORD_FIELDS if field not in record]
+    unknown = sorted(str(field) for field in record if field not in _RECORD_FIELDS)
+    if missing or unknown:
+        raise ValueError(
+            f"{name} must have exactly the fields {list(_RECORD_FIELDS)}, got "
+            f"{sorted(map(str, record))} (missing {missing}, unknown {unknown})"
+        )
+    scale = record["scale"]
+    if not (isinstance(scale, str) and scale == "dtype_max"):
+        if not (_is_finite(scale) and scale > 0):
+            raise ValueError(
+                f"{name}['scale'] must be 'dtype_max' or a positive finite number, got {scale!r}"
+            )
+        scale = float(scale)
+    mean = _check_numbers(record["mean"], f"{name}['mean']", positive=False)
+    std = _check_numbers(record["std"], f"{name}['std']", positive=True)
+    for field, values in (("mean", mean), ("std", std)):
+        if channels is not None and len(values) not in (1, channels):
+            raise ValueError(
+                f"{name}[{field!r}] must have one value or one per input channel of the "
+                f"model ({channels}), got {len(values)}"
+            )
+    return {"scale": scale, **_broadcast_pair(mean, std, f"{name}['mean']")}
+
+
+def _is_finite(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is an int or float (not a bool) with a finite float value."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def _check_numbers(value: object, name: str, *, positive: bool) -> list[float]:
+    """A number or a non-empty list/tuple of finite numbers (positive ones if asked)."""
+    values: list[Any] = list(value) if isinstance(value, list | tuple) else [value]
+    kind = "positive finite numbers" if positive else "finite numbers"
+    if not values or not all(_is_finite(v) and (v > 0 or not positive) for v in values):
+        raise ValueError(
+            f"{name} must be a number or a non-empty list of {kind} (one per channel), "
+            f"got {value!r}"
+        )
+    return [float(v) for v in values]
+
+
+def _broadcast_pair(mean: list[float], std: list[float], name: str) -> dict[str, list[float]]:
+    """``mean`` and ``std`` at the same length: a single value repeats."""
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise ValueError(
+            f"{name} and its std must have the same number of channels, got "
+            f"{len(mean)} and {len(std)}"
+        )
+    n = max(len(mean), len(std))
+    return {"mean": mean * (n // len(mean)), "std": std * (n // len(std))}

@@ -401,65 +401,135 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+_NO_RECORD_WARNING = (
+    "unet-transforms: warning: the checkpoint has no metadata['normalization'] record; "
+    "assuming pixels divided by the dtype's maximum (255 for 8-bit, 65535 for 16-bit; "
+    "float images as they are), no mean/std"
+)
+
+
 def _segment(args: argparse.Namespace) -> int:
     import torch
 
     from ._model import parse_device
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, read_normalization
     from .inference import predict_tiled
 
     if not os.path.exists(args.checkpoint):
         raise CLIError(f"checkpoint file not found: {args.checkpoint}")
     model, geometry, meta = load_checkpoint(args.checkpoint, allow=args.allow)
+    try:
+        record = read_normalization(meta)
+    except ValueError as e:
+        raise CLIError(f"checkpoint {args.checkpoint!r}: {e}") from e
     image = read_image(args.image, max_pixels=args.max_pixels)
     ndim = image.ndim - 1
     if ndim != geometry.ndim:
         raise CLIError(f"the checkpoint is for {geometry.ndim}-D images, {args.image} is {ndim}-D")
-    x = torch.from_numpy(np.array(image, dtype=np.float32))
-    if image.dtype == np.uint8:
-        x /= 255.0
-    elif image.dtype == np.uint16:
-        x /= 65535.0
-    in_channels = int(getattr(model, "in_channels", x.shape[0]))
-    if x.shape[0] != in_channels:
-        if in_channels == 1:
-            x = x.mean(0, keepdim=True)
-        else:
+    in_channels = getattr(model, "in_channels", None)
+    channels = in_channels if type(in_channels) is int else image.shape[0]
+    if args.to_gray and channels != 1:
+        raise CLIError(
+            f"--to-gray averages the image's channels into one, for a 1-channel model; "
+            f"this model takes {channels} channels"
+        )
+    if image.shape[0] != channels and not args.to_gray:
+        raise CLIError(
+            f"the model takes {channels} channel{'s' * (channels != 1)}, {args.image} has "
+            f"{image.shape[0]}"
+            + (" (give --to-gray to average them into one)" if channels == 1 else "")
+        )
+    if record is not None and len(record["mean"]) not in (1, channels):
+        raise CLIError(
+            f"the checkpoint's normalisation has {len(record['mean'])} channels, the "
+            f"model takes {channels}"
+        )
+    spatial = image.shape[1:]
+    if args.output_kind == "labels":
+        if ndim == 3 and not args.output.lower().endswith((".tif", ".tiff")):
             raise CLIError(
-                f"the model takes {in_channels} channels, {args.image} has {x.shape[0]}"
+                f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}"
             )
-    if "mean" in meta and "std" in meta:
-        std = float(meta["std"])
-        if not (math.isfinite(std) and std > 0):
-            raise CLIError(f"the checkpoint's metadata has std={meta['std']!r}; expected > 0")
-        x = (x - float(meta["mean"])) / std
-    if ndim == 3 and not args.output.lower().endswith((".tif", ".tiff")):
-        raise CLIError(f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}")
-    classes = int(getattr(model, "out_channels", 0))
-    _check_output(args.output, classes=classes)
+        classes = int(getattr(model, "out_channels", 0))
+        _check_output(args.output, classes=classes)
+    else:
+        _check_float_output(args.output, args.output_kind)
     device = parse_device(args.device) or torch.device("cpu")
     if device.type == "meta":
         raise CLIError("--device meta computes no values; use cpu or an accelerator")
+    x = torch.from_numpy(_normalize(image, record, to_gray=args.to_gray))
+    del image
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as e:  # e.g. no CUDA driver, torch without CUDA
         raise CLIError(f"cannot use --device {args.device}: {str(e).splitlines()[0]}") from e
-    predicted = predict_tiled(  # labels per tile: the logits are never held whole
+    predicted = predict_tiled(  # labels: per tile, the logits are never held whole
         model,
         x,
         geometry,
         batch_size=args.batch_size,
         device=device,
         progress=args.progress,
-        output="labels",
+        blend=args.blend,
+        output=args.output_kind,
     )
-    labels = predicted.cpu().numpy()
-    classes = max(classes, int(labels.max()) + 1 if labels.size else 1)
-    labels = labels.astype(_label_dtype(classes))
-    _write_labels(labels, args.output)
-    counts = np.bincount(labels.ravel(), minlength=classes)
-    print(f"wrote {args.output}: {labels.shape} labels, class counts {counts.tolist()}")
+    result = predicted.cpu().numpy()
+    if args.output_kind != "labels":
+        result = result.astype(np.float32, copy=False)
+        _write_float(result, args.output)
+        print(f"wrote {args.output}: {result.shape} float32 {args.output_kind}")
+    else:
+        classes = max(classes, int(result.max()) + 1 if result.size else 1)
+        labels = result.astype(_label_dtype(classes))
+        _write_labels(labels, args.output)
+        counts = np.bincount(labels.ravel(), minlength=classes)
+        print(f"wrote {args.output}: {tuple(spatial)} labels, class counts {counts.tolist()}")
+    if record is None:  # after the result, so that an error stays one line
+        print(_NO_RECORD_WARNING, file=sys.stderr)
     return 0
+
+
+def _normalize(image: np.ndarray, record: dict[str, Any] | None, *, to_gray: bool) -> np.ndarray:
+    """The model's float32 input from raw pixels: ``(pixels / scale - mean[c]) / std[c]``
+    (:func:`~unet_transforms.checkpoint.read_normalization`); without a record, pixels
+    divided by the dtype's maximum. ``to_gray`` averages the channels after scaling."""
+    scale = "dtype_max" if record is None else record["scale"]
+    if scale == "dtype_max":
+        scale = np.iinfo(image.dtype).max if image.dtype.kind in "iu" else 1.0
+    x = image.astype(np.float32)  # a new array: the image read is left as it is
+    if scale != 1:
+        x /= np.float32(scale)
+    if to_gray and x.shape[0] != 1:
+        x = x.mean(0, keepdims=True, dtype=np.float32)
+    if record is not None:
+        spread = (-1,) + (1,) * (x.ndim - 1)
+        x -= np.asarray(record["mean"], np.float32).reshape(spread)
+        x /= np.asarray(record["std"], np.float32).reshape(spread)
+    return x
+
+
+def _check_float_output(path: str, kind: str) -> None:
+    """Refuses an output that cannot hold float32 ``kind``, before any work."""
+    if not path.lower().endswith((".tif", ".tiff")):
+        raise CLIError(
+            f"--output-kind {kind} writes float32 channels as TIFF: give -o *.tif, got {path}"
+        )
+    try:
+        import tifffile  # noqa: F401
+    except ImportError as e:
+        raise CLIError(
+            f"--output-kind {kind} needs tifffile: pip install 'unet-transforms[io]'"
+        ) from e
+    _check_output(path, classes=1)
+
+
+def _write_float(values: np.ndarray, path: str) -> None:
+    """Writes ``(C, *spatial)`` float32 values atomically as a TIFF of axes ``C[Z]YX``."""
+    import tifffile
+
+    axes = "CYX" if values.ndim == 3 else "CZYX"
+    with atomic_write(path) as file:
+        tifffile.imwrite(file, values, photometric="minisblack", metadata={"axes": axes})
 
 
 def _write_labels(labels: np.ndarray, path: str) -> None:
@@ -492,6 +562,24 @@ def _add_max_pixels_option(parser: argparse.ArgumentParser) -> None:
         help="refuse images with more pixels (voxels), read from the header before "
         f"decoding: a guard against decompression bombs (default {_DEFAULT_MAX_PIXELS})",
     )
+
+
+_SEGMENT_CONTRACT = """\
+input contract:
+  The image is read as (C, H, W), or (C, D, H, W) for a TIFF volume; alpha is dropped.
+  It must have the model's number of input channels (--to-gray averages them into one
+  for a 1-channel model). Each channel c becomes the model's input as
+
+      x[c] = (pixels[c] / scale - mean[c]) / std[c]
+
+  by the checkpoint's metadata["normalization"] record, written by save_checkpoint's
+  caller: {"scale": "dtype_max" or a number, "mean": [...], "std": [...]}.
+  scale "dtype_max" divides integer images by their dtype's maximum (255 for 8-bit,
+  65535 for 16-bit) and leaves float images as they are; mean and std hold one value
+  per channel, or one for all. Flat metadata "mean" and "std" (older checkpoints) are
+  read with scale "dtype_max". A checkpoint with neither gets a warning on stderr and
+  is run on pixels / the dtype's maximum, without mean or std.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -528,10 +616,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_geometry_options(preview)
     preview.set_defaults(run=_preview)
 
-    segment = sub.add_parser("segment", help="segment an image with a trained checkpoint")
+    segment = sub.add_parser(
+        "segment",
+        help="segment an image with a trained checkpoint",
+        description="Segment an image with a checkpoint written by save_checkpoint, tile "
+        "by tile (the overlap-tile strategy).",
+        epilog=_SEGMENT_CONTRACT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     segment.add_argument("image", help="PNG, JPEG or TIFF file")
     segment.add_argument("--checkpoint", required=True, help="file written by save_checkpoint")
-    segment.add_argument("-o", "--output", required=True, help="label image (PNG, or TIFF)")
+    segment.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the file to write: a label image (PNG or TIFF), or a float32 TIFF for "
+        "--output-kind probabilities/logits",
+    )
+    segment.add_argument(
+        "--output-kind",
+        choices=("labels", "probabilities", "logits"),
+        default="labels",
+        help="labels: the class per pixel (default); probabilities (softmax over the "
+        "classes, sigmoid for one) or logits: (C, [D,] H, W) float32 in a TIFF",
+    )
+    segment.add_argument(
+        "--blend",
+        choices=("crop", "gaussian", "hann"),
+        default="crop",
+        help="how overlapping tiles are merged: crop (each pixel from one tile, exact; "
+        "default), gaussian or hann (weighted towards tile centres)",
+    )
+    segment.add_argument(
+        "--to-gray",
+        action="store_true",
+        help="average the image's channels into one, for a 1-channel model (otherwise "
+        "a channel count that differs from the model's is an error)",
+    )
     segment.add_argument("--batch-size", type=int, default=None)
     segment.add_argument("--device", default=None, help="e.g. cpu or cuda:0")
     segment.add_argument("--progress", action="store_true", help="show a progress bar")
