@@ -783,6 +783,29 @@ def test_blend_is_passed_to_the_merger(tmp_path):
     )
 
 
+def test_tta_is_passed_to_predict_tiled(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    checkpoint, net, geometry = saved_model(tmp_path, 1, 2)
+    pixels = np.random.default_rng(5).integers(0, 256, (21, 17), dtype=np.uint8)
+    PIL.Image.fromarray(pixels).save(tmp_path / "in.png")
+    x = pixels[None].astype(np.float32) / np.float32(255)
+    written = {}
+    for tta in ("none", "flips", "d4"):
+        output = tmp_path / f"{tta}.tif"
+        result = segment(
+            tmp_path / "in.png", checkpoint, output, "--tta", tta, "--output-kind", "logits"
+        )
+        assert result.returncode == 0, result.stderr
+        written[tta] = tifffile.imread(output)
+        want = expected(net, geometry, x, tta=None if tta == "none" else tta)
+        np.testing.assert_allclose(written[tta], want, atol=1e-6)
+    assert not np.allclose(written["none"], written["flips"], atol=1e-4)
+    assert_one_line_error(
+        segment(tmp_path / "in.png", checkpoint, tmp_path / "o.png", "--tta", "rot90"),
+        "argument --tta: invalid choice: 'rot90'",
+    )
+
+
 def test_segment_help_states_the_input_contract():
     result = run_here("segment", "--help")
     assert result.returncode == 0
@@ -794,6 +817,7 @@ def test_segment_help_states_the_input_contract():
         "--to-gray",
         "--output-kind {labels,probabilities,logits}",
         "--blend {crop,gaussian,hann}",
+        "--tta {none,flips,d4}",
         "gets a warning on stderr",
     ):
         assert part in text, part

@@ -472,6 +472,7 @@ def _segment(args: argparse.Namespace) -> int:
         progress=args.progress,
         blend=args.blend,
         output=args.output_kind,
+        tta=None if args.tta == "none" else args.tta,
     )
     result = predicted.cpu().numpy()
     if args.output_kind != "labels":
@@ -646,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="crop",
         help="how overlapping tiles are merged: crop (each pixel from one tile, exact; "
         "default), gaussian or hann (weighted towards tile centres)",
+    )
+    segment.add_argument(
+        "--tta",
+        choices=("none", "flips", "d4"),
+        default="none",
+        help="test-time augmentation: none (default); flips (every tile in all 2**ndim "
+        "flips) or d4 (2-D square tiles: 8 rotations and mirror images), averaged per "
+        "tile at that many times the cost",
     )
     segment.add_argument(
         "--to-gray",
