@@ -205,3 +205,27 @@ def test_malformed_command_lines_give_one_line(command, value, tmp_path_factory)
         assert "Traceback" not in err.getvalue()
         lines = [line for line in err.getvalue().splitlines() if line.strip()]
         assert 1 <= len(lines) <= 3, err.getvalue()  # argparse: usage + error
+
+
+def test_tensors_without_dense_data_are_refused_by_mirror_pad():
+    for x, kind in (
+        (torch.zeros(3, 3).to_sparse(), "sparse"),
+        (torch.zeros(3, 3, device="meta"), "meta tensor"),
+    ):
+        with pytest.raises(TypeError, match=rf"x must be a dense tensor .*{kind}"):
+            ut.mirror_pad(x, ((1, 1), (1, 1)))
+
+
+def test_positions_beyond_int64_are_named():
+    from unet_transforms.functional import mirror_index
+
+    for positions in ([2**70], range(2**70, 2**70 + 2), [[1, 2**80]]):
+        with pytest.raises(ValueError, match="positions must fit in int64"):
+            mirror_index(positions, 5)
+
+
+def test_pil_modes_without_a_conversion_are_named():
+    import PIL.Image
+
+    with pytest.raises(TypeError, match="image in PIL mode 'La' cannot be drawn"):
+        viz.draw_tiles(PIL.Image.new("La", (20, 20)), ut.TileGeometry(12, 8))

@@ -64,7 +64,14 @@ def _as_channels_first(image: Any, ndim: int) -> torch.Tensor | np.ndarray:
                 "geometry, got a PIL image"
             )
         if image.mode not in _PIL_DIRECT:
-            image = image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
+            grey = image.mode in ("1", "LA", "La", "I", "F") or image.mode.startswith("I;")
+            try:
+                image = image.convert("L" if grey else "RGB")
+            except ValueError as e:  # PIL has no conversion for a few modes ("La", "PA"...)
+                raise TypeError(
+                    f"image in PIL mode {image.mode!r} cannot be drawn: convert it to 'L' or "
+                    f"'RGB' first ({e})"
+                ) from e
         image = np.asarray(image)
     x: torch.Tensor | np.ndarray
     given = tuple(getattr(image, "shape", ()))

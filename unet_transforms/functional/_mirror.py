@@ -6,12 +6,12 @@ import itertools
 import math
 import operator
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from .._checks import is_int, is_one_of
+from .._checks import check_dense, is_int, is_one_of
 
 __all__ = ["MirrorMode", "mirror_index", "mirror_pad", "normalize_padding", "check_mode"]
 
@@ -48,6 +48,13 @@ def check_mode(mode: object) -> MirrorMode:
     return mode  # type: ignore[return-value]
 
 
+def _flat(values: object) -> list[Any]:
+    """The leaves of nested sequences (for error messages)."""
+    if isinstance(values, Sequence) and not isinstance(values, str | bytes):
+        return [leaf for v in values for leaf in _flat(v)]
+    return [values]
+
+
 def mirror_index(
     positions: torch.Tensor | range | Sequence[int], size: int, mode: MirrorMode = "reflect"
 ) -> torch.Tensor:
@@ -77,7 +84,12 @@ def mirror_index(
     size = operator.index(size)
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
+    limit = 2**63 - 1
+    if size > limit // 2:
+        raise ValueError(f"size must be below 2**62, got {size}")
     if isinstance(positions, range):
+        if not all(-limit <= v <= limit for v in (positions.start, positions.stop)):
+            raise ValueError(f"positions must fit in int64, got {positions!r}")
         pos = torch.arange(positions.start, positions.stop, positions.step)
     elif isinstance(positions, torch.Tensor):
         if (
@@ -90,7 +102,11 @@ def mirror_index(
     else:
         try:
             pos = torch.as_tensor(positions)
+        except OverflowError as e:
+            raise ValueError(f"positions must fit in int64, got {positions!r}") from e
         except (TypeError, ValueError, RuntimeError) as e:
+            if any(is_int(v) and not -limit <= v <= limit for v in _flat(positions)):
+                raise ValueError(f"positions must fit in int64, got {positions!r}") from e
             raise TypeError(
                 f"positions must be a range, a tensor or a sequence of ints, got "
                 f"{type(positions).__name__}"
@@ -186,6 +202,7 @@ def mirror_pad(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense(x, "x")
     pads = normalize_padding(padding)
     check_mode(mode)
     n = len(pads)

@@ -13,12 +13,11 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvF
 
-from .._checks import is_int
+from .._checks import check_dense, is_int
 from ._mirror import _MODES, MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
 
 __all__ = [
     "Box",
-    "check_dense",
     "crop_tile",
     "kernel_for",
     "register_kernel",
@@ -108,42 +107,6 @@ def kernel_for(functional: Callable[..., Any], input_type: type) -> Callable[...
         if cls is tv_tensors.TVTensor:
             break
     return None
-
-
-def check_dense(x: torch.Tensor, name: str) -> None:
-    """Raises ``TypeError`` unless ``x`` is a dense tensor holding data.
-
-    Sparse (any non-strided layout), nested, quantized and meta tensors have no
-    elements to crop or mirror the way this library reads them.
-
-    Args:
-        x: The tensor.
-        name: The argument's name, for the message.
-
-    Example:
-        >>> import torch
-        >>> check_dense(torch.zeros(2, 2), "x")
-        >>> check_dense(torch.zeros(2, 2).to_sparse(), "x")
-        Traceback (most recent call last):
-        ...
-        TypeError: x must be a dense tensor (strided, not nested, quantized or on the meta device), got a tensor of layout torch.sparse_coo (sparse)
-    """
-    if isinstance(x, tv_tensors.TVTensor):
-        x = x.as_subclass(torch.Tensor)  # a tv_tensor answers these 40x slower
-    if x.is_nested:
-        kind = "nested tensor"
-    elif x.layout != torch.strided:
-        kind = f"tensor of layout {x.layout} (sparse)"
-    elif x.is_quantized:
-        kind = f"quantized tensor ({x.dtype})"
-    elif x.is_meta:
-        kind = "meta tensor (it has no data)"
-    else:
-        return
-    raise TypeError(
-        f"{name} must be a dense tensor (strided, not nested, quantized or on the meta "
-        f"device), got a {kind}"
-    )
 
 
 def spatial_shape(inpt: Any, ndim: int, name: str = "inpt") -> tuple[int, ...]:

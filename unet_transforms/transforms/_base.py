@@ -16,10 +16,10 @@ from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .._checks import is_one_of
+from .._checks import check_dense, is_one_of
 from ..config import named_type
 from ..functional._mirror import MirrorMode, check_mode
-from ..functional._tile import Box, FillError, check_dense, crop_tile, kernel_for, spatial_shape
+from ..functional._tile import Box, FillError, crop_tile, kernel_for, spatial_shape
 from ..geometry import TileGeometry, as_geometry
 from ..grid import Align
 
