@@ -37,6 +37,7 @@ QUICK_PAGES = [
     "weight-map.md",
     "configuration.md",
     "sampling.md",
+    "command-line.md",
 ]
 
 
