@@ -821,3 +821,26 @@ def test_segment_help_states_the_input_contract():
         "gets a warning on stderr",
     ):
         assert part in text, part
+
+
+def test_segment_warns_about_nan_pixels(tmp_path):
+    import tifffile
+
+    from unet_transforms.checkpoint import save_checkpoint
+    from unet_transforms.models import UNet
+
+    model = UNet(1, 2, depth=1, base_channels=2)
+    record = {"normalization": {"scale": 1.0, "mean": [0.0], "std": [1.0]}}
+    save_checkpoint(tmp_path / "m.pt", model, model.geometry(input_size=36), metadata=record)
+    image = np.random.default_rng(0).random((30, 40), dtype=np.float32)
+    image[3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    args = ["segment", str(tmp_path / "in.tif"), "--checkpoint", str(tmp_path / "m.pt")]
+    result = run_here(*args, "-o", str(tmp_path / "out.png"))
+    assert result.returncode == 0, result.stderr
+    assert "holds 1 NaN value(s) of 1200" in result.stderr
+    clean = image.copy()
+    clean[3, 4] = 0.5
+    tifffile.imwrite(tmp_path / "in.tif", clean)
+    result = run_here(*args, "-o", str(tmp_path / "out.png"))
+    assert result.returncode == 0 and "NaN" not in result.stderr

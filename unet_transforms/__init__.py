@@ -11,7 +11,7 @@ from .deformation import Deformation
 from .functional import crop_tile, mirror_pad
 from .geometry import TileGeometry
 from .grid import Tile, TileGrid, TileIndexError, tile_at
-from .inference import predict_tiled
+from .inference import TTA, predict_tiled
 from .merging import TileMerger
 from .planning import plan_geometry
 from .transforms import (
@@ -34,6 +34,7 @@ __all__ = [
     "TileGeometry",
     "TileGrid",
     "TileIndexError",
+    "TTA",
     "TileMerger",
     "TiledDataset",
     "WeightMap",

@@ -423,6 +423,8 @@ def _segment(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CLIError(f"checkpoint {args.checkpoint!r}: {e}") from e
     image = read_image(args.image, max_pixels=args.max_pixels)
+    nan = int(np.isnan(image).sum()) if np.issubdtype(image.dtype, np.floating) else 0
+    pixels = image.size
     ndim = image.ndim - 1
     if ndim != geometry.ndim:
         raise CLIError(f"the checkpoint is for {geometry.ndim}-D images, {args.image} is {ndim}-D")
@@ -487,6 +489,12 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {tuple(spatial)} labels, class counts {counts.tolist()}")
     if record is None:  # after the result, so that an error stays one line
         print(_NO_RECORD_WARNING, file=sys.stderr)
+    if nan:
+        print(
+            f"unet-transforms: warning: {args.image} holds {nan} NaN value(s) of {pixels}; "
+            "the predictions near them are undefined",
+            file=sys.stderr,
+        )
     return 0
 
 
