@@ -15,6 +15,13 @@ Run ``python examples/train_unet.py --quick`` (what ``make demo`` does, well und
 ``input.png``, ``labels.png``, ``prediction.png``, ``tiles.png`` and ``model.pt`` to
 ``--out``, and prints the pixel accuracy and IoU against the pseudo-labels.
 
+``--recipe paper`` trains with the paper's recipe instead (``docs/recipe.md``): coins
+split into instances by a distance-transform watershed, their weight map
+(``unet_weight_map``, w0 = 10, sigma = 5), windows drawn by ``ForegroundSampler``,
+``Deformation()`` inside the crop and ``weighted_cross_entropy``. Both recipes also print
+the *border accuracy*: the fraction of the background pixels between neighbouring coins
+(where the weight map's border term exceeds 1) predicted background.
+
 ``--config examples/configs/train.yaml`` trains from a dataset definition instead: the
 file describes the folder dataset, its transform pipeline, the geometry and the model
 (``_target_`` keys, built by ``unet_transforms.from_config``); the script writes the
@@ -258,7 +265,7 @@ def coin_instances(labels: np.ndarray) -> np.ndarray:
 
 def coin_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The paper's weight map of the coin instances (w0 = 10, sigma = 5) and the pixels
-    between touching coins: background where the border term exceeds 1."""
+    between neighbouring coins: background where the border term exceeds 1."""
     weights = unet_weight_map(coin_instances(labels), w0=10.0, sigma=5.0)
     background = labels == 0
     class_weight = labels.size / (2 * background.sum())  # "balanced": w_c of background
@@ -267,17 +274,17 @@ def coin_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def border_accuracy(prediction: np.ndarray, labels: np.ndarray) -> float:
-    """The fraction of the pixels between touching coins predicted background."""
+    """The fraction of the pixels between neighbouring coins predicted background."""
     _, border = coin_weights(labels)
     return float((prediction[border] == 0).mean())
 
 
 def report_borders(prediction_png: Path) -> None:
-    """Prints the accuracy on the pixels between touching coins of a written prediction."""
+    """Prints the accuracy on the pixels between neighbouring coins of a written prediction."""
     _, labels = load_coins()
     with PIL.Image.open(prediction_png) as picture:
         prediction = (np.asarray(picture) > 127).astype(np.int64)
-    print(f"border accuracy {border_accuracy(prediction, labels):.4f} between touching coins")
+    print(f"border accuracy {border_accuracy(prediction, labels):.4f} between neighbouring coins")
 
 
 def train_weighted(
@@ -312,7 +319,7 @@ def run_paper(steps: int, batch_size: int, out: Path) -> float:
     mean, std = float(x.mean()), float(x.std())
     x = (x - mean) / std
     weights, border = coin_weights(labels)
-    print(f"weight map: {border.sum()} pixels between touching coins")
+    print(f"weight map: {border.sum()} pixels between neighbouring coins")
 
     model = UNet(in_channels=1, out_channels=2, depth=3, base_channels=8)
     geometry = model.geometry(output_size=124)

@@ -38,6 +38,7 @@ QUICK_PAGES = [
     "configuration.md",
     "sampling.md",
     "command-line.md",
+    "recipe.md",
 ]
 
 
@@ -74,9 +75,9 @@ def test_train_unet_smoke(tmp_path):
 def test_train_unet_paper_recipe_smoke(tmp_path):
     args = ("--recipe", "paper", "--steps", "3", "--batch-size", "2", "--threads", "1")
     result = run_example("train_unet.py", *args, "--out", str(tmp_path))
-    border = re.search(r"weight map: (\d+) pixels between touching coins", result.stdout)
+    border = re.search(r"weight map: (\d+) pixels between neighbouring coins", result.stdout)
     assert border is not None and int(border.group(1)) > 50, result.stdout
-    accuracy = re.search(r"border accuracy (\d\.\d{4}) between touching coins", result.stdout)
+    accuracy = re.search(r"border accuracy (\d\.\d{4}) between neighbouring coins", result.stdout)
     assert accuracy is not None and 0.0 <= float(accuracy.group(1)) <= 1.0, result.stdout
     assert "pixel accuracy" in result.stdout and (tmp_path / "model.pt").stat().st_size > 1000
 
