@@ -45,6 +45,7 @@ from unet_transforms.dask import predict_dask
 CONFIGS = {
     "tiled-1": "predict_tiled, 1 torch thread",
     "tiled-n": "predict_tiled, {n} torch threads",
+    "tiled-workers": "predict_tiled, workers={n} (1 torch thread each)",
     "dask-threads-ram": "predict_dask, threads ({n}x1), -> RAM",
     "dask-threads-zarr": "predict_dask, threads ({n}x1), -> zarr",
     "dask-processes-zarr": "predict_dask, processes ({n}x1), -> zarr",
@@ -119,7 +120,7 @@ def reset_peak_rss() -> None:
 
 def run_one(config: str, folder: Path, repeats: int, workers: int) -> dict[str, float]:
     """Runs one configuration in this process; returns its best time and peak memory."""
-    torch.set_num_threads(workers if config == "tiled-n" else 1)
+    torch.set_num_threads(workers if config in ("tiled-n", "tiled-workers") else 1)
     os.environ["OMP_NUM_THREADS"] = "1"  # for the processes scheduler's workers
     model = make_model()
     geometry = TileGeometry(260, 256)
@@ -131,7 +132,8 @@ def run_one(config: str, folder: Path, repeats: int, workers: int) -> dict[str, 
         image = np.load(folder / "image.npy")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            out = predict_tiled(model, image, geometry)
+            threads = workers if config == "tiled-workers" else 1
+            out = predict_tiled(model, image, geometry, workers=threads)
             times.append(time.perf_counter() - t0)
             del out
         pixels = image.shape[1] * image.shape[2]

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import unet_transforms as ut
 from unet_transforms import TileGeometry, TileGrid, mirror_pad, predict_tiled
 
 from common import make_tensor
@@ -329,3 +330,40 @@ def test_refused_inputs():
         predict_tiled(
             model, make_tensor((2, 20, 20)), geometry, out=np.zeros((3, 20, 20), np.uint8)
         )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"blend": "gaussian"}, {"tta": "flips"}, {"output": "labels"}],
+    ids=["crop", "gaussian", "tta", "labels"],
+)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_give_the_same_result(options, workers):
+    from unet_transforms.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, 2, depth=1, base_channels=2).eval()
+    geometry = (
+        ut.TileGeometry(36, 20, step=16) if "blend" in options else net.geometry(input_size=36)
+    )
+    image = torch.rand(1, 50, 45)
+    threads = torch.get_num_threads()
+    expected = ut.predict_tiled(net, image, geometry, batch_size=2, **options)
+    got = ut.predict_tiled(net, image, geometry, batch_size=2, workers=workers, **options)
+    assert torch.equal(got, expected)  # one torch thread per worker, as the tests run
+    assert torch.get_num_threads() == threads  # restored
+
+
+def test_workers_errors():
+    net = torch.nn.Conv2d(1, 2, 5)
+    with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
+        ut.predict_tiled(net, torch.rand(1, 20, 20), ut.TileGeometry(12, 8), workers=0)
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("broken forward")
+
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="broken forward"):
+        ut.predict_tiled(Broken(), torch.rand(1, 30, 30), ut.TileGeometry(12, 8), workers=2)
+    assert torch.get_num_threads() == threads

@@ -8,6 +8,8 @@ outputs are transformed back and averaged before the merger sees them.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import itertools
 from collections.abc import Callable, Sequence
@@ -90,6 +92,7 @@ def run_tiles(
     channels: int | None = None,
     on_batch: Callable[[int], object] | None = None,
     tta: Sequence[Variant] = (),
+    workers: int = 1,
 ) -> None:
     """Runs the tiles of ``merger.tile_indices()`` through ``model`` and adds them.
 
@@ -118,6 +121,9 @@ def run_tiles(
         channels: The number of output channels the caller planned for, if any.
         on_batch: Called after every batch with the number of tiles it completed.
         tta: The test-time augmentations; ``()`` runs each tile once, as it is.
+        workers: Forward calls in flight at once, each in its own thread with its share
+            of torch's threads (restored afterwards). Tiles are read and merged in
+            order by the calling thread, so results do not depend on ``workers``.
 
     Raises:
         TypeError, ValueError: If the model returns something other than a tensor of
@@ -145,38 +151,56 @@ def run_tiles(
     units = [(i, v) for i in indices for v in range(k)]
     carried: dict[int, torch.Tensor] = {}
     sums: dict[int, torch.Tensor] = {}
-    autocast = torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
-    with torch.inference_mode():
-        for batch in batches(len(units), batch_size):
-            chosen = [units[u] for u in batch]
-            fresh = [i for i in dict.fromkeys(i for i, _ in chosen) if i not in carried]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # inference mode and autocast are per thread: entered where the model runs
+        autocast = torch.autocast(device_type=device.type) if amp else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            out: torch.Tensor = model(x)
+        return out
+
+    def prepare(batch: range) -> tuple[list[tuple[int, int]], torch.Tensor]:
+        chosen = [units[u] for u in batch]
+        fresh = [i for i in dict.fromkeys(i for i, _ in chosen) if i not in carried]
+        with torch.inference_mode():
             tiles = [grid.extract(image, i, mode) for i in fresh]
             if tiles:
                 read = torch.stack(tiles) if len(tiles) > 1 else tiles[0].unsqueeze(0)
                 read = read.to(device=device, dtype=dtype, non_blocking=True)
                 carried.update(zip(fresh, read, strict=True))
             if k == 1:
-                x = read
-            else:
-                x = torch.stack([_augment(carried[i], variants[v]) for i, v in chosen])
-            with autocast:
-                y = model(x)
-            check_tile_output(y, len(chosen), grid.geometry, x.shape)
-            if channels is not None and y.shape[1] != channels:
-                raise ValueError(
-                    f"model returned {y.shape[1]} channels but the result was planned for "
-                    f"{channels} (meta_channels)"
-                )
-            if amp and y.is_floating_point():
-                y = y.float()
-            if k > 1 and not y.is_floating_point():
-                raise TypeError(
-                    f"tta averages the model's outputs, which must be floating-point, got "
-                    f"dtype {y.dtype}"
-                )
-            done = 0
+                return chosen, read
+            x = torch.stack([_augment(carried[i], variants[v]) for i, v in chosen])
+        return chosen, x
+
+    def read_and_run(
+        batch: range,
+    ) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+        chosen = [units[u] for u in batch]
+        with torch.inference_mode():
+            tiles = [grid.extract(image, i, mode) for i, _ in chosen]
+            x = torch.stack(tiles).to(device=device, dtype=dtype, non_blocking=True)
+        return chosen, x, forward(x)
+
+    def finish(chosen: list[tuple[int, int]], x: torch.Tensor, y: torch.Tensor) -> None:
+        check_tile_output(y, len(chosen), grid.geometry, x.shape)
+        if channels is not None and y.shape[1] != channels:
+            raise ValueError(
+                f"model returned {y.shape[1]} channels but the result was planned for "
+                f"{channels} (meta_channels)"
+            )
+        if amp and y.is_floating_point():
+            y = y.float()
+        if k > 1 and not y.is_floating_point():
+            raise TypeError(
+                f"tta averages the model's outputs, which must be floating-point, got "
+                f"dtype {y.dtype}"
+            )
+        done = 0
+        with torch.inference_mode():
             for j, (i, v) in enumerate(chosen):
                 if k == 1:
+                    carried.pop(i, None)
                     merger.add(i, y[j])
                     done += 1
                     continue
@@ -189,7 +213,29 @@ def run_tiles(
                     del carried[i]
                     merger.add(i, sums.pop(i).div_(k).to(y.dtype))
                     done += 1
-            if k == 1:
-                carried.clear()
-            if on_batch is not None:
-                on_batch(done)
+        if on_batch is not None:
+            on_batch(done)
+
+    if workers == 1:
+        for batch in batches(len(units), batch_size):
+            chosen, x = prepare(batch)
+            finish(chosen, x, forward(x))
+        return
+    # ``workers`` forwards in flight; tiles are read and merged here, in order
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            pending: collections.deque[Any] = collections.deque()
+            for batch in batches(len(units), batch_size):
+                if k == 1:  # no carried inputs: the worker reads its tiles too
+                    pending.append(pool.submit(read_and_run, batch))
+                else:
+                    chosen, x = prepare(batch)
+                    pending.append(pool.submit(lambda c, t: (c, t, forward(t)), chosen, x))
+                if len(pending) >= workers:
+                    finish(*pending.popleft().result())
+            while pending:
+                finish(*pending.popleft().result())
+    finally:
+        torch.set_num_threads(threads)
