@@ -16,6 +16,7 @@ SCRIPTS = [
     "bench_sampling.py",
     "bench_dataset.py",
     "bench_deform.py",
+    "bench_blend.py",
 ]
 DASK = "bench_dask.py"  # takes only --quick of the common options
 

@@ -1,0 +1,85 @@
+"""Gaussian blending with a same-padding U-Net: predict_tiled against MONAI.
+
+Both run the same windows: ``predict_tiled(blend="gaussian")`` reads the tiles of
+``TileGeometry(T, T, step=S)`` from the unpadded image; MONAI's
+``sliding_window_inference(mode="gaussian", sigma_scale=0.125, overlap=1 - S/T)`` runs on
+the mirror-extrapolated canvas those tiles cover (which MONAI needs built in memory).
+Reported: median time per call (round robin) and the largest difference of the
+outputs. Also: the cost of ``tta="flips"`` against 4 plain calls, and
+``output="labels"``. Target (issue 13): time <= MONAI's. Memory is not measured here
+(``bench_memory.py`` measures it for the exact path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import unet_transforms as ut
+from unet_transforms.models import UNet
+
+from _common import footer, header, parser, round_robin, table
+
+
+def setup(size: int) -> tuple[torch.nn.Module, torch.Tensor, ut.TileGeometry]:
+    torch.manual_seed(0)
+    net = UNet(1, 2, depth=3, base_channels=8, padding=1).eval()
+    return net, torch.rand(1, size, size), ut.TileGeometry(256, 256, step=192)
+
+
+def ours(net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry) -> torch.Tensor:
+    return ut.predict_tiled(net, image, geometry, blend="gaussian", batch_size=4)
+
+
+def theirs(net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    grid = ut.TileGrid(image.shape[1:], geometry)
+    canvas = ut.mirror_pad(image, grid.padding)
+    tile, step = geometry.input_size[0], geometry.step[0]
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            canvas[None],
+            roi_size=geometry.input_size,
+            sw_batch_size=4,
+            predictor=net,
+            overlap=1 - step / tile,
+            mode="gaussian",
+            sigma_scale=0.125,
+        )[0]
+    (b0, _), (b1, _) = grid.padding
+    return out[:, b0 : b0 + image.shape[1], b1 : b1 + image.shape[2]]
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=2048)
+    args = p.parse_args()
+    size = 768 if args.quick else args.size
+    repeats = 3 if args.quick else args.repeats
+    header(args)
+    net, image, geometry = setup(size)
+    print(f"# image {size}^2, UNet(depth=3, base_channels=8, padding=1), {geometry}")
+    difference = float((ours(net, image, geometry) - theirs(net, image, geometry)).abs().max())
+    print(f"max |predict_tiled - MONAI| = {difference:.2e}")
+    results = round_robin(
+        {
+            "predict_tiled gaussian": lambda: ours(net, image, geometry),
+            "MONAI gaussian": lambda: theirs(net, image, geometry),
+            "predict_tiled labels": lambda: ut.predict_tiled(
+                net, image, geometry, blend="gaussian", batch_size=4, output="labels"
+            ),
+            "predict_tiled tta=flips": lambda: ut.predict_tiled(
+                net, image, geometry, blend="gaussian", batch_size=4, tta="flips"
+            ),
+        },
+        repeats,
+        warmup=1,
+    )
+    table(results, "MONAI gaussian")
+    tta = results["predict_tiled tta=flips"] / (4 * results["predict_tiled gaussian"])
+    print(f"tta=flips / (4 x plain) = {tta:.3f}")
+    footer()
+
+
+if __name__ == "__main__":
+    main()
