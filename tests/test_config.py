@@ -25,6 +25,7 @@ from unet_transforms import (
     PairedTileCrop,
     TiledDataset,
     TileGeometry,
+    TileGrid,
     from_config,
     to_config,
 )
@@ -559,3 +560,27 @@ def test_per_type_mask_fill_round_trips_with_named_types():
         PairedTileCrop(TileGeometry(10, 6), mask_fill={MyMask: 1}).to_config()
     with pytest.raises(TypeError, match=r"mask_fill keys .* got 'Mask'"):
         PairedTileCrop(TileGeometry(10, 6), mask_fill={"Mask": 1})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"blend": "hann", "output": "labels"},
+        {"blend": "gaussian", "region": [[0, 10], [3, 9]]},
+    ],
+)
+def test_tile_merger_round_trips_with_equal_results(options):
+    from unet_transforms import TileMerger
+
+    grid = TileGrid((10, 9), TileGeometry(8, 8, step=4))
+    merger = TileMerger(grid, **options)
+    config = merger.to_config()
+    assert config["_target_"] == "unet_transforms.TileMerger"
+    rebuilt = from_config(json_round_trip(config))
+    assert rebuilt.to_config() == config
+    outputs = torch.rand(len(grid), 2, 8, 8)
+    for m in (merger, rebuilt):
+        for i in m.tile_indices():
+            m.add(i, outputs[i])
+    assert torch.equal(merger.result(), rebuilt.result())

@@ -504,7 +504,8 @@ def test_to_config_round_trip(tmp_path):
 
 
 def test_samplers_pick_the_windows_and_read_the_label_whole():
-    sampling = pytest.importorskip("unet_transforms.sampling")
+    from unet_transforms import sampling
+
     image, _ = _coded((50, 40), channels=1)
     label = np.zeros((50, 40), dtype=np.int64)
     label[30:33, 5:8] = 1  # 9 foreground pixels
