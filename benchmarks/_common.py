@@ -8,6 +8,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -66,3 +67,16 @@ def table(results: dict[str, float], baseline: str, unit: float = 1e-3, label: s
     print(f"{'candidate':<{width}}  {label:>10}  {'x ' + baseline:>14}")
     for name, t in results.items():
         print(f"{name:<{width}}  {t / unit:>10.3f}  {t / base:>14.2f}")
+
+
+def paired_sample(quick: bool) -> tuple[int, Any, Any, Any]:
+    """The crop benchmarks' sample: ``(n, TileGeometry(572, 388), n² Image, n² Mask)``,
+    4096² (1024² with ``--quick``)."""
+    from torchvision import tv_tensors
+
+    from unet_transforms import TileGeometry
+
+    n = 1024 if quick else 4096
+    image = tv_tensors.Image(torch.rand(1, n, n))
+    mask = tv_tensors.Mask(torch.randint(0, 3, (n, n)))
+    return n, TileGeometry(572, 388), image, mask

@@ -7,23 +7,18 @@ transform must return memory the caller may modify; view-only slicing is shown t
 
 from __future__ import annotations
 
-import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from unet_transforms import PairedTileCrop, TileGeometry
+from unet_transforms import PairedTileCrop
 
-from _common import footer, header, parser, round_robin, table
+from _common import footer, header, paired_sample, parser, round_robin, table
 
 
 def main() -> None:
     args = parser(__doc__.split("\n")[0]).parse_args()
     header(args)
-    n = 1024 if args.quick else 4096
+    n, geometry, image, mask = paired_sample(args.quick)
     repeats = 5 if args.quick else args.repeats
-    geometry = TileGeometry(572, 388)
-    image = tv_tensors.Image(torch.rand(1, n, n))
-    mask = tv_tensors.Mask(torch.randint(0, 3, (n, n)))
     a, b = n // 2, n // 3
 
     def floor_copy() -> object:

@@ -15,13 +15,12 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from unet_transforms import PairedTileCrop, TileGeometry
+from unet_transforms import PairedTileCrop
 from unet_transforms.deformation import Deformation
 
-from _common import footer, header, parser, round_robin, table
+from _common import footer, header, paired_sample, parser, round_robin, table
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -39,11 +38,8 @@ def main() -> None:
     p.add_argument("--slow-repeats", type=int, default=2, help="repeats of the whole-image ones")
     args = p.parse_args()
     header(args)
-    n = 1024 if args.quick else 4096
+    _, geometry, image, mask = paired_sample(args.quick)
     repeats = 5 if args.quick else args.repeats
-    geometry = TileGeometry(572, 388)
-    image = tv_tensors.Image(torch.rand(1, n, n))
-    mask = tv_tensors.Mask(torch.randint(0, 3, (n, n)))
 
     tile = torch.rand(1, 1, 572, 572)
     grid = torch.rand(1, 572, 572, 2) * 2 - 1
