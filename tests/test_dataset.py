@@ -576,3 +576,11 @@ def test_lazy_items_equal_tensor_items_and_read_windows_only(geometry, data):
         for array, window in zip(arrays, (geometry.input_size, geometry.output_size)):
             assert len(array.reads) == k + 1
             assert all(r <= w for r, w in zip(array.read_sizes(ndim)[-1], window))
+
+
+def test_a_dict_of_samples_keyed_by_index_is_a_dataset():
+    sample = (torch.rand(1, 9, 9), torch.zeros(9, 9, dtype=torch.long))
+    tiles = TiledDataset({0: sample, 1: sample}, TileGeometry(12, 8))
+    assert len(tiles) == 2 * len(TileGrid((9, 9), TileGeometry(12, 8)))
+    with pytest.raises(ValueError, match=r"dataset\[0\] cannot be read \(KeyError: 0\)"):
+        TiledDataset({"a": sample}, TileGeometry(12, 8))

@@ -140,7 +140,6 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             dataset = from_config(dataset)
         if (
             not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"))
-            or isinstance(dataset, Mapping)  # a dict of samples has no order to index by
             or getattr(dataset, "ndim", 1) == 0
         ):
             raise TypeError(
@@ -275,7 +274,14 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
     def _measure(self, s: int) -> tuple[int, ...]:
         """The spatial size of sample ``s``; its errors name it as ``dataset[s]``."""
         try:
-            return self._sample_size(self.dataset[s])
+            sample = self.dataset[s]
+        except LookupError as e:  # e.g. a dict not keyed 0..len-1
+            raise ValueError(
+                f"dataset[{s}] cannot be read ({type(e).__name__}: {e}): dataset must return "
+                f"its samples for the indices 0..{len(self.dataset) - 1}"
+            ) from e
+        try:
+            return self._sample_size(sample)
         except (TypeError, ValueError) as e:
             kind = TypeError if isinstance(e, TypeError) else ValueError
             raise kind(f"dataset[{s}]: {e}") from e
