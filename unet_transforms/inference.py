@@ -80,6 +80,7 @@ def predict_tiled(
     out: Any = None,
     tta: TTA | None = None,
     workers: int = 1,
+    resume: bool = False,
 ) -> Any:
     """Segments an image of any size tile by tile with the overlap-tile strategy.
 
@@ -128,7 +129,10 @@ def predict_tiled(
             classes, int16 up to 32,768, int32 beyond; one channel: sigmoid > 0.5).
         out: An array-like to write the result into, tile by tile (a tensor, numpy
             memory map, zarr or h5py array of the result's shape and a dtype that holds
-            it without loss); it is returned.
+            it without loss); it is returned. A chunked ``out`` (zarr, h5py) is written
+            one whole storage unit (zarr shard or chunk) at a time; with
+            ``align="start"`` and units that are multiples of the step, each tile's
+            output lies in one unit.
         tta: Test-time augmentation: ``None`` (each tile once), ``"flips"`` (every
             tile in all ``2**ndim`` flips) or ``"d4"`` (2-D square tiles: the 4
             rotations by 90° of the tile and of its mirror image, 8 in all). Each
@@ -144,6 +148,11 @@ def predict_tiled(
             the result does not depend on it. On a CPU, ``workers=2`` with one torch
             thread each uses two cores better than one call with two threads
             (``benchmarks/bench_inference.py``).
+        resume: With a zarr ``out`` that an interrupted run of the same call was
+            writing into: the storage units already stored are kept and their tiles
+            skipped (zarr stores a unit whole or not at all), so the result equals an
+            uninterrupted run. Pass it on the first run too: units holding only the fill
+            value are then stored as well, and count as complete.
 
     Returns:
         ``(C_out, *spatial)`` (``spatial`` for labels), with a leading ``B`` for a
@@ -155,8 +164,9 @@ def predict_tiled(
         ValueError: If the image's shape does not fit the geometry, ``batch_size`` is not
             positive, ``device`` is not a device or not the model's, the model or the
             image is on the meta device, the model returns an unexpected shape,
-            ``blend``/``output``/``tta`` are unknown, or ``tta="d4"`` is asked for tiles
-            that are not 2-D squares.
+            ``blend``/``output``/``tta`` are unknown, ``tta="d4"`` is asked for tiles
+            that are not 2-D squares, or ``resume=True`` is given without a zarr ``out``
+            or with a batched image.
 
     Example:
         >>> import torch
@@ -187,7 +197,13 @@ def predict_tiled(
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     amp = check_flag("amp", amp)
     progress = check_flag("progress", progress)
+    resume = check_flag("resume", resume)
     shape, batched = _spatial_ndim_check(image, geometry)
+    if resume and batched:
+        raise ValueError(
+            "resume=True takes one (C, *spatial) image, got a batched image of shape "
+            f"{shape}: predict each sample into its own zarr array"
+        )
     check_image(image)
     check_channels(model, shape[1] if batched else shape[0])
     run_device, model_dtype = resolve_device(model, device)
@@ -205,9 +221,9 @@ def predict_tiled(
                 else _SampleMerger(grid, batch, b, **options)
             )
     else:
-        mergers = [TileMerger(grid, out=out, **options)]
+        mergers = [TileMerger(grid, out=out, resume=resume, **options)]
     samples = [image[b] for b in range(shape[0])] if batched else [image]
-    total = len(mergers) * len(mergers[0].tile_indices())
+    total = sum(len(merger.tile_indices()) for merger in mergers)
     with _progress(total, progress) as bar:
         for sample, merger in zip(samples, mergers, strict=True):
             run_tiles(

@@ -17,8 +17,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ._boxes import intersect, relative
 from ._checks import is_int
-from ._model import numpy_dtype, parse_device
+from ._chunks import ChunkWriter, is_zarr, storage_unit, stored_units, unit_boxes
+from ._model import check_flag, numpy_dtype, parse_device
 from .config import Configurable
 from .functional._mirror import empty_like_shape
 from .functional._tile import Box, as_box
@@ -176,19 +178,6 @@ def _post(values: torch.Tensor, output: str, dtype: torch.dtype) -> torch.Tensor
     return values.max(dim=0).indices.to(dtype)
 
 
-def _intersect(a: Box, b: Box) -> Box | None:
-    box = tuple((max(x0, y0), min(x1, y1)) for (x0, x1), (y0, y1) in zip(a, b, strict=True))
-    return None if any(lo >= hi for lo, hi in box) else box
-
-
-def _relative(box: Box, to: Box) -> tuple[Any, ...]:
-    """``(..., *slices)`` of ``box`` in the coordinates of ``to`` (which holds it)."""
-    return (
-        Ellipsis,
-        *(slice(lo - t, hi - t) for (lo, hi), (t, _) in zip(box, to, strict=True)),
-    )
-
-
 class _Cell:
     """A keep window being blended: the parts added so far, and how many tiles are to come.
 
@@ -247,13 +236,17 @@ class TileMerger(Configurable):
         region: Per-axis ``(start, stop)`` of the part of the image to merge (inside
             the image), e.g. one chunk; defaults to the whole image.
         device: Where an allocated result lives; defaults to the first tile's device.
+        resume: Skip the storage units already stored in ``out`` (a zarr array, whose
+            units are then stored even when they hold only its fill value): the result
+            was written by an earlier, interrupted run of the same prediction. The
+            stored units are trusted, not checked.
 
     Raises:
         TypeError: If ``grid`` is not a TileGrid, ``out`` is not array-like, or
-            ``blend`` has the wrong type.
+            ``blend`` or ``resume`` has the wrong type.
         ValueError: If ``output`` or ``blend`` is unknown, the weights are not positive
-            on the keep window, ``region`` is not inside the image, or ``out``'s
-            spatial shape is not the region's.
+            on the keep window, ``region`` is not inside the image, ``out``'s spatial
+            shape is not the region's, or ``resume=True`` without a zarr ``out``.
 
     Shape:
         - tile output: ``(..., *output_size)`` or ``(..., *input_size)`` (a
@@ -287,6 +280,7 @@ class TileMerger(Configurable):
         out: Any = None,
         region: Sequence[tuple[int, int]] | None = None,
         device: torch.device | str | None = None,
+        resume: bool = False,
     ) -> None:
         if not isinstance(grid, TileGrid):
             raise TypeError(f"grid must be a TileGrid, got {type(grid).__name__}")
@@ -301,6 +295,7 @@ class TileMerger(Configurable):
         self.out = out
         self.region = region
         self.device = device
+        self.resume = check_flag("resume", resume)
 
         geometry = grid.geometry
         self._weights = blend_weights(blend, geometry.output_size)
@@ -323,6 +318,8 @@ class TileMerger(Configurable):
         self._cells = grid.overlapping(self._box, "keep")
         self._tiles = grid.overlapping(self._box, "keep" if self._weights is None else "output")
         self._open_cells = math.prod(len(r) for r in self._cells)
+        self._needed: set[int] | None = None  # the cells to write, when some are stored
+        self._writer = self._chunk_writer(out)
         self._pending: dict[int, _Cell] = {}
         self._added: set[int] = set()
         self._lead: tuple[int, ...] | None = None
@@ -337,7 +334,7 @@ class TileMerger(Configurable):
         if region is None:
             return whole
         box = as_box(region)
-        if len(box) != len(whole) or _intersect(box, whole) != box:
+        if len(box) != len(whole) or intersect(box, whole) != box:
             raise ValueError(
                 f"region must have {len(whole)} (start, stop) pairs inside the image "
                 f"{self.grid.image_size}, got {region!r}"
@@ -392,7 +389,21 @@ class TileMerger(Configurable):
             >>> TileMerger(grid, blend="gaussian", region=((0, 3), (0, 10))).tile_indices()
             [0, 1, 2, 3, 4, 5]
         """
-        return [self.grid.flat_index(p) for p in itertools.product(*self._tiles)]
+        tiles = [self.grid.flat_index(p) for p in itertools.product(*self._tiles)]
+        if self._needed is None:
+            return tiles
+        reaching: set[int] = set()
+        for c in self._needed:
+            reaching.update(self._reaching(c))
+        return [i for i in tiles if i in reaching]
+
+    def _reaching(self, cell: int) -> list[int]:
+        """The tiles whose outputs this merger needs for keep window ``cell``."""
+        if self._weights is None:
+            return [cell]
+        box = intersect(self.grid[cell].keep_box, self._box)
+        assert box is not None
+        return [self.grid.flat_index(p) for p in itertools.product(*self.grid.overlapping(box))]
 
     def add(self, tile: int | Tile, output: torch.Tensor) -> None:
         """Adds the network's output for one tile.
@@ -438,7 +449,7 @@ class TileMerger(Configurable):
         self._added.add(index)
         if size != g.output_size:  # a same-padding network: its centre output_size
             centre = tuple((m, m + o) for m, o in zip(g.margin, g.output_size, strict=True))
-            output = output[_relative(centre, tuple((0, n) for n in size))]
+            output = output[relative(centre, tuple((0, n) for n in size))]
         if self._weights is None:
             self._add_keep(self.grid[index], output)
         else:
@@ -450,6 +461,8 @@ class TileMerger(Configurable):
         Raises:
             ValueError: If tiles that reach the region are missing.
         """
+        if self._open_cells == 0 and self._result is None and self.out is not None:
+            return self.out  # resumed with every unit stored already
         if self._open_cells or self._result is None:
             missing = [i for i in self.tile_indices() if i not in self._added]
             shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
@@ -476,23 +489,61 @@ class TileMerger(Configurable):
         with torch.inference_mode(False):  # a normal tensor, usable with autograd
             return empty_like_shape(shape, dtype, device)
 
-    def _write(self, box: Box, values: torch.Tensor) -> None:
+    def _chunk_writer(self, out: Any) -> ChunkWriter | None:
+        """Whole-unit writes into a chunked ``out``; with ``resume``, the units to skip."""
+        nd = len(self._size)
+        plain = out is None or isinstance(out, torch.Tensor | np.ndarray)
+        unit = None if plain else storage_unit(out, nd)
+        if self.resume and (unit is None or not is_zarr(out)):
+            raise ValueError(
+                "resume=True needs out= a zarr array (the chunks it has stored tell which "
+                f"parts are complete), got {type(out).__name__}"
+            )
+        if unit is None:
+            return None
+        done = set()
+        if self.resume:
+            out = out.with_config({"write_empty_chunks": True})
+            done = stored_units(out, nd)
+        grid, start = self.grid, tuple(lo for lo, _ in self._box)
+        expected: dict[tuple[int, ...], int] = {}
+        needed: set[int] = set()
+        for coords, box in unit_boxes(self._size, unit):
+            if coords in done:
+                continue
+            image_box = tuple((lo + s, hi + s) for (lo, hi), s in zip(box, start, strict=True))
+            cells = grid.overlapping(image_box, "keep")
+            expected[coords] = math.prod(len(r) for r in cells)
+            if done:
+                needed.update(grid.flat_index(p) for p in itertools.product(*cells))
+        if done:
+            self._needed = needed
+            self._open_cells = len(needed)
+        return ChunkWriter(out, unit, expected)
+
+    def _write(self, cell: int, box: Box, values: torch.Tensor) -> None:
+        """Writes keep window ``cell``'s part ``box`` of the region, post-processed."""
+        if self._needed is not None and cell not in self._needed:
+            return  # its storage units are stored already
         assert self._dtype is not None  # set by the first add
         values = _post(values, self.output, self._dtype)
-        where = _relative(box, self._box)
-        if isinstance(self._result, torch.Tensor):
-            self._result[where] = values.to(self._result.device)
+        if self._writer is not None:
+            start = tuple(lo for lo, _ in self._box)
+            shifted = tuple((lo - s, hi - s) for (lo, hi), s in zip(box, start, strict=True))
+            self._writer.write(shifted, values.cpu())
+        elif isinstance(self._result, torch.Tensor):
+            self._result[relative(box, self._box)] = values.to(self._result.device)
         else:
-            self._result[where] = values.cpu().numpy()
+            self._result[relative(box, self._box)] = values.cpu().numpy()
         self._open_cells -= 1
 
     def _add_keep(self, tile: Tile, output: torch.Tensor) -> None:
-        part = _intersect(tile.keep_box, self._box)
+        part = intersect(tile.keep_box, self._box)
         if part is not None:
-            self._write(part, output[_relative(part, tile.output_box)])
+            self._write(tile.index, part, output[relative(part, tile.output_box)])
 
     def _add_blended(self, tile: Tile, output: torch.Tensor) -> None:
-        reach = _intersect(tile.output_box, self._box)
+        reach = intersect(tile.output_box, self._box)
         if reach is None:
             return
         assert self._weights is not None
@@ -504,18 +555,20 @@ class TileMerger(Configurable):
         grid = self.grid
         for position in itertools.product(*grid.overlapping(reach, "keep")):
             c = grid.flat_index(position)
-            cell_box = _intersect(grid[c].keep_box, self._box)
+            if self._needed is not None and c not in self._needed:
+                continue  # its storage units are stored already
+            cell_box = intersect(grid[c].keep_box, self._box)
             assert cell_box is not None  # it meets reach, which is inside the region
             cell = self._pending.get(c)
             if cell is None:
                 reaching = math.prod(len(r) for r in grid.overlapping(cell_box, "output"))
                 cell = self._pending[c] = _Cell(reaching)
-            part = _intersect(cell_box, tile.output_box)
+            part = intersect(cell_box, tile.output_box)
             assert part is not None
-            here, there = _relative(part, cell_box), _relative(part, tile.output_box)
+            here, there = relative(part, cell_box), relative(part, tile.output_box)
             cell.parts.append((here, weighted[there].clone(), weights[there]))
             cell.remaining -= 1
             if cell.remaining == 0:
                 del self._pending[c]
                 size = tuple(hi - lo for lo, hi in cell_box)
-                self._write(cell_box, cell.merged(weighted.shape[: -len(size)], size))
+                self._write(c, cell_box, cell.merged(weighted.shape[: -len(size)], size))
