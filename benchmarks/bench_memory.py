@@ -6,7 +6,11 @@ over the baseline measured after imports. The stand-in model centre-crops 572 ->
 (one float32 channel), so the result alone is 16384^2 * 4 B = 1 GiB. Peers, when
 installed: TorchIO's GridSampler + GridAggregator and MONAI's sliding_window_inference
 on the same windows.
-Target: predict_tiled <= result + 64 MiB of anonymous memory.
+Also: ``output="labels"`` of a two-class stand-in (a 256 MiB uint8 result), and
+Gaussian blending of a same-padding stand-in (572 -> 572, step 388) against MONAI's
+``mode="gaussian"`` on the same windows.
+Targets: predict_tiled <= result + 64 MiB of anonymous memory (logits and labels);
+blending <= half of MONAI's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 
 import numpy as np
+import torch
 
 from _common import footer, header, parser
 
@@ -43,9 +48,22 @@ class CentreCrop:
         return x[..., 92:-92, 92:-92].float()
 
 
-def child(candidate: str, path: str, n: int) -> None:
-    import torch
+class TwoClasses:
+    """Stand-in network with two classes: the centre 388 x 388 and its negative."""
 
+    def __call__(self, x):
+        y = x[..., 92:-92, 92:-92].float()
+        return torch.cat([y, -y], dim=1)
+
+
+class SamePadding:
+    """Stand-in same-padding network: the whole 572 x 572 tile, as float32."""
+
+    def __call__(self, x):
+        return x.float()
+
+
+def child(candidate: str, path: str, n: int) -> None:
     from unet_transforms import TileGeometry, predict_tiled
 
     torch.set_num_threads(1)
@@ -68,6 +86,13 @@ def child(candidate: str, path: str, n: int) -> None:
     geometry = TileGeometry(572, 388)
     if candidate == "predict_tiled":
         out = predict_tiled(model, image, geometry)
+    elif candidate == "predict_tiled labels":
+        model.forward = TwoClasses()  # type: ignore[method-assign]
+        out = predict_tiled(model, image, geometry, output="labels")
+    elif candidate == "predict_tiled gaussian":
+        model.forward = SamePadding()  # type: ignore[method-assign]
+        blended = TileGeometry(572, 572, step=388)
+        out = predict_tiled(model, image, blended, blend="gaussian", batch_size=4)
     elif candidate == "torchio":
         import torchio as tio
 
@@ -85,7 +110,7 @@ def child(candidate: str, path: str, n: int) -> None:
                 torch.nn.functional.pad(y, (92,) * 4)[..., None], batch[tio.LOCATION]
             )
         out = aggregator.get_output_tensor()
-    elif candidate == "monai":
+    elif candidate in ("monai", "monai gaussian"):
         import warnings
 
         from monai.inferers import sliding_window_inference
@@ -104,7 +129,8 @@ def child(candidate: str, path: str, n: int) -> None:
             sw_batch_size=4,
             predictor=lambda x: x.float(),
             overlap=184 / 572,
-            mode="constant",
+            mode="gaussian" if candidate == "monai gaussian" else "constant",
+            sigma_scale=0.125,
             padding_mode="reflect",
         )[0]
     else:
@@ -145,18 +171,25 @@ def main() -> None:
         del image
         print(f"# {n} x {n} uint8 memmap; result {n * n * 4 / MiB:.0f} MiB float32")
         print(
-            f"{'candidate':<15} {'anon peak - baseline (MiB)':>27} {'over result':>12} {'file-backed peak':>17} {'s':>7}"
+            f"{'candidate':<22} {'anon peak - baseline (MiB)':>27} {'over result':>12} {'file-backed peak':>17} {'s':>7}"
         )
-        for candidate in ("predict_tiled", "torchio", "monai"):
+        for candidate in (
+            "predict_tiled",
+            "predict_tiled labels",
+            "torchio",
+            "monai",
+            "predict_tiled gaussian",
+            "monai gaussian",
+        ):
             cmd = [sys.executable, __file__, "--child", candidate, path, "--size", str(n)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
-                print(f"{candidate:<15} failed: {done.stderr.strip().splitlines()[-1]}")
+                print(f"{candidate:<22} failed: {done.stderr.strip().splitlines()[-1]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             over = r["peak_anon_over_baseline_mib"] - r["result_mib"]
             print(
-                f"{candidate:<15} {r['peak_anon_over_baseline_mib']:>27.0f} {over:>+12.0f} {r['peak_file_mib']:>17.0f} {r['seconds']:>7.1f}"
+                f"{candidate:<22} {r['peak_anon_over_baseline_mib']:>27.0f} {over:>+12.0f} {r['peak_file_mib']:>17.0f} {r['seconds']:>7.1f}"
             )
     footer()
 
