@@ -209,3 +209,92 @@ def test_non_contiguous_and_expanded_inputs():
         np.testing.assert_array_equal(
             mirror_pad(x, pads).numpy(), numpy_oracle(x.contiguous(), pads, "reflect")
         )
+
+
+# ------------------------------ image and last-axis strips in row chunks (item 14)
+@pytest.mark.parametrize("chunk_bytes", [1, 200, 1 << 20])  # a row, a few rows, one chunk
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("shape", "pads"),
+    [
+        ((9,), [(8, 7)]),  # 1-D: one chunk whatever its size
+        ((5, 9), [(0, 0), (7, 8)]),  # only the last axis padded
+        ((3, 9, 9), [(8, 1), (1, 8)]),  # widest reflect strips: size - 1
+        ((3, 9, 9), [(9, 0), (0, 9)]),  # widest symmetric strips (reflect: by index)
+        ((2, 3, 7, 6), [(2, 3), (3, 4), (4, 5)]),  # 3 padded axes
+        ((4, 6, 7), [(3, 2), (0, 0)]),  # last axis unpadded: the chunks only copy
+        ((0, 5, 5), [(1, 2), (3, 1)]),  # no leading slice at all
+        ((1, 1, 5), [(0, 1), (2, 2)]),  # one row
+    ],
+)
+def test_chunked_fill_equals_numpy_pad(monkeypatch, chunk_bytes, mode, shape, pads):
+    monkeypatch.setattr(mirror_module, "_CHUNK_BYTES", chunk_bytes)
+    for dtype in (torch.uint8, torch.bool, torch.int64, torch.float16, torch.float32):
+        x = make_tensor(shape, dtype)
+        before = x.clone()
+        np.testing.assert_array_equal(
+            mirror_pad(x, pads, mode).numpy(), numpy_oracle(x, pads, mode)
+        )
+        assert torch.equal(x, before)
+
+
+@given(shapes_and_pads(), st.sampled_from(MODES), st.integers(1, 400))
+def test_chunked_fill_any_chunk_size(shape_pads, mode, chunk_bytes):
+    shape, pads = shape_pads
+    x = make_tensor(shape, torch.int16)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mirror_module, "_CHUNK_BYTES", chunk_bytes)
+        out = mirror_pad(x, pads, mode)
+    np.testing.assert_array_equal(out.numpy(), numpy_oracle(x, pads, mode))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunked_fill_on_strided_inputs(monkeypatch, mode):
+    monkeypatch.setattr(mirror_module, "_CHUNK_BYTES", 300)
+    base = make_tensor((4, 20, 30), torch.uint8)
+    views = (
+        base.transpose(1, 2),  # last axis strided
+        base[:, ::3, 1::2],  # both axes strided
+        base.permute(2, 0, 1),  # leading axis innermost
+        torch.ones(1, 9, dtype=torch.float32).expand(6, 9),  # stride 0
+    )
+    for x in views:
+        pads = [(4, 3), (5, 2)]
+        before = x.clone()
+        np.testing.assert_array_equal(
+            mirror_pad(x, pads, mode).numpy(), numpy_oracle(x.contiguous(), pads, mode)
+        )
+        assert torch.equal(x, before)
+
+
+def test_large_chunked_image_is_not_modified():
+    x = make_tensor((3, 700, 600), torch.uint8)  # several 1 MiB chunks
+    before = x.clone()
+    out = mirror_pad(x, [(92, 92), (92, 92)])
+    np.testing.assert_array_equal(out.numpy(), numpy_oracle(x, [(92, 92), (92, 92)], "reflect"))
+    assert torch.equal(x, before)
+    assert out.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize(
+    ("padding", "expected"),
+    [
+        ([(1, 2), (3, 4)], ((1, 2), (3, 4))),  # the fast path: plain ints
+        ([[0, 5]], ((0, 5),)),  # lists as pairs
+        (((np.int64(2), 1),), ((2, 1),)),  # numpy ints: the checked path
+        ([(torch.tensor(3), 0)], ((3, 0),)),  # 0-d integer tensors too
+    ],
+)
+def test_normalize_padding_returns_int_tuples(padding, expected):
+    pads = mirror_module.normalize_padding(padding)
+    assert pads == expected
+    assert all(type(p) is int for pair in pads for p in pair)
+
+
+@pytest.mark.parametrize(
+    ("padding", "error"),
+    [([(1, -2)], ValueError), ([(True, 1)], TypeError), ([(1, 2, 3)], TypeError), ([], TypeError)],
+)
+def test_normalize_padding_fast_path_keeps_the_checks(padding, error):
+    with pytest.raises(error):
+        mirror_module.normalize_padding(padding)
