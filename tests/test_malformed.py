@@ -106,6 +106,18 @@ CASES: list[tuple[str, Callable[..., Any], Callable[[], dict[str, Any]]]] = [
             "image": image(),
             "geometry": ut.TileGeometry(12, 8),
             "batch_size": 2,
+            "resume": False,
+        },
+    ),
+    (
+        "TileMerger",
+        ut.TileMerger,
+        lambda: {
+            "grid": ut.TileGrid((13, 9), GEOMETRY),
+            "blend": "gaussian",
+            "output": "labels",
+            "region": ((0, 5), (0, 9)),
+            "resume": False,
         },
     ),
     (

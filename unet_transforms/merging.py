@@ -333,7 +333,7 @@ class TileMerger(Configurable):
         whole = tuple((0, n) for n in self.grid.image_size)
         if region is None:
             return whole
-        box = as_box(region)
+        box = as_box(region, "region")
         if len(box) != len(whole) or intersect(box, whole) != box:
             raise ValueError(
                 f"region must have {len(whole)} (start, stop) pairs inside the image "

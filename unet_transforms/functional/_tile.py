@@ -138,8 +138,11 @@ def spatial_shape(inpt: Any, ndim: int, name: str = "inpt") -> tuple[int, ...]:
     return tuple(int(s) for s in shape[len(shape) - ndim :])
 
 
-def as_box(box: object) -> Box:
-    """Validates a window: a non-empty sequence of ``(start, stop)`` int pairs."""
+def as_box(box: object, name: str = "box") -> Box:
+    """Validates a window: a non-empty sequence of ``(start, stop)`` int pairs.
+
+    Errors name the argument ``name``.
+    """
     if type(box) is tuple and box:  # the boxes of Tile records: checked at a glance
         for pair in box:
             if not (
@@ -154,7 +157,7 @@ def as_box(box: object) -> Box:
             return box
     if isinstance(box, str | bytes) or not isinstance(box, Sequence) or len(box) == 0:
         raise TypeError(
-            f"box must be a sequence of (start, stop) int pairs, one per spatial axis, got {box!r}"
+            f"{name} must be a sequence of (start, stop) int pairs, one per spatial axis, got {box!r}"
         )
     pairs = []
     for axis, pair in enumerate(box):
@@ -164,13 +167,17 @@ def as_box(box: object) -> Box:
             or len(pair) != 2
             or not (is_int(pair[0]) and is_int(pair[1]))
         ):
-            raise TypeError(f"box must hold (start, stop) int pairs, got {pair!r} for axis {axis}")
+            raise TypeError(
+                f"{name} must hold (start, stop) int pairs, got {pair!r} for axis {axis}"
+            )
         start, stop = operator.index(pair[0]), operator.index(pair[1])
         if stop <= start:
-            raise ValueError(f"box must have stop > start, got ({start}, {stop}) on axis {axis}")
+            raise ValueError(
+                f"{name} must have stop > start, got ({start}, {stop}) on axis {axis}"
+            )
         if start < _INT64_MIN or stop > _INT64_MAX:
             raise ValueError(
-                f"box must hold int64 coordinates (within [-2**63, 2**63 - 1]), got "
+                f"{name} must hold int64 coordinates (within [-2**63, 2**63 - 1]), got "
                 f"({start}, {stop}) on axis {axis}"
             )
         pairs.append((start, stop))
