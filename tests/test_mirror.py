@@ -257,6 +257,8 @@ def test_chunked_fill_on_strided_inputs(monkeypatch, mode):
         base[:, ::3, 1::2],  # both axes strided
         base.permute(2, 0, 1),  # leading axis innermost
         torch.ones(1, 9, dtype=torch.float32).expand(6, 9),  # stride 0
+        torch.arange(9, dtype=torch.uint8).expand(6, 9),  # stride 0, 1-byte flip
+        base.float()[:, 1::2, ::3],  # wider pixels: reversed straight from the image
     )
     for x in views:
         pads = [(4, 3), (5, 2)]
@@ -298,3 +300,77 @@ def test_normalize_padding_returns_int_tuples(padding, expected):
 def test_normalize_padding_fast_path_keeps_the_checks(padding, error):
     with pytest.raises(error):
         mirror_module.normalize_padding(padding)
+
+
+# --------------------------------- torch's reflection_pad2d kernel for large outputs
+@pytest.mark.parametrize(
+    ("shape", "pads"),
+    [
+        ((9, 8), [(8, 1), (1, 7)]),  # 2-D; widest pads the kernel takes: size - 1
+        ((3, 9, 8), [(2, 3), (4, 5)]),
+        ((2, 3, 5, 6), [(0, 0), (4, 1), (2, 5)]),  # leading axes as planes
+        ((2, 3, 5, 6), [(1, 0), (4, 1), (2, 5)]),  # an earlier axis padded: numpy path
+        ((3, 9, 8), [(9, 0), (0, 1)]),  # a pad as wide as the axis: numpy path
+        ((4, 6, 7), [(0, 0), (3, 3)]),  # one axis of the two padded
+        ((0, 5, 5), [(1, 2), (3, 1)]),  # nothing to pad
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)  # symmetric never takes the kernel
+def test_reflect_kernel_equals_numpy_pad(monkeypatch, shape, pads, mode):
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_MIN_BYTES", 0)
+    dtypes = (torch.uint8, torch.int8, torch.int64, torch.float16, torch.float64)
+    for dtype in (*dtypes, torch.bool, torch.uint16, torch.complex64, torch.bfloat16):
+        x = make_tensor(shape, torch.float32).mul(100).to(dtype)
+        before = x.clone()
+        got = mirror_pad(x, pads, mode)
+        expected = numpy_oracle(x, pads, mode)
+        np.testing.assert_array_equal(
+            got.float().numpy() if dtype == torch.bfloat16 else got.numpy(), expected
+        )
+        assert torch.equal(x, before)
+
+
+@given(shapes_and_pads(), st.sampled_from(DTYPES))
+def test_reflect_kernel_any_shape(shape_pads, dtype):
+    shape, pads = shape_pads
+    x = make_tensor(shape, dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mirror_module, "_REFLECT_KERNEL_MIN_BYTES", 0)
+        out = mirror_pad(x, pads, "reflect")
+    got = out.float().numpy() if dtype == torch.bfloat16 else out.numpy()
+    np.testing.assert_array_equal(got, numpy_oracle(x, pads, "reflect"))
+
+
+def test_reflect_kernel_skips_views_it_cannot_take(monkeypatch):
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_MIN_BYTES", 0)
+    z = torch.randn(2, 5, 6, dtype=torch.complex64)
+    pads = [(2, 2), (1, 3)]
+    for x in (z.conj(), z.transpose(1, 2), z[:, ::2]):  # conjugate bit, strided
+        np.testing.assert_array_equal(
+            mirror_pad(x, pads).numpy(),
+            numpy_oracle(x.resolve_conj().contiguous(), pads, "reflect"),
+        )
+
+
+def test_large_output_takes_the_kernel_and_keeps_the_input(monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["out"].shape)
+        return kernel(*args, **kwargs)
+
+    kernel = mirror_module._reflection_pad2d
+    monkeypatch.setattr(mirror_module, "_reflection_pad2d", spy)
+    x = make_tensor((3, 1024, 800))  # 14 MB of output: over _REFLECT_KERNEL_MIN_BYTES
+    before = x.clone()
+    pads = [(92, 92), (92, 92)]
+    out = mirror_pad(x, pads)
+    assert calls == [(3, 1208, 984)]
+    assert mirror_pad(x[:1, :500], pads).shape == (1, 684, 984)  # 2.7 MB: numpy path
+    assert len(calls) == 1
+    assert out.numel() * out.itemsize >= mirror_module._REFLECT_KERNEL_MIN_BYTES
+    np.testing.assert_array_equal(out.numpy(), numpy_oracle(x, pads, "reflect"))
+    assert torch.equal(x, before)
+    np.testing.assert_array_equal(
+        mirror_pad(x, pads, "symmetric").numpy(), numpy_oracle(x, pads, "symmetric")
+    )

@@ -239,6 +239,28 @@ def mirror_pad(
     return out
 
 
+# dtypes that torch's reflection_pad2d kernel takes on the CPU (bool and uint16-64 not)
+_REFLECT_KERNEL_DTYPES = frozenset(
+    {
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.complex64,
+        torch.complex128,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+    }
+)
+# Outputs from this size on are padded by torch's kernel (which writes each output row
+# once, interior and borders together); below it, in the cache, the numpy row copies
+# cost less (bench_mirror.py: 960² float32, 3.7 MB, 1.5-1.9x the floor against
+# 1.6-2.1x; 3 x 960², 11 MB, 1.1-1.6x against 1.3-1.7x).
+_REFLECT_KERNEL_MIN_BYTES = 8 << 20
+_reflection_pad2d = torch.ops.aten.reflection_pad2d.out
 _MAX_ROW_LOOPS = 64  # most outer slices a band is copied slice by slice through numpy
 # Bytes of output rows filled per chunk by _fill_last_axis: small enough that a chunk's
 # image and output rows are still cached when its strips are written, large enough that
@@ -277,15 +299,22 @@ def _fill_last_axis(
     is padded by ``before`` and ``after`` (each at most one reflection wide). A chunk of
     rows at a time (all leading axes together, about ``_CHUNK_BYTES`` of output): the
     image rows into the interior, then both strips reversed from the same image rows
-    (numpy's negative strides, no temporary) while the image rows and the freshly
-    written output rows are still in the cache. Each output element is written once.
+    (numpy's negative strides; for 1-byte pixels from a flipped copy of the strips)
+    while the image rows and the freshly written output rows are still in the cache.
+    Each output element is written once.
     """
     size = image.shape[-1]
     # rows[..., i] = image[..., shift + before - 1 - i] for i < before, and
     # rows[..., before + size + i] = image[..., hi + after - 1 - i] for i < after
     hi = size - shift - after
-    left = slice(shift + before - 1, shift - 1 if shift else None, -1)
-    right = slice(hi + after - 1, hi - 1 if hi else None, -1)
+    left = image[..., shift + before - 1 : shift - 1 if shift else None : -1]
+    right = image[..., hi + after - 1 : hi - 1 if hi else None : -1]
+    if image.itemsize == 1:
+        # numpy reverses 1-byte pixels one at a time; torch's flip into a temporary of
+        # both strips (a few hundred KiB) and forward copies from it cost less. Wider
+        # pixels are copied reversed straight from the image (bench_mirror.py).
+        left = torch.from_numpy(image[..., shift : shift + before]).flip(-1).numpy()
+        right = torch.from_numpy(image[..., hi : hi + after]).flip(-1).numpy()
     chunks: list[tuple[Any, ...]] = [(...,)]
     if image.ndim >= 2:
         row_bytes = math.prod(rows.shape[:-2]) * rows.shape[-1] * rows.itemsize
@@ -296,9 +325,9 @@ def _fill_last_axis(
         src = image[chunk]
         dst[..., before : before + size] = src
         if before:
-            dst[..., :before] = src[..., left]
+            dst[..., :before] = left[chunk]
         if after:
-            dst[..., before + size :] = src[..., right]
+            dst[..., before + size :] = right[chunk]
 
 
 def _mirror_pad_tensor(
@@ -341,7 +370,28 @@ def _mirror_pad_tensor(
     # the image and the last axis's strips in one pass, where they are no wider than
     # one reflection and both tensors have numpy views
     done = n  # axes from here on are filled
-    if rows is not None and image is not None and max(pads[-1]) <= x.shape[-1] - shift:
+    if (
+        mode == "reflect"
+        and n >= 2
+        and not any(any(pad) for pad in pads[:-2])  # so that out is one contiguous block
+        and x.device.type == "cpu"
+        and x.dtype in _REFLECT_KERNEL_DTYPES
+        and x.numel()
+        and x.is_contiguous()
+        and not (x.is_conj() or x.is_neg())
+        and out.numel() * out.itemsize >= _REFLECT_KERNEL_MIN_BYTES
+        and all(p < s for pair, s in zip(pads[-2:], x.shape[-2:], strict=True) for p in pair)
+    ):
+        # the last two axes by torch's reflection pad kernel (pads narrower than the
+        # axis, as it requires), every leading axis as one axis of planes
+        (top, bottom), (left, right) = pads[-2:]
+        _reflection_pad2d(
+            x.view(-1, *x.shape[-2:]),
+            [left, right, top, bottom],
+            out=out.view(-1, *out.shape[-2:]),
+        )
+        done = n - 2
+    elif rows is not None and image is not None and max(pads[-1]) <= x.shape[-1] - shift:
         _fill_last_axis(rows[tuple(centre[:-1])], image, *pads[-1], shift)
         done = n - 1
     else:
