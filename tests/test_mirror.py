@@ -318,6 +318,7 @@ def test_normalize_padding_fast_path_keeps_the_checks(padding, error):
 @pytest.mark.parametrize("mode", MODES)  # symmetric never takes the kernel
 def test_reflect_kernel_equals_numpy_pad(monkeypatch, shape, pads, mode):
     monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_MIN_BYTES", 0)
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_WIDTH_PER_PAD", 0)
     dtypes = (torch.uint8, torch.int8, torch.int64, torch.float16, torch.float64)
     for dtype in (*dtypes, torch.bool, torch.uint16, torch.complex64, torch.bfloat16):
         x = make_tensor(shape, torch.float32).mul(100).to(dtype)
@@ -336,6 +337,7 @@ def test_reflect_kernel_any_shape(shape_pads, dtype):
     x = make_tensor(shape, dtype)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mirror_module, "_REFLECT_KERNEL_MIN_BYTES", 0)
+        patch.setattr(mirror_module, "_REFLECT_KERNEL_WIDTH_PER_PAD", 0)
         out = mirror_pad(x, pads, "reflect")
     got = out.float().numpy() if dtype == torch.bfloat16 else out.numpy()
     np.testing.assert_array_equal(got, numpy_oracle(x, pads, "reflect"))
@@ -343,6 +345,7 @@ def test_reflect_kernel_any_shape(shape_pads, dtype):
 
 def test_reflect_kernel_skips_views_it_cannot_take(monkeypatch):
     monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_MIN_BYTES", 0)
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_WIDTH_PER_PAD", 0)
     z = torch.randn(2, 5, 6, dtype=torch.complex64)
     pads = [(2, 2), (1, 3)]
     for x in (z.conj(), z.transpose(1, 2), z[:, ::2]):  # conjugate bit, strided
@@ -367,6 +370,8 @@ def test_large_output_takes_the_kernel_and_keeps_the_input(monkeypatch):
     out = mirror_pad(x, pads)
     assert calls == [(3, 1208, 984)]
     assert mirror_pad(x[:1, :500], pads).shape == (1, 684, 984)  # 2.7 MB: numpy path
+    wide = [(92, 92), (150, 150)]  # 300 px of pads on 800: numpy path
+    np.testing.assert_array_equal(mirror_pad(x, wide).numpy(), numpy_oracle(x, wide, "reflect"))
     assert len(calls) == 1
     assert out.numel() * out.itemsize >= mirror_module._REFLECT_KERNEL_MIN_BYTES
     np.testing.assert_array_equal(out.numpy(), numpy_oracle(x, pads, "reflect"))

@@ -255,11 +255,14 @@ _REFLECT_KERNEL_DTYPES = frozenset(
         torch.uint8,
     }
 )
-# Outputs from this size on are padded by torch's kernel (which writes each output row
-# once, interior and borders together); below it, in the cache, the numpy row copies
-# cost less (bench_mirror.py: 960² float32, 3.7 MB, 1.5-1.9x the floor against
-# 1.6-2.1x; 3 x 960², 11 MB, 1.1-1.6x against 1.3-1.7x).
+# Outputs from this size on, with pads of the last axis that add at most a quarter to
+# its width, are padded by torch's kernel, which writes each output row once (interior
+# and borders together) but computes the source of each border pixel; smaller outputs
+# are in the cache anyway, and on wide borders numpy's reversed row copies cost less
+# (bench_mirror.py, CPU time to the floor: 3 x 2048² + 92 px float32 1.3x against
+# 1.45x, uint8 1.6x against 1.8x; 3 x 512² -> 960² float32 2.1x against 1.6x).
 _REFLECT_KERNEL_MIN_BYTES = 8 << 20
+_REFLECT_KERNEL_WIDTH_PER_PAD = 4  # the last axis at least 4x as wide as its two pads
 _reflection_pad2d = torch.ops.aten.reflection_pad2d.out
 _MAX_ROW_LOOPS = 64  # most outer slices a band is copied slice by slice through numpy
 # Bytes of output rows filled per chunk by _fill_last_axis: small enough that a chunk's
@@ -349,9 +352,11 @@ def _mirror_pad_tensor(
     # Copy the image into the centre of the output once, then fill the padded strips
     # axis by axis, last axis first, so that each later strip spans the corners already
     # filled; each output element is written once. A strip no wider than one reflection
-    # is a reversed slice next to the edge. Along the last axis, with numpy views of
-    # both tensors, the image and its strips are copied together a chunk of rows at a
-    # time (_fill_last_axis); otherwise the image is copied in one slice assignment and
+    # is a reversed slice next to the edge. Large CPU outputs with narrow reflect pads
+    # of the last two axes (and none before) are filled by torch's reflection_pad2d
+    # kernel. Otherwise, along the last axis, with numpy views of both tensors, the
+    # image and its strips are copied together a chunk of rows at a time
+    # (_fill_last_axis); failing that the image is copied in one slice assignment and
     # the strips are flipped straight from it. Along earlier axes a strip is whole rows
     # of the output in reverse order, which numpy copies row by row (torch has no
     # negative strides, and its flip would go through a temporary). Wider strips mirror
@@ -380,6 +385,7 @@ def _mirror_pad_tensor(
         and x.is_contiguous()
         and not (x.is_conj() or x.is_neg())
         and out.numel() * out.itemsize >= _REFLECT_KERNEL_MIN_BYTES
+        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
         and all(p < s for pair, s in zip(pads[-2:], x.shape[-2:], strict=True) for p in pair)
     ):
         # the last two axes by torch's reflection pad kernel (pads narrower than the
