@@ -257,8 +257,8 @@ def test_chunked_fill_on_strided_inputs(monkeypatch, mode):
         base[:, ::3, 1::2],  # both axes strided
         base.permute(2, 0, 1),  # leading axis innermost
         torch.ones(1, 9, dtype=torch.float32).expand(6, 9),  # stride 0
-        torch.arange(9, dtype=torch.uint8).expand(6, 9),  # stride 0, 1-byte flip
-        base.float()[:, 1::2, ::3],  # wider pixels: reversed straight from the image
+        torch.arange(9, dtype=torch.uint8).expand(6, 9),  # stride 0, 1-byte pixels
+        base.float()[:, 1::2, ::3],  # both axes strided, 4-byte pixels
     )
     for x in views:
         pads = [(4, 3), (5, 2)]

@@ -302,9 +302,8 @@ def _fill_last_axis(
     is padded by ``before`` and ``after`` (each at most one reflection wide). A chunk of
     rows at a time (all leading axes together, about ``_CHUNK_BYTES`` of output): the
     image rows into the interior, then both strips reversed from the same image rows
-    (numpy's negative strides; for 1-byte pixels from a flipped copy of the strips)
-    while the image rows and the freshly written output rows are still in the cache.
-    Each output element is written once.
+    (numpy's negative strides, no temporary) while the image rows and the freshly
+    written output rows are still in the cache. Each output element is written once.
     """
     size = image.shape[-1]
     # rows[..., i] = image[..., shift + before - 1 - i] for i < before, and
@@ -312,12 +311,6 @@ def _fill_last_axis(
     hi = size - shift - after
     left = image[..., shift + before - 1 : shift - 1 if shift else None : -1]
     right = image[..., hi + after - 1 : hi - 1 if hi else None : -1]
-    if image.itemsize == 1:
-        # numpy reverses 1-byte pixels one at a time; torch's flip into a temporary of
-        # both strips (a few hundred KiB) and forward copies from it cost less. Wider
-        # pixels are copied reversed straight from the image (bench_mirror.py).
-        left = torch.from_numpy(image[..., shift : shift + before]).flip(-1).numpy()
-        right = torch.from_numpy(image[..., hi : hi + after]).flip(-1).numpy()
     chunks: list[tuple[Any, ...]] = [(...,)]
     if image.ndim >= 2:
         row_bytes = math.prod(rows.shape[:-2]) * rows.shape[-1] * rows.itemsize
