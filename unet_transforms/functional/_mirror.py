@@ -260,7 +260,7 @@ _REFLECT_KERNEL_DTYPES = frozenset(
 # and borders together) but computes the source of each border pixel; smaller outputs
 # are in the cache anyway, and on wide borders numpy's reversed row copies cost less
 # (bench_mirror.py, CPU time to the floor: 3 x 2048² + 92 px float32 1.3x against
-# 1.45x, uint8 1.6x against 1.8x; 3 x 512² -> 960² float32 2.1x against 1.6x).
+# 1.45x, uint8 1.6x against 1.8x; 512² -> 960² float32 2.2-2.6x against 1.3-1.5x).
 _REFLECT_KERNEL_MIN_BYTES = 8 << 20
 _REFLECT_KERNEL_WIDTH_PER_PAD = 4  # the last axis at least 4x as wide as its two pads
 _reflection_pad2d = torch.ops.aten.reflection_pad2d.out
