@@ -11,7 +11,7 @@ import torch
 
 from ._checks import as_int
 from .config import Configurable
-from .functional._deform import deformation_coords
+from .functional._deform import FactoredField, deformation_coords, factored_field
 
 __all__ = ["Deformation"]
 
@@ -126,6 +126,23 @@ class Deformation(Configurable):
         """
         ndim = len(size)
         self.check_ndim(ndim)
+        displacement, angles, scale, flips = self._draw(ndim)
+        return deformation_coords(
+            size, displacement=displacement, angles=angles, scale=scale, flips=flips
+        )
+
+    def field(self, size: Sequence[int]) -> torch.Tensor | FactoredField:
+        """:meth:`sample`, with the same draws, kept factored in 2-D (for the crops): its
+        ``dense()`` is what :meth:`sample` returns; 3-D fields are returned dense."""
+        if len(size) != 2:
+            return self.sample(size)
+        self.check_ndim(2)
+        rows, cols = (int(n) for n in size)
+        return factored_field((rows, cols), *self._draw(2))
+
+    def _draw(self, ndim: int) -> tuple[torch.Tensor | None, list[float], float, list[bool]]:
+        """``(displacement, angles, scale, flips)``: only what the configuration makes
+        random is drawn from torch's global RNG."""
         grid = self.grid if isinstance(self.grid, tuple) else (self.grid,) * ndim
         displacement = torch.randn(ndim, *grid) * self.sigma if self.sigma > 0 else None
         angles: list[float] = []
@@ -137,6 +154,4 @@ class Deformation(Configurable):
             low + float(torch.rand((), dtype=torch.float64)) * (high - low) if high > low else low
         )
         flips = (torch.rand(ndim) < 0.5).tolist() if self.flip else []
-        return deformation_coords(
-            size, displacement=displacement, angles=angles, scale=scale, flips=flips
-        )
+        return displacement, angles, scale, flips

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -157,9 +157,7 @@ def deformation_coords(
             f"angles must hold at most {1 if ndim == 2 else 3} and flips at most {ndim} "
             f"entries for a {ndim}-D window, got {tuple(angles)!r} and {tuple(flips)!r}"
         )
-    flip = torch.tensor([-1.0 if f else 1.0 for f in (*flips, *[False] * (ndim - len(flips)))])
-    matrix = _rotation(angles, ndim) * flip.to(torch.float64) / scale  # R @ diag(flip) / s
-    centre = [(n - 1) / 2 for n in size]
+    matrix, centre = _affine(size, angles, scale, flips)
     offsets = [
         (torch.arange(n, dtype=torch.float32) - c).reshape(
             [-1 if a == i else 1 for a in range(ndim)]
@@ -183,31 +181,76 @@ def deformation_coords(
     return coords
 
 
+def _affine(
+    size: tuple[int, ...], angles: Sequence[float], scale: float, flips: Sequence[bool]
+) -> tuple[torch.Tensor, list[float]]:
+    """``(R @ diag(flip) / scale, centre)`` of a window (arguments already checked)."""
+    ndim = len(size)
+    flip = torch.tensor([-1.0 if f else 1.0 for f in (*flips, *[False] * (ndim - len(flips)))])
+    matrix = _rotation(angles, ndim) * flip.to(torch.float64) / scale  # R @ diag(flip) / s
+    return matrix, [(n - 1) / 2 for n in size]
+
+
 def _coords_2d(
     size: tuple[int, ...],
     centre: list[float],
     matrix: torch.Tensor,
     displacement: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The 2-D field as one batched matrix product: the affine part is a row term plus a
-    column term, and the bicubic displacement ``U0 @ D @ U1.T`` is separable, so
-    ``coords[k] = [U0 @ D[k], row_k, 1] @ [U1.T; 1; col_k]`` (each value written once)."""
-    (rows, cols), (c0, c1) = size, centre
-    off0 = torch.arange(rows, dtype=torch.float32) - c0
-    off1 = torch.arange(cols, dtype=torch.float32) - c1
-    ones0, ones1 = torch.ones(rows, 1), torch.ones(1, cols)
-    left, right = [], []
-    for k in range(2):
-        row = (centre[k] + float(matrix[k, 0]) * off0)[:, None]
-        col = (float(matrix[k, 1]) * off1)[None, :]
-        parts_left, parts_right = [row, ones0], [ones1, col]
-        if displacement is not None:
-            d = _check_displacement(displacement, 2)[k].to(torch.float32)
-            parts_left.insert(0, _cubic_matrix(d.shape[0], rows) @ d)
-            parts_right.insert(0, _cubic_matrix(d.shape[1], cols).T)
-        left.append(torch.cat(parts_left, dim=1))
-        right.append(torch.cat(parts_right, dim=0))
-    return torch.bmm(torch.stack(left), torch.stack(right))
+    """The 2-D field as one batched matrix product of its factors (see :func:`_factors_2d`)."""
+    m = matrix.tolist()
+    return torch.bmm(
+        *_factors_2d(size, centre, (m[0][0], m[0][1], m[1][0], m[1][1]), displacement)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _static_2d(rows: int, cols: int, g0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fixed parts of the factors, cached (tile sizes repeat), read only: ``left``
+    ``[U0, i - c0, 1]`` ``(2, rows, g0 + 2)`` (both components, one storage; ``U0`` only
+    with ``g0 > 0``), ``[1; j - c1]`` ``(2, cols)`` and ``U1.T`` for a ``g0``-point axis."""
+    off0 = torch.arange(rows, dtype=torch.float32) - (rows - 1) / 2
+    off1 = torch.arange(cols, dtype=torch.float32) - (cols - 1) / 2
+    parts = [off0[:, None], torch.ones(rows, 1)]
+    if g0 > 0:
+        parts.insert(0, _cubic_matrix(g0, rows))
+    left = torch.cat(parts, dim=1).expand(2, -1, -1)
+    return left, torch.stack([torch.ones(cols), off1]), off1
+
+
+@functools.lru_cache(maxsize=64)
+def _cubic_rows(n_in: int, n_out: int) -> torch.Tensor:
+    """``cubic_matrix(n_in, n_out).T``, contiguous and cached: read only."""
+    return _cubic_matrix(n_in, n_out).T.contiguous()
+
+
+def _factors_2d(
+    size: tuple[int, ...],
+    centre: list[float],
+    matrix: tuple[float, float, float, float],
+    displacement: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors of the 2-D field: ``coords[k] = left[k] @ right[k]``.
+
+    The affine part ``centre_k + m_k0 (i - c0) + m_k1 (j - c1)`` is a row term plus a
+    column term, and the bicubic displacement ``U0 @ D[k] @ U1.T`` is separable, so
+    ``left[k] = [U0, i - c0, 1]`` (rows x (g0 + 2), the same for both components and
+    every draw) and ``right[k] = [D[k] @ U1.T; m_k0; centre_k + m_k1 (j - c1)]``
+    ((g0 + 2) x cols); without a displacement only the last two columns and rows.
+    ``matrix`` is ``(m00, m01, m10, m11)``.
+    """
+    rows, cols = size
+    m00, m01, m10, m11 = matrix
+    # right's last two rows: [m_k0, centre_k; 0, m_k1] @ [1; j - c1]
+    coef = torch.tensor([m00, 0.0, centre[0], m01, m10, 0.0, centre[1], m11])
+    if displacement is None:
+        left, basis, _ = _static_2d(rows, cols, 0)
+        return left, torch.matmul(coef.view(2, 2, 2), basis)
+    d = _check_displacement(displacement, 2).to(torch.float32)
+    g0, g1 = d.shape[1:]
+    left, basis, _ = _static_2d(rows, cols, g0)
+    upsampled = torch.mm(d.reshape(2 * g0, g1), _cubic_rows(g1, cols)).view(2, g0, cols)
+    return left, torch.cat([upsampled, torch.matmul(coef.view(2, 2, 2), basis)], dim=1)
 
 
 def _check_displacement(displacement: object, ndim: int) -> torch.Tensor:
@@ -219,6 +262,207 @@ def _check_displacement(displacement: object, ndim: int) -> torch.Tensor:
             f"axes, got {tuple(displacement.shape)}"
         )
     return displacement
+
+
+# the cubic kernel (a = -0.75): its weights' absolute values sum to at most 1.375, their
+# second derivatives' to at most 12 (and to 0: the weights sum to 1), at any position
+_CUBIC_ABS_SUM = 1.375
+_CUBIC_CURVATURE = 6.0  # 12 / 2: |sum_m c_m K''(t - m)| <= 6 * (max c - min c)
+_BOUND_SLACK = 0.25  # pixels of sampling margin the bound's stride aims at
+_MAX_STRIDE = 32
+
+
+class FactoredField(NamedTuple):
+    """A 2-D deformation field kept as its factors: ``coords[k] = left[k] @ right[k]``.
+
+    ``left`` is ``(2, rows, r)`` (cached and shared: read only) and ``right``
+    ``(2, r, cols)`` (see :func:`_factors_2d`), so that a window of the field, its grid
+    for ``grid_sample`` (normalised in the same product) and a conservative bound of its
+    values each cost a fraction of the dense field. ``curvature`` bounds
+    ``|d2 c / di2| + |d2 c / dj2|`` of either component (in pixels^-1): the bicubic
+    displacement's, the affine part has none. ``integral``: the field may consist of
+    integers (no displacement was drawn).
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor
+    curvature: float
+    integral: bool
+
+    def dense(self) -> torch.Tensor:
+        """The ``(2, rows, cols)`` coordinates, as :func:`deformation_coords` returns them."""
+        return torch.bmm(self.left, self.right)
+
+
+def factored_field(
+    size: tuple[int, int],
+    displacement: torch.Tensor | None,
+    angles: Sequence[float],
+    scale: float,
+    flips: Sequence[bool],
+) -> FactoredField:
+    """:func:`deformation_coords` of a 2-D window (arguments already checked), factored:
+    ``factored_field(...).dense()`` equals ``deformation_coords(size, ...)``."""
+    angle = math.radians(angles[0]) if angles and angles[0] != 0 else 0.0
+    cos, sin = (math.cos(angle), math.sin(angle)) if angle else (1.0, 0.0)
+    f0, f1 = (-1.0 if f else 1.0 for f in (*flips, False, False)[:2])
+    # R @ diag(flip) / scale, as _rotation and _affine compute it
+    matrix = (cos * f0 / scale, -sin * f1 / scale, sin * f0 / scale, cos * f1 / scale)
+    centre = [(size[0] - 1) / 2, (size[1] - 1) / 2]
+    left, right = _factors_2d(size, centre, matrix, displacement)
+    curvature = 0.0
+    if displacement is not None:
+        # along an axis, either component is a cubic interpolation (in units of the
+        # coarse grid's spacing) of values spread at most 1.375 times the displacements'
+        values = displacement.reshape(2, -1).tolist()
+        spread = max(max(v) - min(v) for v in values) * _CUBIC_ABS_SUM * 1.001
+        ratios = [
+            (g - 1) / (n - 1) if n > 1 else 0.0
+            for g, n in zip(displacement.shape[1:], size, strict=True)
+        ]
+        curvature = _CUBIC_CURVATURE * spread * (ratios[0] ** 2 + ratios[1] ** 2)
+    return FactoredField(left, right, curvature, displacement is None)
+
+
+@functools.lru_cache(maxsize=64)
+def _sample_index(start: int, stop: int, stride: int) -> torch.Tensor:
+    """Every ``stride``-th position of ``range(start, stop)`` and the last one (read only)."""
+    return torch.cat([torch.arange(start, stop, stride), torch.tensor([stop - 1])])
+
+
+def field_bounds(
+    field: FactoredField, rows: slice, cols: slice
+) -> tuple[list[float], list[float]] | None:
+    """Per component, a low and a high bound of the field over a window, or ``None`` when
+    the sampled coordinates are all integers (the exact dense path then decides).
+
+    The window is sampled on a grid of stride ``s`` that includes its edges, then widened
+    by ``s**2 / 8`` times the field's curvature (a function exceeds its bilinear
+    interpolation between samples by at most that, and the interpolation stays within the
+    samples) and a float32 rounding margin. Conservative: every coordinate lies inside.
+    """
+    r0, r1, _ = rows.indices(field.left.shape[1])
+    c0, c1, _ = cols.indices(field.right.shape[2])
+    curvature = field.curvature
+    stride = (
+        _MAX_STRIDE
+        if curvature == 0
+        else max(1, min(_MAX_STRIDE, int(math.sqrt(8 * _BOUND_SLACK / curvature))))
+    )
+    left = (
+        field.left[:, r0:r1]
+        if r1 - r0 <= stride
+        else field.left.index_select(1, _sample_index(r0, r1, stride))
+    )
+    right = (
+        field.right[:, :, c0:c1]
+        if c1 - c0 <= stride
+        else field.right.index_select(2, _sample_index(c0, c1, stride))
+    )
+    samples = torch.bmm(left, right).reshape(2, -1)
+    if field.integral and torch.equal(samples, samples.round()):
+        return None
+    lows, highs = (t.tolist() for t in torch.aminmax(samples, dim=1))
+    margin = (stride * stride / 8 * curvature if stride > 1 else 0.0) + 0.01
+    margin += 1e-5 * max(abs(v) for v in (*lows, *highs))  # float32 rounding of the products
+    return [v - margin for v in lows], [v + margin for v in highs]
+
+
+def _field_grid(
+    field: FactoredField,
+    rows: slice,
+    cols: slice,
+    start: Sequence[int],
+    spatial: Sequence[int],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``grid_sample``'s ``(1, h, w, 2)`` grid of a window of the field over a region of
+    size ``spatial`` whose first pixel is at ``start``: the normalisation (``align_corners``)
+    folded into ``right``, so that one product writes it, components reversed (x first)."""
+    left = field.left[:, rows].to(dtype)  # the same for both components
+    scale = [2 / max(spatial[1] - 1, 1), 2 / max(spatial[0] - 1, 1)]
+    shift = [-1 - start[1] * scale[0], -1 - start[0] * scale[1]]
+    right = field.right[[1, 0], :, cols].to(dtype)
+    right.mul_(torch.tensor(scale, dtype=dtype)[:, None, None])
+    right[:, -1].add_(torch.tensor(shift, dtype=dtype)[:, None])  # the constant terms
+    return torch.bmm(left, right).permute(1, 2, 0)[None]
+
+
+def _gather_nearest(
+    src: torch.Tensor,
+    field: FactoredField,
+    rows: slice,
+    cols: slice,
+    first: Sequence[int],
+    reach: int,
+) -> torch.Tensor:
+    """``src`` (``(..., H, W)``) at the window's coordinates rounded, ``first`` being the
+    field-frame position of ``src``'s first pixel and ``reach`` a bound of the rounded
+    coordinates' magnitude: one linear index, one gather."""
+    coords = torch.bmm(field.left[:, rows], field.right[:, :, cols]).round_()
+    width = src.shape[-1]
+    lead = tuple(src.shape[:-2])
+    offset = first[0] * width + first[1]
+    # int32 indices when they hold every intermediate value (row * width + column, offset)
+    small = (reach + 1) * (width + 1) + abs(offset) < 2**31
+    index = coords.to(torch.int32 if small else torch.int64)
+    linear = torch.add(index[1], index[0], alpha=width)
+    if offset:
+        linear.sub_(offset)
+    out = src.reshape(*lead, -1).index_select(len(lead), linear.reshape(-1))
+    return out.reshape(*lead, *coords.shape[1:])
+
+
+def deform_factored(
+    x: torch.Tensor,
+    field: FactoredField,
+    window: tuple[slice, slice],
+    origin: Sequence[int],
+    interpolation: Interpolation,
+    read: Callable[[Box], Any],
+) -> torch.Tensor | None:
+    """:func:`deform_tile` of a 2-D window of a factored field, for a CPU tensor ``x``.
+
+    ``origin`` is the image position of the field's coordinate 0; ``read(box)`` reads a
+    box mirrored (or filled) outside the image, as the crop does; inside the image the
+    tensor is read directly (labels: one gather from the whole tensor). Returns ``None``
+    when the sampled coordinates are all integers: the dense path then decides exactly.
+    """
+    bounds = field_bounds(field, *window)
+    if bounds is None:
+        return None
+    low, high = bounds
+    if interpolation == "nearest":
+        low, high = [round(v) for v in low], [round(v) for v in high]
+    before, after = _SUPPORT[interpolation]
+    start = [math.floor(v) - before for v in low]
+    box = tuple(
+        (o + s, o + math.floor(h) + after) for o, s, h in zip(origin, start, high, strict=True)
+    )
+    spatial = x.shape[-2:]
+    inside = all(a >= 0 and b <= n for (a, b), n in zip(box, spatial, strict=True))
+    if interpolation == "nearest":
+        reach = math.ceil(max(abs(v) for v in (*low, *high))) + 1
+        if inside and x.is_contiguous():
+            return _gather_nearest(x, field, *window, [-o for o in origin], reach)
+        region = read(box).as_subclass(torch.Tensor).contiguous()
+        return _gather_nearest(region, field, *window, start, reach)
+    if inside:
+        inner: tuple[Any, ...] = (Ellipsis, *(slice(a, b) for a, b in box))
+        region = x[inner]
+    else:
+        region = read(box).as_subclass(torch.Tensor)
+    size = [b - a for a, b in box]
+    work = _work_dtype(x.dtype)
+    src = region.to(work, memory_format=torch.contiguous_format).reshape(1, -1, *size)
+    out = torch.nn.functional.grid_sample(
+        src,
+        _field_grid(field, *window, start, size, work),
+        mode=interpolation,
+        padding_mode="border",
+        align_corners=True,
+    )
+    return _from_work(out.reshape(*region.shape[:-2], *out.shape[-2:]), x.dtype)
 
 
 def _upsample(displacement: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -382,12 +626,17 @@ def _resample_tensor(
         padding_mode="border",
         align_corners=True,
     ).reshape(*lead, *window)
-    if x.dtype.is_floating_point:
-        return out.to(x.dtype)
-    if x.dtype == torch.bool:
+    return _from_work(out, x.dtype)
+
+
+def _from_work(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An interpolated result back in ``dtype``: integers rounded and clamped, bool at ½."""
+    if dtype.is_floating_point:
+        return out.to(dtype)
+    if dtype == torch.bool:
         return out >= 0.5
-    info = torch.iinfo(x.dtype)
-    return out.round_().clamp_(info.min, info.max).to(x.dtype)
+    info = torch.iinfo(dtype)
+    return out.round_().clamp_(info.min, info.max).to(dtype)
 
 
 def resample(

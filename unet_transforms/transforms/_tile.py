@@ -12,13 +12,27 @@ from torchvision import tv_tensors
 from .._checks import is_int, is_one_of
 from ..config import Configurable
 from ..deformation import Deformation
-from ..functional._deform import Interpolation, interpolation_for, plan_resample, resample
+from ..functional._deform import (
+    FactoredField,
+    Interpolation,
+    deform_factored,
+    interpolation_for,
+    plan_resample,
+    resample,
+)
 from ..functional._mirror import MirrorMode
-from ..functional._tile import Box
+from ..functional._tile import Box, FillError, check_fill_fits, crop_tile, kernel_for
 from ..geometry import TileGeometry
 from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
 from ..sampling import Sampler, random_window_start
-from ._base import MaskFill, TileTransform, check_geometry, check_mask_fill, label_fill
+from ._base import (
+    MaskFill,
+    TileTransform,
+    _is_bool,
+    check_geometry,
+    check_mask_fill,
+    label_fill,
+)
 
 __all__ = ["OverlapTileCrop", "PairedTileCrop"]
 
@@ -127,8 +141,9 @@ class OverlapTileCrop(Configurable, TileTransform):
                         "sample, or crop without deform="
                     )
             # one field per tile, over the input window (labels take its centre part)
+            # (factored in 2-D: each leaf computes only the part of the field it reads)
             params["fields"] = [
-                self.deform.sample(self.geometry.input_size) for _ in params["tiles"]
+                self.deform.field(self.geometry.input_size) for _ in params["tiles"]
             ]
         return params
 
@@ -187,21 +202,57 @@ class OverlapTileCrop(Configurable, TileTransform):
         tile: Tile,
         box: Box,
         fill: float | None,
-        field: torch.Tensor,
+        field: torch.Tensor | FactoredField,
     ) -> Any:
         """The window ``box`` of ``tile``, deformed by ``field`` (over the input window):
         the source region it reaches is read mirrored (or filled), then sampled once."""
         origin = tuple(start for start, _ in tile.input_box)
-        part = field[
-            (slice(None), *(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True)))
-        ]
+        window = tuple(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True))
         interpolation: Interpolation = (
             self.deform.interpolation if self.deform is not None else "bilinear"
         )
         if is_label and not isinstance(value, tv_tensors.Mask):
             interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
-        plan = plan_resample(part, origin, interpolation_for(value, interpolation))
+        interpolation = interpolation_for(value, interpolation)
+        if isinstance(field, FactoredField):
+            if _factored_ok(value):
+                if fill is not None and not _is_bool(value):
+                    _check_mask_fill(fill, value.dtype)  # as the crop would, wherever it lies
+                out = deform_factored(
+                    value.as_subclass(torch.Tensor),
+                    field,
+                    window,  # type: ignore[arg-type]
+                    origin,
+                    interpolation,
+                    lambda region: self.crop(value, region, fill),
+                )
+                if out is not None:
+                    if isinstance(value, tv_tensors.TVTensor):
+                        return tv_tensors.wrap(out, like=value)
+                    return out
+            field = field.dense()
+        part = field[(slice(None), *window)]
+        plan = plan_resample(part, origin, interpolation)
         return resample(self.crop(value, plan.box, fill), part, plan)
+
+
+def _factored_ok(value: Any) -> bool:
+    """Whether the factored fast path reads ``value``: a dense CPU tensor that the default
+    crop kernel reads (not a registered custom type) with the two spatial axes."""
+    return (
+        isinstance(value, torch.Tensor)
+        and kernel_for(crop_tile, type(value)) is kernel_for(crop_tile, torch.Tensor)
+        and value.device.type == "cpu"
+        and value.layout == torch.strided
+        and value.ndim >= 2
+    )
+
+
+def _check_mask_fill(fill: float, dtype: torch.dtype) -> None:
+    try:
+        check_fill_fits(fill, dtype)
+    except FillError as e:
+        raise e.named("mask_fill") from None
 
 
 class PairedTileCrop(OverlapTileCrop):
