@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 
 from unet_transforms import OverlapTileCrop, PairedTileCrop, TileGeometry, WeightMap, from_config
 from unet_transforms.deformation import Deformation
-from unet_transforms.functional import deform_tile, deformation_coords, mirror_pad
+from unet_transforms.functional import _deform, deform_tile, deformation_coords, mirror_pad
 from unet_transforms.functional._deform import (
     FactoredField,
     cubic_matrix,
@@ -440,3 +440,125 @@ def test_functional_errors():
     )
     with pytest.raises(TypeError, match="resample supports tensors"):
         resample([1, 2], deformation_coords((2, 2)), "bilinear")
+
+
+# --------------------------------------------------------------------- factored fast path
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 140), st.integers(1, 140)),
+    grid=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    sigma=st.sampled_from([0.0, 0.3, 4.0, 10.0, 40.0]),
+    rotation=st.floats(0.0, 180.0),
+    scale=st.floats(0.5, 2.0),
+    flip=st.booleans(),
+    window=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+    seed=st.integers(0, 2**16),
+)
+def test_field_bounds_contain_every_coordinate(
+    size, grid, sigma, rotation, scale, flip, window, seed
+):
+    deform = Deformation(
+        grid=grid, sigma=sigma, rotation=rotation, scale=(scale, scale * 1.1), flip=flip
+    )
+    torch.manual_seed(seed)
+    field = deform.field(size)
+    torch.manual_seed(seed)
+    dense = deform.sample(size)
+    assert isinstance(field, FactoredField) and torch.equal(field.dense(), dense)
+    # any window: the whole field, its centre (the labels'), or one drawn here
+    cuts = [
+        sorted(int(w * (n + 1)) for w in pair) for pair, n in zip((window[:2], window[2:]), size)
+    ]
+    rows, cols = (
+        slice(a, max(b, a + 1)) if a < n else slice(n - 1, n) for (a, b), n in zip(cuts, size)
+    )
+    for r, c in [(slice(None), slice(None)), (rows, cols)]:
+        bounds = _deform.field_bounds(field, r, c)
+        part = dense[:, r, c]
+        if bounds is None:  # sampled integers, only without a displacement: dense path
+            assert sigma == 0
+            continue
+        low, high = bounds
+        for k in range(2):
+            assert low[k] <= part[k].min().item() and part[k].max().item() <= high[k]
+            assert high[k] - part[k].max().item() < 1.0 and part[k].min().item() - low[k] < 1.0
+
+
+def reference_crop(crop, params, inputs):
+    """The crop's outputs computed from the dense field: plan_resample, crop_tile, resample."""
+    field = dense_field(params)
+    tile = params["tiles"][0]
+    origin = [a for a, _ in tile.input_box]
+    outs = []
+    for inpt in inputs:
+        is_label = isinstance(inpt, tv_tensors.Mask)
+        box, fill = crop.window(tile, inpt)
+        part = field[(slice(None), *(slice(a - o, b - o) for (a, b), o in zip(box, origin)))]
+        interpolation = _deform.interpolation_for(inpt, crop.deform.interpolation)
+        plan = plan_resample(part, origin, interpolation)
+        outs.append(resample(crop.crop(inpt, plan.box, fill), part, plan))
+        assert is_label == (type(inpt) is not tv_tensors.Image)
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.float64, torch.int32])
+@pytest.mark.parametrize("mask_fill", [None, 255])
+def test_factored_path_equals_dense_path(dtype, mask_fill):
+    """Inside the image and across its borders, images, masks and weight maps of the fast
+    path equal the dense field's plan_resample / crop_tile / resample."""
+    n = 150
+    image = tv_tensors.Image((torch.rand(2, n, n) * 100).to(dtype))
+    mask = tv_tensors.Mask(torch.arange(n * n).reshape(n, n) % 1000)
+    weights = WeightMap(torch.rand(n, n))
+    geometry = TileGeometry(60, 40)
+    for deform in (
+        Deformation(sigma=6.0),
+        Deformation(sigma=3.0, rotation=180.0, scale=(0.8, 1.25), flip=True),
+        Deformation(sigma=4.0, interpolation="bicubic"),
+    ):
+        crop = PairedTileCrop(geometry, deform=deform, mask_fill=mask_fill)
+        inside = outside = 0
+        for seed in range(12):
+            torch.manual_seed(seed)
+            params = crop.make_params([image, mask, weights])
+            got = [crop.transform(x, params) for x in (image, mask, weights)]
+            want = reference_crop(crop, params, [image, mask, weights])
+            for g, w in zip(got, want, strict=True):
+                assert type(g) is type(w) and g.dtype == w.dtype and g.shape == w.shape
+            atol = 1.0 if not dtype.is_floating_point else 0.02  # of 100: 2e-4 pixel
+            assert (got[0].double() - want[0].double()).abs().max() <= atol
+            assert torch.equal(got[1], want[1])
+            # (255 outside: steep edges)
+            assert (got[2] - want[2]).abs().max() <= (0.02 if mask_fill else 1e-4)
+            box = params["tiles"][0].input_box
+            if all(a >= 8 and b <= n - 8 for a, b in box):
+                inside += 1
+            else:
+                outside += 1
+        assert inside and outside  # both the direct reads and the mirrored crops
+
+
+def test_factored_path_reads_strided_labels_and_checks_the_fill():
+    image = torch.rand(1, 200, 200)
+    label = torch.randint(0, 5, (200, 200)).T  # not contiguous: read through the crop
+    crop = PairedTileCrop(TileGeometry(60, 40), index=8, deform=Deformation(sigma=5.0))
+    torch.manual_seed(0)
+    params = crop.make_params([image, tv_tensors.Mask(label)])
+    got = crop.transform(tv_tensors.Mask(label), params)
+    want = reference_crop(crop, params, [tv_tensors.Mask(label)])[0]
+    assert torch.equal(got, want)
+    # a mask_fill the label cannot hold is refused even where the window lies inside
+    strict = PairedTileCrop(TileGeometry(60, 40), index=8, mask_fill=-1, deform=Deformation())
+    with pytest.raises(ValueError, match=r"^mask_fill=-1 does not fit"):
+        strict(image, tv_tensors.Mask(label.to(torch.uint8)))
+
+
+def test_gather_nearest_wide_indices():
+    """int64 linear indices when int32 cannot hold them: the same values."""
+    field = Deformation(sigma=5.0).field((20, 30))
+    src = torch.arange(60 * 70).reshape(60, 70)
+    window = (slice(2, 18), slice(3, 25))
+    narrow = _deform._gather_nearest(src, field, *window, (-20, -20), 100)
+    wide = _deform._gather_nearest(src, field, *window, (-20, -20), 2**31)
+    coords = field.dense()[:, 2:18, 3:25].round().long() + 20
+    assert torch.equal(narrow, wide) and torch.equal(narrow, src[coords[0], coords[1]])

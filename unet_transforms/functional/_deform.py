@@ -378,14 +378,17 @@ def _field_grid(
 ) -> torch.Tensor:
     """``grid_sample``'s ``(1, h, w, 2)`` grid of a window of the field over a region of
     size ``spatial`` whose first pixel is at ``start``: the normalisation (``align_corners``)
-    folded into ``right``, so that one product writes it, components reversed (x first)."""
-    left = field.left[:, rows].to(dtype)  # the same for both components
+    folded into ``right``, whose columns interleave the components (x first), so that one
+    product writes the grid in the layout ``grid_sample`` reads."""
+    left = field.left[0, rows].to(dtype)  # the same for both components
     scale = [2 / max(spatial[1] - 1, 1), 2 / max(spatial[0] - 1, 1)]
     shift = [-1 - start[1] * scale[0], -1 - start[0] * scale[1]]
     right = field.right[[1, 0], :, cols].to(dtype)
     right.mul_(torch.tensor(scale, dtype=dtype)[:, None, None])
     right[:, -1].add_(torch.tensor(shift, dtype=dtype)[:, None])  # the constant terms
-    return torch.bmm(left, right).permute(1, 2, 0)[None]
+    width = right.shape[2]
+    grid = torch.mm(left, right.permute(1, 2, 0).reshape(right.shape[1], 2 * width))
+    return grid.view(1, left.shape[0], width, 2)
 
 
 def _gather_nearest(
@@ -399,18 +402,22 @@ def _gather_nearest(
     """``src`` (``(..., H, W)``) at the window's coordinates rounded, ``first`` being the
     field-frame position of ``src``'s first pixel and ``reach`` a bound of the rounded
     coordinates' magnitude: one linear index, one gather."""
-    coords = torch.bmm(field.left[:, rows], field.right[:, :, cols]).round_()
-    width = src.shape[-1]
+    left, right = field.left[0, rows], field.right[:, :, cols]
+    height, width = left.shape[0], right.shape[2]
+    # both components in one product: (h, 2, w)
+    coords = torch.mm(left, right.transpose(0, 1).reshape(right.shape[1], -1))
+    coords = coords.view(height, 2, width).round_()
+    src_width = src.shape[-1]
     lead = tuple(src.shape[:-2])
-    offset = first[0] * width + first[1]
+    offset = first[0] * src_width + first[1]
     # int32 indices when they hold every intermediate value (row * width + column, offset)
-    small = (reach + 1) * (width + 1) + abs(offset) < 2**31
+    small = (reach + 1) * (src_width + 1) + abs(offset) < 2**31
     index = coords.to(torch.int32 if small else torch.int64)
-    linear = torch.add(index[1], index[0], alpha=width)
+    linear = torch.add(index[:, 1], index[:, 0], alpha=src_width)
     if offset:
         linear.sub_(offset)
     out = src.reshape(*lead, -1).index_select(len(lead), linear.reshape(-1))
-    return out.reshape(*lead, *coords.shape[1:])
+    return out.reshape(*lead, height, width)
 
 
 def deform_factored(
