@@ -461,7 +461,7 @@ def test_field_bounds_contain_every_coordinate(
         grid=grid, sigma=sigma, rotation=rotation, scale=(scale, scale * 1.1), flip=flip
     )
     torch.manual_seed(seed)
-    field = deform.field(size)
+    field = deform._field(size)
     torch.manual_seed(seed)
     dense = deform.sample(size)
     assert isinstance(field, FactoredField) and torch.equal(field.dense(), dense)
@@ -555,7 +555,7 @@ def test_factored_path_reads_strided_labels_and_checks_the_fill():
 
 def test_gather_nearest_wide_indices():
     """int64 linear indices when int32 cannot hold them: the same values."""
-    field = Deformation(sigma=5.0).field((20, 30))
+    field = Deformation(sigma=5.0)._field((20, 30))
     src = torch.arange(60 * 70).reshape(60, 70)
     window = (slice(2, 18), slice(3, 25))
     narrow = _deform._gather_nearest(src, field, *window, (-20, -20), 100)

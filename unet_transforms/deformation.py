@@ -131,7 +131,7 @@ class Deformation(Configurable):
             size, displacement=displacement, angles=angles, scale=scale, flips=flips
         )
 
-    def field(self, size: Sequence[int]) -> torch.Tensor | FactoredField:
+    def _field(self, size: Sequence[int]) -> torch.Tensor | FactoredField:
         """:meth:`sample`, with the same draws, kept factored in 2-D (for the crops): its
         ``dense()`` is what :meth:`sample` returns; 3-D fields are returned dense."""
         if len(size) != 2:

@@ -143,7 +143,7 @@ class OverlapTileCrop(Configurable, TileTransform):
             # one field per tile, over the input window (labels take its centre part)
             # (factored in 2-D: each leaf computes only the part of the field it reads)
             params["fields"] = [
-                self.deform.field(self.geometry.input_size) for _ in params["tiles"]
+                self.deform._field(self.geometry.input_size) for _ in params["tiles"]
             ]
         return params
 
