@@ -326,6 +326,25 @@ def _fill_last_axis(
             dst[..., before + size :] = right[chunk]
 
 
+def _fits_reflect_kernel(
+    x: torch.Tensor, out: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
+) -> bool:
+    """Whether torch's reflection_pad2d kernel fills ``out`` best (see the constants)."""
+    return (
+        mode == "reflect"
+        and len(pads) >= 2
+        and not any(any(pad) for pad in pads[:-2])  # so that out is one contiguous block
+        and x.device.type == "cpu"
+        and x.dtype in _REFLECT_KERNEL_DTYPES
+        and x.numel() > 0
+        and x.is_contiguous()
+        and not (x.is_conj() or x.is_neg())
+        and out.numel() * out.itemsize >= _REFLECT_KERNEL_MIN_BYTES
+        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
+        and all(p < s for pair, s in zip(pads[-2:], x.shape[-2:], strict=True) for p in pair)
+    )
+
+
 def _mirror_pad_tensor(
     x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
 ) -> torch.Tensor:
@@ -368,19 +387,7 @@ def _mirror_pad_tensor(
     # the image and the last axis's strips in one pass, where they are no wider than
     # one reflection and both tensors have numpy views
     done = n  # axes from here on are filled
-    if (
-        mode == "reflect"
-        and n >= 2
-        and not any(any(pad) for pad in pads[:-2])  # so that out is one contiguous block
-        and x.device.type == "cpu"
-        and x.dtype in _REFLECT_KERNEL_DTYPES
-        and x.numel()
-        and x.is_contiguous()
-        and not (x.is_conj() or x.is_neg())
-        and out.numel() * out.itemsize >= _REFLECT_KERNEL_MIN_BYTES
-        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
-        and all(p < s for pair, s in zip(pads[-2:], x.shape[-2:], strict=True) for p in pair)
-    ):
+    if _fits_reflect_kernel(x, out, pads, mode):
         # the last two axes by torch's reflection pad kernel (pads narrower than the
         # axis, as it requires), every leading axis as one axis of planes
         (top, bottom), (left, right) = pads[-2:]
