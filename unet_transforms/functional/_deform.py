@@ -281,13 +281,15 @@ class FactoredField(NamedTuple):
     values each cost a fraction of the dense field. ``curvature`` bounds
     ``|d2 c / di2| + |d2 c / dj2|`` of either component (in pixels^-1): the bicubic
     displacement's, the affine part has none. ``integral``: the field may consist of
-    integers (no displacement was drawn).
+    integers (no displacement was drawn). ``interleaved`` is ``right`` as
+    ``(r, cols, 2)``, component 1 (x, as ``grid_sample`` reads it) first.
     """
 
     left: torch.Tensor
     right: torch.Tensor
     curvature: float
     integral: bool
+    interleaved: torch.Tensor
 
     def dense(self) -> torch.Tensor:
         """The ``(2, rows, cols)`` coordinates, as :func:`deformation_coords` returns them."""
@@ -321,7 +323,8 @@ def factored_field(
             for g, n in zip(displacement.shape[1:], size, strict=True)
         ]
         curvature = _CUBIC_CURVATURE * spread * (ratios[0] ** 2 + ratios[1] ** 2)
-    return FactoredField(left, right, curvature, displacement is None)
+    interleaved = right.flip(0).permute(1, 2, 0).contiguous()
+    return FactoredField(left, right, curvature, displacement is None, interleaved)
 
 
 @functools.lru_cache(maxsize=64)
@@ -378,17 +381,18 @@ def _field_grid(
 ) -> torch.Tensor:
     """``grid_sample``'s ``(1, h, w, 2)`` grid of a window of the field over a region of
     size ``spatial`` whose first pixel is at ``start``: the normalisation (``align_corners``)
-    folded into ``right``, whose columns interleave the components (x first), so that one
+    folded into ``right`` (its columns interleaving the components, x first), so that one
     product writes the grid in the layout ``grid_sample`` reads."""
-    left = field.left[0, rows].to(dtype)  # the same for both components
-    scale = [2 / max(spatial[1] - 1, 1), 2 / max(spatial[0] - 1, 1)]
-    shift = [-1 - start[1] * scale[0], -1 - start[0] * scale[1]]
-    right = field.right[[1, 0], :, cols].to(dtype)
-    right.mul_(torch.tensor(scale, dtype=dtype)[:, None, None])
-    right[:, -1].add_(torch.tensor(shift, dtype=dtype)[:, None])  # the constant terms
-    width = right.shape[2]
-    grid = torch.mm(left, right.permute(1, 2, 0).reshape(right.shape[1], 2 * width))
-    return grid.view(1, left.shape[0], width, 2)
+    left = field.left[0, rows]  # the same for both components
+    right = field.interleaved[:, cols]
+    if dtype != left.dtype:
+        left, right = left.to(dtype), right.to(dtype)
+    sx, sy = 2 / max(spatial[1] - 1, 1), 2 / max(spatial[0] - 1, 1)
+    factors = torch.tensor([sx, sy, -1 - start[1] * sx, -1 - start[0] * sy], dtype=dtype)
+    right = right * factors[:2]  # a new (r, w, 2) tensor, laid out as right
+    right[-1] += factors[2:]  # the constant terms
+    rows_out, width = left.shape[0], right.shape[1]
+    return torch.mm(left, right.view(right.shape[0], 2 * width)).view(1, rows_out, width, 2)
 
 
 def _gather_nearest(
