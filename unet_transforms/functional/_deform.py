@@ -303,8 +303,20 @@ def factored_field(
     scale: float,
     flips: Sequence[bool],
 ) -> FactoredField:
-    """:func:`deformation_coords` of a 2-D window (arguments already checked), factored:
-    ``factored_field(...).dense()`` equals ``deformation_coords(size, ...)``."""
+    """:func:`deformation_coords` of a 2-D window, factored.
+
+    Args:
+        size: The window's ``(rows, cols)``.
+        displacement: ``(2, g0, g1)`` displacements at the coarse grid, or ``None``.
+        angles: At most one rotation angle, in degrees.
+        scale: Zoom factor (> 0).
+        flips: Per axis, whether to mirror the window.
+
+    Returns:
+        The :class:`FactoredField`; its ``dense()`` equals
+        ``deformation_coords(size, displacement=..., ...)`` exactly. The arguments are
+        not checked again (:class:`~unet_transforms.Deformation` draws them).
+    """
     angle = math.radians(angles[0]) if angles and angles[0] != 0 else 0.0
     cos, sin = (math.cos(angle), math.sin(angle)) if angle else (1.0, 0.0)
     f0, f1 = (-1.0 if f else 1.0 for f in (*flips, False, False)[:2])
@@ -336,13 +348,22 @@ def _sample_index(start: int, stop: int, stride: int) -> torch.Tensor:
 def field_bounds(
     field: FactoredField, rows: slice, cols: slice
 ) -> tuple[list[float], list[float]] | None:
-    """Per component, a low and a high bound of the field over a window, or ``None`` when
-    the sampled coordinates are all integers (the exact dense path then decides).
+    """Per component, a low and a high bound of the field over a window.
 
     The window is sampled on a grid of stride ``s`` that includes its edges, then widened
     by ``s**2 / 8`` times the field's curvature (a function exceeds its bilinear
     interpolation between samples by at most that, and the interpolation stays within the
-    samples) and a float32 rounding margin. Conservative: every coordinate lies inside.
+    samples) and a float32 rounding margin. Conservative: every coordinate lies inside,
+    within about a quarter of a pixel.
+
+    Args:
+        field: The field.
+        rows: The window's rows (a slice of ``range(rows)``, step 1).
+        cols: The window's columns.
+
+    Returns:
+        ``(low, high)``, one float per component; ``None`` when the field may be
+        integral and the samples are all integers (the exact dense path then decides).
     """
     r0, r1, _ = rows.indices(field.left.shape[1])
     c0, c1, _ = cols.indices(field.right.shape[2])
@@ -432,12 +453,25 @@ def deform_factored(
     interpolation: Interpolation,
     read: Callable[[Box], Any],
 ) -> torch.Tensor | None:
-    """:func:`deform_tile` of a 2-D window of a factored field, for a CPU tensor ``x``.
+    """:func:`deform_tile` of a 2-D window of a factored field, for a CPU tensor.
 
-    ``origin`` is the image position of the field's coordinate 0; ``read(box)`` reads a
-    box mirrored (or filled) outside the image, as the crop does; inside the image the
-    tensor is read directly (labels: one gather from the whole tensor). Returns ``None``
-    when the sampled coordinates are all integers: the dense path then decides exactly.
+    Reads the conservative source box of the window's coordinates: inside the image
+    directly (nearest: one gather from the whole tensor), else through ``read``.
+    Bilinear and bicubic sample it with one ``grid_sample`` on a grid that one matrix
+    product writes.
+
+    Args:
+        x: A dense CPU tensor, ``(..., H, W)``.
+        field: The field over the tile's input window.
+        window: The rows and columns of the field this leaf reads.
+        origin: Image position of the field's coordinate 0, per axis.
+        interpolation: ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
+        read: Reads a box of ``x`` mirrored (or filled) outside the image, as the
+            crop does.
+
+    Returns:
+        The deformed window as a plain tensor of ``x``'s dtype, or ``None`` when the
+        sampled coordinates are all integers (the exact dense path then decides).
     """
     bounds = field_bounds(field, *window)
     if bounds is None:
