@@ -245,12 +245,13 @@ def _factors_2d(
     coef = torch.tensor([m00, 0.0, centre[0], m01, m10, 0.0, centre[1], m11])
     if displacement is None:
         left, basis, _ = _static_2d(rows, cols, 0)
-        return left, torch.matmul(coef.view(2, 2, 2), basis)
+        return left, torch.mm(coef.view(4, 2), basis).view(2, 2, cols)
     d = _check_displacement(displacement, 2).to(torch.float32)
     g0, g1 = d.shape[1:]
     left, basis, _ = _static_2d(rows, cols, g0)
     upsampled = torch.mm(d.reshape(2 * g0, g1), _cubic_rows(g1, cols)).view(2, g0, cols)
-    return left, torch.cat([upsampled, torch.matmul(coef.view(2, 2, 2), basis)], dim=1)
+    affine = torch.mm(coef.view(4, 2), basis).view(2, 2, cols)
+    return left, torch.cat([upsampled, affine], dim=1)
 
 
 def _check_displacement(displacement: object, ndim: int) -> torch.Tensor:
@@ -282,7 +283,9 @@ class FactoredField(NamedTuple):
     ``|d2 c / di2| + |d2 c / dj2|`` of either component (in pixels^-1): the bicubic
     displacement's, the affine part has none. ``integral``: the field may consist of
     integers (no displacement was drawn). ``interleaved`` is ``right`` as
-    ``(r, cols, 2)``, component 1 (x, as ``grid_sample`` reads it) first.
+    ``(r, cols, 2)``, component 1 (x, as ``grid_sample`` reads it) first. ``samples``:
+    with a displacement, the field at every ``stride``-th row and column and the last
+    ones (``(2, nr, nc)``), which every window's bound reads.
     """
 
     left: torch.Tensor
@@ -290,6 +293,8 @@ class FactoredField(NamedTuple):
     curvature: float
     integral: bool
     interleaved: torch.Tensor
+    stride: int
+    samples: torch.Tensor | None
 
     def dense(self) -> torch.Tensor:
         """The ``(2, rows, cols)`` coordinates, as :func:`deformation_coords` returns them."""
@@ -336,7 +341,34 @@ def factored_field(
         ]
         curvature = _CUBIC_CURVATURE * spread * (ratios[0] ** 2 + ratios[1] ** 2)
     interleaved = right.flip(0).permute(1, 2, 0).contiguous()
-    return FactoredField(left, right, curvature, displacement is None, interleaved)
+    stride = _stride(curvature)
+    samples = None
+    if displacement is not None:  # (without, the fields are cheap to sample per window)
+        samples = _sampled(left, right, (0, size[0]), (0, size[1]), stride)
+    return FactoredField(
+        left, right, curvature, displacement is None, interleaved, stride, samples
+    )
+
+
+def _stride(curvature: float) -> int:
+    """The sampling stride that keeps the curvature margin ``s**2 / 8 * curvature`` near
+    ``_BOUND_SLACK`` pixels."""
+    if curvature == 0:
+        return _MAX_STRIDE
+    return max(1, min(_MAX_STRIDE, int(math.sqrt(8 * _BOUND_SLACK / curvature))))
+
+
+def _sampled(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    stride: int,
+) -> torch.Tensor:
+    """The field at every ``stride``-th row and column of a window and its last ones:
+    sample ``(i, j)`` at ``(min(r0 + i * stride, r1 - 1), min(c0 + j * stride, c1 - 1))``."""
+    left = left.index_select(1, _sample_index(*rows, stride))
+    return torch.bmm(left, right.index_select(2, _sample_index(*cols, stride)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -350,11 +382,13 @@ def field_bounds(
 ) -> tuple[list[float], list[float]] | None:
     """Per component, a low and a high bound of the field over a window.
 
-    The window is sampled on a grid of stride ``s`` that includes its edges, then widened
-    by ``s**2 / 8`` times the field's curvature (a function exceeds its bilinear
-    interpolation between samples by at most that, and the interpolation stays within the
-    samples) and a float32 rounding margin. Conservative: every coordinate lies inside,
-    within about a quarter of a pixel.
+    The extremes of the field's samples at the rows and columns of stride ``s`` that
+    enclose the window (or, for a field without displacement, of the window sampled with
+    its edges), widened by ``s**2 / 8`` times the field's curvature (a function exceeds
+    its bilinear interpolation between samples by at most that, and the interpolation
+    stays within the samples) and a float32 rounding margin. Conservative: every
+    coordinate lies inside, within about a quarter of a pixel plus the field's change
+    over less than ``s`` pixels beyond the window's edges.
 
     Args:
         field: The field.
@@ -367,27 +401,21 @@ def field_bounds(
     """
     r0, r1, _ = rows.indices(field.left.shape[1])
     c0, c1, _ = cols.indices(field.right.shape[2])
-    curvature = field.curvature
-    stride = (
-        _MAX_STRIDE
-        if curvature == 0
-        else max(1, min(_MAX_STRIDE, int(math.sqrt(8 * _BOUND_SLACK / curvature))))
-    )
-    left = (
-        field.left[:, r0:r1]
-        if r1 - r0 <= stride
-        else field.left.index_select(1, _sample_index(r0, r1, stride))
-    )
-    right = (
-        field.right[:, :, c0:c1]
-        if c1 - c0 <= stride
-        else field.right.index_select(2, _sample_index(c0, c1, stride))
-    )
-    samples = torch.bmm(left, right).reshape(2, -1)
-    if field.integral and torch.equal(samples, samples.round()):
-        return None
+    stride = field.stride
+    if field.samples is None:  # sampled here, window edges included: exact integers
+        samples = _sampled(field.left, field.right, (r0, r1), (c0, c1), stride)
+        samples = samples.reshape(2, -1)
+        if field.integral and torch.equal(samples, samples.round()):
+            return None
+    else:
+        # the sample rows and columns that enclose the window (sample i is at i * stride,
+        # or at the last row): every pixel of it lies in a cell between them
+        n_r, n_c = field.samples.shape[1:]
+        i0, i1 = r0 // stride, min(-(-(r1 - 1) // stride), n_r - 1)
+        j0, j1 = c0 // stride, min(-(-(c1 - 1) // stride), n_c - 1)
+        samples = field.samples[:, i0 : i1 + 1, j0 : j1 + 1].reshape(2, -1)
     lows, highs = (t.tolist() for t in torch.aminmax(samples, dim=1))
-    margin = (stride * stride / 8 * curvature if stride > 1 else 0.0) + 0.01
+    margin = (stride * stride / 8 * field.curvature if stride > 1 else 0.0) + 0.01
     margin += 1e-5 * max(abs(v) for v in (*lows, *highs))  # float32 rounding of the products
     return [v - margin for v in lows], [v + margin for v in highs]
 
