@@ -322,3 +322,20 @@ def test_tiles_of_another_dtype_are_refused_not_cast():
         ValueError, match=r"dtype torch.uint8 of the first tile, got .* torch.float32"
     ):
         merger.add(1, torch.full((1, 4, 4), 0.7))
+
+
+@given(
+    size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    blend=st.sampled_from(["gaussian", "hann"]),
+    seed=st.integers(0, 100),
+)
+def test_blending_in_place_equals_holding_the_parts_bit_for_bit(size, blend, seed):
+    """Without out= the weighted outputs are summed in the result; with it, per window."""
+    grid = TileGrid(size, TileGeometry(12, 10, step=6))
+    outputs = tile_outputs(grid, channels=2, seed=seed)
+    order = torch.randperm(len(grid), generator=torch.Generator().manual_seed(seed)).tolist()
+    in_place = merge(grid, outputs, order=order, blend=blend)
+    held = merge(grid, outputs, order=order, blend=blend, out=torch.empty(2, *size))
+    assert torch.equal(in_place, held)
+    labels = merge(grid, outputs, order=order, blend=blend, output="labels")
+    assert torch.equal(labels, in_place.max(dim=0).indices.byte())

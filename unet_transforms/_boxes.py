@@ -6,7 +6,7 @@ from typing import Any
 
 from .functional._tile import Box
 
-__all__ = ["intersect", "relative"]
+__all__ = ["intersect", "relative", "shift", "slices"]
 
 
 def intersect(a: Box, b: Box) -> Box | None:
@@ -15,9 +15,16 @@ def intersect(a: Box, b: Box) -> Box | None:
     return None if any(lo >= hi for lo, hi in box) else box
 
 
+def shift(box: Box, to: Box) -> Box:
+    """``box`` in the coordinates of ``to`` (which holds it)."""
+    return tuple((lo - t, hi - t) for (lo, hi), (t, _) in zip(box, to, strict=True))
+
+
+def slices(box: Box) -> tuple[Any, ...]:
+    """``(..., *slices)`` indexing ``box`` in the trailing axes."""
+    return (Ellipsis, *(slice(lo, hi) for lo, hi in box))
+
+
 def relative(box: Box, to: Box) -> tuple[Any, ...]:
     """``(..., *slices)`` of ``box`` in the coordinates of ``to`` (which holds it)."""
-    return (
-        Ellipsis,
-        *(slice(lo - t, hi - t) for (lo, hi), (t, _) in zip(box, to, strict=True)),
-    )
+    return slices(shift(box, to))

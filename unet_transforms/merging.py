@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._boxes import intersect, relative
+from ._boxes import intersect, relative, shift, slices
 from ._checks import is_int
 from ._chunks import ChunkWriter, is_zarr, storage_unit, stored_units, unit_boxes
 from ._model import check_flag, numpy_dtype, parse_device
@@ -183,24 +183,32 @@ class _Cell:
 
     Parts are summed when the last one arrives, in the order they came: until then a
     window that only a neighbour's border has reached holds that thin strip, not a
-    buffer of its own size.
+    buffer of its own size. A part is ``(here, there, weighted)``: its box relative to
+    the window, its box relative to its tile's output, and its weighted values (``None``
+    when the merger sums them in place, in its result).
     """
 
-    __slots__ = ("parts", "remaining")
+    __slots__ = ("box", "parts", "remaining")
 
-    def __init__(self, remaining: int) -> None:
-        self.parts: list[tuple[tuple[Any, ...], torch.Tensor, torch.Tensor]] = []
+    def __init__(self, box: Box, remaining: int) -> None:
+        self.box = box
+        self.parts: list[tuple[Box, Box, torch.Tensor | None]] = []
         self.remaining = remaining
 
-    def merged(self, lead: tuple[int, ...], size: tuple[int, ...]) -> torch.Tensor:
+    def merged(self, lead: tuple[int, ...], norm: torch.Tensor) -> torch.Tensor:
         """The weighted average ``sum(weight * output) / sum(weight)`` of the parts."""
-        first = self.parts[0][1]
-        total = first.new_zeros((*lead, *size))
-        weight = first.new_zeros(size)
-        for here, weighted, weights in self.parts:
-            total[here] += weighted
-            weight[here] += weights
-        return total / weight
+        total = norm.new_zeros((*lead, *norm.shape))
+        for here, _, weighted in self.parts:
+            assert weighted is not None  # held: the merger does not sum in place
+            total[slices(here)] += weighted
+        return total.div_(norm)
+
+    def norm_key(self) -> tuple[tuple[Box, Box], ...]:
+        """What the window's sum of weights depends on: where its parts lie."""
+        return tuple((here, there) for here, there, _ in self.parts)
+
+
+_MAX_NORMS = 256  # sums of weights kept: a regular grid has a few patterns (edges, corners)
 
 
 class TileMerger(Configurable):
@@ -327,6 +335,8 @@ class TileMerger(Configurable):
         self._dtype: torch.dtype | None = None
         self._result: Any = None
         self._device_weights: torch.Tensor | None = None
+        self._norms: dict[tuple[tuple[Box, Box], ...], torch.Tensor] = {}
+        self._in_place = False
 
     # ------------------------------------------------------------------ checks
     def _check_region(self, region: object) -> Box:
@@ -484,6 +494,12 @@ class TileMerger(Configurable):
             device = self._device or first.device
             self._result = self._allocate(shape, dtype, device)
         self._lead, self._tile_dtype, self._dtype = lead, first.dtype, dtype
+        # blended logits into a result of its own: the weighted outputs are summed in
+        # place, in arrival order as the parts would be (the same values, bit for bit)
+        # and each keep window is divided by its sum of weights once complete
+        self._in_place = self._weights is not None and self.output == "logits" and self.out is None
+        if self._in_place:
+            self._result.zero_()
 
     def _allocate(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
         with torch.inference_mode(False):  # a normal tensor, usable with autograd
@@ -552,23 +568,46 @@ class TileMerger(Configurable):
         if weights is None or weights.device != output.device or weights.dtype != accumulate:
             weights = self._device_weights = self._weights.to(output.device, accumulate)
         weighted = output.to(accumulate) * weights
+        if self._in_place:
+            into = self._result[relative(reach, self._box)]
+            into += weighted[relative(reach, tile.output_box)].to(into.device)
         grid = self.grid
         for position in itertools.product(*grid.overlapping(reach, "keep")):
             c = grid.flat_index(position)
             if self._needed is not None and c not in self._needed:
                 continue  # its storage units are stored already
-            cell_box = intersect(grid[c].keep_box, self._box)
-            assert cell_box is not None  # it meets reach, which is inside the region
             cell = self._pending.get(c)
             if cell is None:
+                cell_box = intersect(grid[c].keep_box, self._box)
+                assert cell_box is not None  # it meets reach, which is inside the region
                 reaching = math.prod(len(r) for r in grid.overlapping(cell_box, "output"))
-                cell = self._pending[c] = _Cell(reaching)
-            part = intersect(cell_box, tile.output_box)
+                cell = self._pending[c] = _Cell(cell_box, reaching)
+            part = intersect(cell.box, tile.output_box)
             assert part is not None
-            here, there = relative(part, cell_box), relative(part, tile.output_box)
-            cell.parts.append((here, weighted[there].clone(), weights[there]))
+            there = shift(part, tile.output_box)
+            held = None if self._in_place else weighted[slices(there)].clone()
+            cell.parts.append((shift(part, cell.box), there, held))
             cell.remaining -= 1
             if cell.remaining == 0:
                 del self._pending[c]
-                size = tuple(hi - lo for lo, hi in cell_box)
-                self._write(c, cell_box, cell.merged(weighted.shape[: -len(size)], size))
+                norm = self._norm(cell, weights)
+                if self._in_place:
+                    window = self._result[relative(cell.box, self._box)]
+                    window.div_(norm.to(window.device))
+                    self._open_cells -= 1
+                else:
+                    lead = weighted.shape[: weighted.ndim - len(part)]
+                    self._write(c, cell.box, cell.merged(lead, norm))
+
+    def _norm(self, cell: _Cell, weights: torch.Tensor) -> torch.Tensor:
+        """The sum of the weights over a keep window, cached by where its parts lie."""
+        key = cell.norm_key()
+        norm = self._norms.get(key)
+        if norm is None or norm.device != weights.device or norm.dtype != weights.dtype:
+            norm = weights.new_zeros(tuple(hi - lo for lo, hi in cell.box))
+            for here, there in key:
+                norm[slices(here)] += weights[slices(there)]
+            if len(self._norms) >= _MAX_NORMS:
+                self._norms.clear()
+            self._norms[key] = norm
+        return norm
