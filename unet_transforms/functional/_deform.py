@@ -413,7 +413,8 @@ def field_bounds(
         n_r, n_c = field.samples.shape[1:]
         i0, i1 = r0 // stride, min(-(-(r1 - 1) // stride), n_r - 1)
         j0, j1 = c0 // stride, min(-(-(c1 - 1) // stride), n_c - 1)
-        samples = field.samples[:, i0 : i1 + 1, j0 : j1 + 1].reshape(2, -1)
+        samples = field.samples.narrow(1, i0, i1 + 1 - i0).narrow(2, j0, j1 + 1 - j0)
+        samples = samples.reshape(2, -1)
     lows, highs = (t.tolist() for t in torch.aminmax(samples, dim=1))
     margin = (stride * stride / 8 * field.curvature if stride > 1 else 0.0) + 0.01
     margin += 1e-5 * max(abs(v) for v in (*lows, *highs))  # float32 rounding of the products
@@ -432,16 +433,20 @@ def _field_grid(
     size ``spatial`` whose first pixel is at ``start``: the normalisation (``align_corners``)
     folded into ``right`` (its columns interleaving the components, x first), so that one
     product writes the grid in the layout ``grid_sample`` reads."""
-    left = field.left[0, rows]  # the same for both components
-    right = field.interleaved[:, cols]
+    (r0, r1, _), (c0, c1, _) = (
+        rows.indices(field.left.shape[1]),
+        cols.indices(field.right.shape[2]),
+    )
+    # (narrow and select: tensor indexing costs more than these small products)
+    left = field.left.select(0, 0).narrow(0, r0, r1 - r0)  # the same for both components
+    right = field.interleaved.narrow(1, c0, c1 - c0)
     if dtype != left.dtype:
         left, right = left.to(dtype), right.to(dtype)
     sx, sy = 2 / max(spatial[1] - 1, 1), 2 / max(spatial[0] - 1, 1)
-    factors = torch.tensor([sx, sy, -1 - start[1] * sx, -1 - start[0] * sy], dtype=dtype)
-    right = right * factors[:2]  # a new (r, w, 2) tensor, laid out as right
-    right[-1] += factors[2:]  # the constant terms
-    rows_out, width = left.shape[0], right.shape[1]
-    return torch.mm(left, right.view(right.shape[0], 2 * width)).view(1, rows_out, width, 2)
+    factors = torch.tensor([[sx, sy], [-1 - start[1] * sx, -1 - start[0] * sy]], dtype=dtype)
+    right = right * factors.select(0, 0)  # a new (r, w, 2) tensor, laid out as right
+    right.select(0, -1).add_(factors.select(0, 1))  # the constant terms
+    return torch.mm(left, right.view(right.shape[0], -1)).view(1, r1 - r0, c1 - c0, 2)
 
 
 def _gather_nearest(
@@ -455,8 +460,13 @@ def _gather_nearest(
     """``src`` (``(..., H, W)``) at the window's coordinates rounded, ``first`` being the
     field-frame position of ``src``'s first pixel and ``reach`` a bound of the rounded
     coordinates' magnitude: one linear index, one gather."""
-    left, right = field.left[0, rows], field.right[:, :, cols]
-    height, width = left.shape[0], right.shape[2]
+    (r0, r1, _), (c0, c1, _) = (
+        rows.indices(field.left.shape[1]),
+        cols.indices(field.right.shape[2]),
+    )
+    left = field.left.select(0, 0).narrow(0, r0, r1 - r0)
+    right = field.right.narrow(2, c0, c1 - c0)
+    height, width = r1 - r0, c1 - c0
     # both components in one product: (h, 2, w)
     coords = torch.mm(left, right.transpose(0, 1).reshape(right.shape[1], -1))
     coords = coords.view(height, 2, width).round_()
@@ -466,7 +476,7 @@ def _gather_nearest(
     # int32 indices when they hold every intermediate value (row * width + column, offset)
     small = (reach + 1) * (src_width + 1) + abs(offset) < 2**31
     index = coords.to(torch.int32 if small else torch.int64)
-    linear = torch.add(index[:, 1], index[:, 0], alpha=src_width)
+    linear = torch.add(index.select(1, 1), index.select(1, 0), alpha=src_width)
     if offset:
         linear.sub_(offset)
     out = src.reshape(*lead, -1).index_select(len(lead), linear.reshape(-1))
@@ -521,8 +531,8 @@ def deform_factored(
         region = read(box).as_subclass(torch.Tensor).contiguous()
         return _gather_nearest(region, field, *window, start, reach)
     if inside:
-        inner: tuple[Any, ...] = (Ellipsis, *(slice(a, b) for a, b in box))
-        region = x[inner]
+        (a0, b0), (a1, b1) = box
+        region = x.narrow(-2, a0, b0 - a0).narrow(-1, a1, b1 - a1)
     else:
         region = read(box).as_subclass(torch.Tensor)
     size = [b - a for a, b in box]
