@@ -44,6 +44,7 @@ from unet_transforms.dask import predict_dask
 
 CONFIGS = {
     "tiled-1": "predict_tiled, 1 torch thread",
+    "tiled-1-zarr": "predict_tiled, 1 torch thread, reading the zarr store (read ahead)",
     "tiled-n": "predict_tiled, {n} torch threads",
     "tiled-workers": "predict_tiled, workers={n} (1 torch thread each)",
     "dask-threads-ram": "predict_dask, threads ({n}x1), -> RAM",
@@ -129,7 +130,11 @@ def run_one(config: str, folder: Path, repeats: int, workers: int) -> dict[str, 
     times = []
     worker_peaks: list[float] = []
     if config.startswith("tiled"):
-        image = np.load(folder / "image.npy")
+        image = (
+            zarr.open_array(str(folder / "image.zarr"), mode="r")
+            if config.endswith("zarr")
+            else np.load(folder / "image.npy")
+        )
         for _ in range(repeats):
             t0 = time.perf_counter()
             threads = workers if config == "tiled-workers" else 1

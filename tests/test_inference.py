@@ -367,3 +367,45 @@ def test_workers_errors():
     with pytest.raises(RuntimeError, match="broken forward"):
         ut.predict_tiled(Broken(), torch.rand(1, 30, 30), ut.TileGeometry(12, 8), workers=2)
     assert torch.get_num_threads() == threads
+
+
+class ThreadRecording:
+    """An array source (as a memmap or zarr array) that records which thread reads it."""
+
+    def __init__(self, array: np.ndarray, fail_at: int | None = None) -> None:
+        self.array, self.shape, self.dtype = array, array.shape, array.dtype
+        self.threads: list[int] = []
+        self.fail_at = fail_at
+
+    def __getitem__(self, index):
+        import threading
+
+        if self.fail_at is not None and len(self.threads) == self.fail_at:
+            raise OSError("the disk went away")
+        self.threads.append(threading.get_ident())
+        return self.array[index]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+@pytest.mark.parametrize("tta", [None, "flips"])
+def test_array_sources_are_read_ahead_by_a_reader_thread(batch_size, tta):
+    import threading
+
+    net = ValidConvs(in_channels=1, out_channels=2).eval()
+    image = make_tensor((1, 37, 29), seed=3)
+    geometry = TileGeometry(14, 8)
+    source = ThreadRecording(image.numpy())
+    options = {"batch_size": batch_size, "tta": tta}
+    got = predict_tiled(net, source, geometry, **options)
+    assert torch.equal(got, predict_tiled(net, image, geometry, **options))
+    reader = set(source.threads) - {threading.get_ident()}
+    # without augmentation every window is read by the reader thread, ahead of its batch
+    assert len(reader) == (1 if tta is None else 0)
+    assert len(source.threads) >= len(TileGrid((37, 29), geometry))
+
+
+def test_a_failed_read_ahead_raises_in_the_caller():
+    net = ValidConvs(in_channels=1, out_channels=2).eval()
+    source = ThreadRecording(make_tensor((1, 37, 29)).numpy(), fail_at=7)
+    with pytest.raises(OSError, match="the disk went away"):
+        predict_tiled(net, source, TileGeometry(14, 8), batch_size=2)

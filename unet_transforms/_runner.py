@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from ._checks import is_one_of
@@ -123,7 +124,10 @@ def run_tiles(
         tta: The test-time augmentations; ``()`` runs each tile once, as it is.
         workers: Forward calls in flight at once, each in its own thread with its share
             of torch's threads (restored afterwards). Tiles are read and merged in
-            order by the calling thread, so results do not depend on ``workers``.
+            order by the calling thread, so results do not depend on ``workers``. With
+            one worker, no ``tta`` and an array source that is not in memory (a memory
+            map, zarr or h5py array, whose reads may wait on the disk or decompress), a
+            reader thread reads the next batch's windows while the current batch runs.
 
     Raises:
         TypeError, ValueError: If the model returns something other than a tensor of
@@ -216,9 +220,23 @@ def run_tiles(
         if on_batch is not None:
             on_batch(done)
 
-    if workers == 1:
+    in_memory = isinstance(image, torch.Tensor) or type(image) is np.ndarray
+    if workers == 1 and (k > 1 or in_memory):
         for batch in batches(len(units), batch_size):
             chosen, x = prepare(batch)
+            finish(chosen, x, forward(x))
+        return
+    if workers == 1:
+        # an array source (memmap, zarr, h5py): a reader thread reads the next batch's
+        # input windows while this one runs
+        with concurrent.futures.ThreadPoolExecutor(1) as reader:
+            order = iter(batches(len(units), batch_size))
+            ahead = reader.submit(prepare, next(order))
+            for batch in order:
+                chosen, x = ahead.result()
+                ahead = reader.submit(prepare, batch)
+                finish(chosen, x, forward(x))
+            chosen, x = ahead.result()
             finish(chosen, x, forward(x))
         return
     # ``workers`` forwards in flight; tiles are read and merged here, in order
