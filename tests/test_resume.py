@@ -281,3 +281,22 @@ def test_resume_must_be_a_bool_and_takes_one_image():
         predict_tiled(NET, torch.rand(1, 40, 40), TileGeometry(36, 32), resume="yes")
     with pytest.raises(ValueError, match="resume=True takes one"):
         predict_tiled(NET, torch.rand(2, 1, 40, 40), TileGeometry(36, 32), out=target, resume=True)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_resume_in_a_group_and_in_either_zarr_format(tmp_path, zarr_format):
+    """Chunk keys are found for arrays inside a group, and in zarr's v2 and v3 formats."""
+    geometry = TileGeometry(36, 32)
+    image = torch.rand(1, 96, 96)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=zarr_format)
+    target = group.create_array("a/logits", shape=(2, 96, 96), chunks=(2, 32, 64), dtype="f4")
+    # 3 x 3 tiles; tiles 0-3 ran: the first row's units (0, 0) (tiles 0, 1) and (0, 1)
+    # (tile 2) are whole
+    first = StopsAfter(4)
+    with pytest.raises(Interrupted):
+        run(first, image, geometry, target, align="start")
+    assert target.nchunks_initialized == 2
+    second = StopsAfter()
+    run(second, image, geometry, target, align="start")
+    assert second.calls == 9 - 3
+    np.testing.assert_array_equal(target[:], predict_tiled(NET, image, geometry).numpy())
