@@ -537,7 +537,8 @@ def deform_factored(
         region = read(box).as_subclass(torch.Tensor)
     size = [b - a for a, b in box]
     work = _work_dtype(x.dtype)
-    src = region.to(work, memory_format=torch.contiguous_format).reshape(1, -1, *size)
+    # (a copy: grid_sample reads a view of the image twice as slowly; .to may return it)
+    src = region.to(work).contiguous().reshape(1, -1, *size)
     out = torch.nn.functional.grid_sample(
         src,
         _field_grid(field, *window, start, size, work),
