@@ -580,8 +580,12 @@ def test_factored_path_samples_a_copied_region(monkeypatch):
         return grid_sample(src, grid, **kwargs)
 
     monkeypatch.setattr(F, "grid_sample", spy)
-    crop = OverlapTileCrop(GEOMETRY_2D, index=4, deform=Deformation(sigma=3.0))
+    crop = OverlapTileCrop(GEOMETRY_2D, index=112, deform=Deformation(sigma=3.0))
     for dtype in (torch.float32, torch.uint8):
+        image = torch.rand(1, 300, 300).mul(100).to(dtype)
         torch.manual_seed(0)
-        crop(torch.rand(1, 120, 130).mul(100).to(dtype))
+        params = crop.make_params([image])
+        assert all(a > 40 and b < 260 for a, b in params["tiles"][0].input_box)  # inside
+        torch.manual_seed(0)
+        crop(image)
     assert seen == [(True, True)] * 2
