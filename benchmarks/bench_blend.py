@@ -6,8 +6,9 @@ Both run the same windows: ``predict_tiled(blend="gaussian")`` reads the tiles o
 the mirror-extrapolated canvas those tiles cover (which MONAI needs built in memory).
 Reported: median time per call (round robin) and the largest difference of the
 outputs. Also: the cost of ``tta="flips"`` against 4 plain calls, and
-``output="labels"``. Target (issue 13): time <= MONAI's. Memory is not measured here
-(``bench_memory.py`` measures it for the exact path).
+``output="labels"``; and the two engines alone, with a 1x1 convolution as the network
+(its forward costs next to nothing, so what is left is reading, padding, weighting and
+merging the windows). Target (issue 13): time <= MONAI's. Memory: ``bench_memory.py``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def main() -> None:
     table(results, "MONAI gaussian")
     tta = results["predict_tiled tta=flips"] / (4 * results["predict_tiled gaussian"])
     print(f"tta=flips / (4 x plain) = {tta:.3f}")
+    # the engines alone: a network whose forward costs next to nothing
+    torch.manual_seed(0)
+    pointwise = torch.nn.Conv2d(1, 2, 1).eval()
+    engines = round_robin(
+        {
+            "engine: predict_tiled gaussian": lambda: ours(pointwise, image, geometry),
+            "engine: MONAI gaussian": lambda: theirs(pointwise, image, geometry),
+        },
+        repeats,
+        warmup=1,
+    )
+    print(f"\n# the engines alone (a 1x1 convolution as the network), {size}^2")
+    table(engines, "engine: MONAI gaussian")
     footer()
 
 

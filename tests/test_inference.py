@@ -229,9 +229,9 @@ def test_batched_result_is_one_preallocated_buffer(monkeypatch):
     allocations = []
     real = inference.empty_like_shape
 
-    def counting(shape, dtype, device):
+    def counting(shape, dtype, device, zeros):
         allocations.append(tuple(shape))
-        return real(shape, dtype, device)
+        return real(shape, dtype, device, zeros)
 
     monkeypatch.setattr(inference, "empty_like_shape", counting)
     model = ValidConvs().eval()
@@ -241,6 +241,12 @@ def test_batched_result_is_one_preallocated_buffer(monkeypatch):
     for b in range(3):
         expected = predict_tiled(model, images[b], TileGeometry(18, 12))
         assert torch.equal(out[b], expected.argmax(0).byte())
+    # blended logits are summed in place into the one result, allocated as zeros
+    blended = TileGeometry(18, 12, step=8)
+    out = predict_tiled(model, images, blended, blend="gaussian")
+    assert allocations[1:] == [(3, 3, 25, 31)]
+    for b in range(3):
+        assert torch.equal(out[b], predict_tiled(model, images[b], blended, blend="gaussian"))
 
 
 @pytest.mark.parametrize("kind", ["tensor", "memmap", "zarr"])

@@ -267,11 +267,16 @@ class _BatchResult:
         return _Indexed(self.out, b)
 
     def allocate(
-        self, b: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+        self,
+        b: int,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        zeros: bool,
     ) -> torch.Tensor:
-        if self.full is None:
+        if self.full is None:  # the samples' mergers are alike: the first one allocates
             with torch.inference_mode(False):
-                self.full = empty_like_shape((self.size, *shape), dtype, device)
+                self.full = empty_like_shape((self.size, *shape), dtype, device, zeros)
         view: torch.Tensor = self.full[b]
         return view
 
@@ -283,8 +288,10 @@ class _SampleMerger(TileMerger):
         super().__init__(grid, **options)
         self._batch, self._b = batch, b
 
-    def _allocate(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
-        return self._batch.allocate(self._b, shape, dtype, device)
+    def _allocate(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeros: bool
+    ) -> Any:
+        return self._batch.allocate(self._b, shape, dtype, device, zeros)
 
 
 class _Indexed:

@@ -340,6 +340,8 @@ class TileMerger(Configurable):
         self._device_weights: torch.Tensor | None = None
         self._norms: dict[tuple[tuple[Box, Box], ...], torch.Tensor] = {}
         self._in_place = False
+        # C-order strides of the grid's positions (its flat indices, without the checks)
+        self._strides = tuple(math.prod(grid.shape[a + 1 :]) for a in range(len(grid.shape)))
 
     # ------------------------------------------------------------------ checks
     def _check_region(self, region: object) -> Box:
@@ -490,23 +492,23 @@ class TileMerger(Configurable):
         channels = lead[0] if lead else 1
         dtype = result_dtype(self.output, channels, first.dtype, self.blend)
         shape = (*(() if self.output == "labels" else lead), *self._size)
+        # blended logits into a result of its own: the weighted outputs are summed in
+        # place, in arrival order as the parts would be (the same values, bit for bit)
+        # and each keep window is divided by its sum of weights once complete
+        self._in_place = self._weights is not None and self.output == "logits" and self.out is None
         if self.out is not None:
             self._check_out(self.out, shape, dtype)
             self._result = self.out
         else:
             device = self._device or first.device
-            self._result = self._allocate(shape, dtype, device)
+            self._result = self._allocate(shape, dtype, device, zeros=self._in_place)
         self._lead, self._tile_dtype, self._dtype = lead, first.dtype, dtype
-        # blended logits into a result of its own: the weighted outputs are summed in
-        # place, in arrival order as the parts would be (the same values, bit for bit)
-        # and each keep window is divided by its sum of weights once complete
-        self._in_place = self._weights is not None and self.output == "logits" and self.out is None
-        if self._in_place:
-            self._result.zero_()
 
-    def _allocate(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
+    def _allocate(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeros: bool
+    ) -> Any:
         with torch.inference_mode(False):  # a normal tensor, usable with autograd
-            return empty_like_shape(shape, dtype, device)
+            return empty_like_shape(shape, dtype, device, zeros)
 
     def _chunk_writer(self, out: Any) -> ChunkWriter | None:
         """Whole-unit writes into a chunked ``out``; with ``resume``, the units to skip."""
@@ -576,7 +578,7 @@ class TileMerger(Configurable):
             into += weighted[relative(reach, tile.output_box)].to(into.device)
         grid = self.grid
         for position in itertools.product(*grid.overlapping(reach, "keep")):
-            c = grid.flat_index(position)
+            c = sum(p * n for p, n in zip(position, self._strides, strict=True))
             if self._needed is not None and c not in self._needed:
                 continue  # its storage units are stored already
             cell = self._pending.get(c)

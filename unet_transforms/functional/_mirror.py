@@ -168,14 +168,17 @@ def normalize_padding(padding: object, name: str = "padding") -> tuple[tuple[int
 
 
 def empty_like_shape(
-    shape: Sequence[int], dtype: torch.dtype, device: torch.device
+    shape: Sequence[int], dtype: torch.dtype, device: torch.device, zeros: bool = False
 ) -> torch.Tensor:
-    """Allocates an uninitialised tensor, through numpy's allocator for big CPU buffers."""
+    """Allocates an uninitialised tensor (zeros with ``zeros``), through numpy's allocator
+    for big CPU buffers (whose zeros are the kernel's fresh pages: no pass to clear)."""
     np_dtype = _NUMPY_DTYPES.get(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if device.type == "cpu" and np_dtype is not None and nbytes >= _NUMPY_ALLOC_MIN_BYTES:
-        return torch.from_numpy(np.empty(tuple(shape), dtype=np_dtype))
-    return torch.empty(tuple(shape), dtype=dtype, device=device)
+        allocate = np.zeros if zeros else np.empty
+        return torch.from_numpy(allocate(tuple(shape), dtype=np_dtype))
+    allocate_tensor = torch.zeros if zeros else torch.empty
+    return allocate_tensor(tuple(shape), dtype=dtype, device=device)
 
 
 def mirror_pad(
