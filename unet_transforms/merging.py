@@ -383,14 +383,16 @@ class TileMerger(Configurable):
                 f"{dtype} without loss"
             )
 
-    def _index(self, tile: object) -> int:
+    def _tile(self, tile: object) -> Tile:
+        """The grid's tile for a Tile or an index (checked)."""
         if isinstance(tile, Tile):
             if tile.index < 0 or self.grid[tile.index] != tile:
                 raise ValueError(f"tile must be a tile of the merger's grid, got {tile!r}")
-            return tile.index
+            return tile
         if not is_int(tile):
             raise TypeError(f"tile must be a Tile or an int index, got {type(tile).__name__}")
-        return self.grid[tile].index  # type: ignore[index]
+        found: Tile = self.grid[tile]  # type: ignore[index]
+        return found
 
     # ------------------------------------------------------------------ tiles
     def tile_indices(self) -> list[int]:
@@ -433,7 +435,8 @@ class TileMerger(Configurable):
             ValueError: If its shape does not fit the grid or the earlier tiles, or the
                 tile was added before.
         """
-        index = self._index(tile)
+        tile = self._tile(tile)
+        index = tile.index
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"output must be a tensor, got {type(output).__name__}")
         if output.is_complex():
@@ -466,9 +469,9 @@ class TileMerger(Configurable):
             centre = tuple((m, m + o) for m, o in zip(g.margin, g.output_size, strict=True))
             output = output[relative(centre, tuple((0, n) for n in size))]
         if self._weights is None:
-            self._add_keep(self.grid[index], output)
+            self._add_keep(tile, output)
         else:
-            self._add_blended(self.grid[index], output)
+            self._add_blended(tile, output)
 
     def result(self) -> Any:
         """The merged result (``out`` when given).
