@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+import tifffile
 import torch
 
 from unet_transforms import TileGeometry, TileGrid
@@ -270,7 +271,6 @@ def test_segment_and_preview_with_a_saved_checkpoint(tmp_path):
 
 
 def test_tiff_layouts_follow_the_files_axes(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     from unet_transforms.cli import read_image
 
     rng = np.random.default_rng(0)
@@ -308,7 +308,6 @@ def test_segment_refuses_what_it_cannot_write_or_run(tmp_path):
 
     model = UNet(1, 2, depth=1, base_channels=1, ndim=3)
     save_checkpoint(tmp_path / "m3.pt", model, model.geometry(input_size=18))
-    tifffile = pytest.importorskip("tifffile")
     tifffile.imwrite(tmp_path / "vol.tif", np.zeros((6, 20, 20), np.uint8))
     args = ("segment", str(tmp_path / "vol.tif"), "--checkpoint", str(tmp_path / "m3.pt"))
     assert_one_line_error(run_here(*args, "-o", str(tmp_path / "v.png")), "give -o *.tif")
@@ -446,7 +445,6 @@ def no_space(file) -> None:
 def test_a_full_disk_keeps_the_old_result(tmp_path, monkeypatch):
     import PIL.ImageFile
 
-    tifffile = pytest.importorskip("tifffile")
     PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
     checkpoint = small_checkpoint(tmp_path)
     segment = ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint))
@@ -547,7 +545,6 @@ def test_max_pixels(tmp_path):
     assert_one_line_error(
         run_here(*preview, "--max-pixels", "0"), "invalid positive int value: '0'"
     )
-    tifffile = pytest.importorskip("tifffile")
     from unet_transforms.cli import CLIError, read_image
 
     tifffile.imwrite(tmp_path / "v.tif", np.zeros((3, 20, 30, 3), np.uint8), photometric="rgb")
@@ -644,7 +641,6 @@ def segment(image: Path, checkpoint: Path, output: Path, *options: str):
 
 
 def test_per_channel_normalization_for_a_3_channel_model(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
     record = {"normalization": {"scale": "dtype_max", "mean": mean, "std": std}}
     checkpoint, net, geometry = saved_model(tmp_path, 3, 3, record)
@@ -671,7 +667,6 @@ def test_a_numeric_scale_divides_every_image(tmp_path):
         tmp_path / "in.png", checkpoint, tmp_path / "l.tif", "--output-kind", "logits"
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    tifffile = pytest.importorskip("tifffile")
     x = (pixels[None].astype(np.float32) / np.float32(2) - np.float32(1)) / np.float32(4)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "l.tif"), expected(net, geometry, x))
 
@@ -725,7 +720,6 @@ def test_channel_counts_must_match_unless_to_gray(tmp_path):
 
 
 def test_each_output_kind_is_written_and_reads_back(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     from unet_transforms.cli import read_image
 
     record = {"normalization": {"scale": "dtype_max", "mean": [0.4] * 3, "std": [0.3] * 3}}
@@ -759,7 +753,6 @@ def test_each_output_kind_is_written_and_reads_back(tmp_path):
 
 
 def test_blend_is_passed_to_the_merger(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     # overlapping tiles at an odd step (not a multiple of 2**depth): tiles disagree
     overlapping = TileGeometry(26, 10, step=5)
     checkpoint, net, geometry = saved_model(tmp_path, 1, 2, geometry=overlapping)
@@ -784,7 +777,6 @@ def test_blend_is_passed_to_the_merger(tmp_path):
 
 
 def test_tta_is_passed_to_predict_tiled(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
     checkpoint, net, geometry = saved_model(tmp_path, 1, 2)
     pixels = np.random.default_rng(5).integers(0, 256, (21, 17), dtype=np.uint8)
     PIL.Image.fromarray(pixels).save(tmp_path / "in.png")
@@ -824,7 +816,6 @@ def test_segment_help_states_the_input_contract():
 
 
 def test_segment_warns_about_nan_pixels(tmp_path):
-    import tifffile
 
     from unet_transforms.checkpoint import save_checkpoint
     from unet_transforms.models import UNet

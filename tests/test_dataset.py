@@ -7,6 +7,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 import torch
+import zarr
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
@@ -261,7 +262,6 @@ def test_memmap_samples_are_sliced_not_copied_whole(tmp_path, monkeypatch):
 
 
 def test_zarr_samples():
-    zarr = pytest.importorskip("zarr")
     image, label = _coded((45, 33))
     z_image = zarr.create_array(store={}, shape=image.shape, chunks=(16, 16), dtype=image.dtype)
     z_image[...] = image
