@@ -142,19 +142,26 @@ def test_resume_after_an_interruption_equals_one_run(
         )
 
 
+def interrupt_then_resume(image, geometry, target, stop_after, stored, resumed_calls):
+    """Stops a run after ``stop_after`` forwards, checks ``stored`` whole units, resumes:
+    the resumed run needs ``resumed_calls`` forwards and equals one uninterrupted run."""
+    first = StopsAfter(stop_after)
+    with pytest.raises(Interrupted):
+        run(first, image, geometry, target, align="start")
+    assert target.nchunks_initialized == stored
+    second = StopsAfter()
+    run(second, image, geometry, target, align="start")
+    assert second.calls == resumed_calls
+    np.testing.assert_array_equal(target[:], predict_tiled(NET, image, geometry).numpy())
+
+
 def test_resume_skips_exactly_the_tiles_of_stored_units():
     geometry = TileGeometry(36, 32)
     image = torch.rand(1, 128, 96)
     target = zarr.create_array(store={}, shape=(2, 128, 96), chunks=(2, 64, 32), dtype="f4")
-    first = StopsAfter(5)  # 12 tiles in 4 x 3; units of 2 x 1 tiles, written row by row
-    with pytest.raises(Interrupted):
-        run(first, image, geometry, target, align="start")
-    # tiles 0-4 ran: the units (0, 0) and (0, 1) hold tiles 0, 3 and 1, 4
-    assert target.nchunks_initialized == 2
-    second = StopsAfter()
-    run(second, image, geometry, target, align="start")
-    assert second.calls == 12 - 4
-    np.testing.assert_array_equal(target[:], predict_tiled(NET, image, geometry).numpy())
+    # 12 tiles in 4 x 3; units of 2 x 1 tiles, written row by row. Tiles 0-4 ran: the
+    # units (0, 0) and (0, 1) hold tiles 0, 3 and 1, 4
+    interrupt_then_resume(image, geometry, target, 5, stored=2, resumed_calls=12 - 4)
     # a third run has nothing left to do
     third = StopsAfter()
     assert run(third, image, geometry, target, align="start") is target
@@ -292,11 +299,4 @@ def test_resume_in_a_group_and_in_either_zarr_format(tmp_path, zarr_format):
     target = group.create_array("a/logits", shape=(2, 96, 96), chunks=(2, 32, 64), dtype="f4")
     # 3 x 3 tiles; tiles 0-3 ran: the first row's units (0, 0) (tiles 0, 1) and (0, 1)
     # (tile 2) are whole
-    first = StopsAfter(4)
-    with pytest.raises(Interrupted):
-        run(first, image, geometry, target, align="start")
-    assert target.nchunks_initialized == 2
-    second = StopsAfter()
-    run(second, image, geometry, target, align="start")
-    assert second.calls == 9 - 3
-    np.testing.assert_array_equal(target[:], predict_tiled(NET, image, geometry).numpy())
+    interrupt_then_resume(image, geometry, target, 4, stored=2, resumed_calls=9 - 3)
