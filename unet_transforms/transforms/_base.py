@@ -19,7 +19,14 @@ from torchvision.transforms import v2
 from .._checks import check_dense, is_one_of
 from ..config import named_type
 from ..functional._mirror import MirrorMode, check_mode
-from ..functional._tile import Box, FillError, crop_tile, kernel_for, spatial_shape
+from ..functional._tile import (
+    Box,
+    FillError,
+    check_fill_fits,
+    crop_tile,
+    kernel_for,
+    spatial_shape,
+)
 from ..geometry import TileGeometry, as_geometry
 from ..grid import Align
 
@@ -215,6 +222,14 @@ def label_fill(mask_fill: MaskFill, inpt: Any) -> float | None:
     return mask_fill.get("others")
 
 
+def _fill_for(value: Any, fill: float | None) -> float | None:
+    """The fill :meth:`TileTransform.crop` gives ``value``: 0 for a bool label whose
+    ``fill`` is not 0 or 1."""
+    if fill is not None and fill not in (0, 1) and _is_bool(value):
+        return 0
+    return fill
+
+
 def _is_bool(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.dtype == torch.bool
@@ -347,12 +362,22 @@ class TileTransform(v2.Transform):
         """``crop_tile`` with this transform's mode; a fill the label cannot hold is
         reported as ``mask_fill``. A bool label (no ignore value fits it) takes the fill
         if it is 0 or 1, else ``False``."""
-        if fill is not None and fill not in (0, 1) and _is_bool(value):
-            fill = 0
         try:
-            return crop_tile(value, box, self.mode, fill)
+            return crop_tile(value, box, self.mode, _fill_for(value, fill))
         except FillError as e:
             raise e.named("mask_fill") from None
+
+    @staticmethod
+    def check_fill(value: torch.Tensor, fill: float | None) -> None:
+        """Raises what :meth:`crop` would for ``fill`` on ``value``, without cropping
+        (for paths that may not need the fill, so that its errors do not depend on
+        where the window lies)."""
+        fill = _fill_for(value, fill)
+        if fill is not None:
+            try:
+                check_fill_fits(fill, value.dtype)
+            except FillError as e:
+                raise e.named("mask_fill") from None
 
     @staticmethod
     def as_label_if_plain(inpt: Any, out: Any) -> Any:

@@ -21,18 +21,11 @@ from ..functional._deform import (
     resample,
 )
 from ..functional._mirror import MirrorMode
-from ..functional._tile import Box, FillError, check_fill_fits, crop_tile, kernel_for
+from ..functional._tile import Box, crop_tile, kernel_for
 from ..geometry import TileGeometry
 from ..grid import Align, Tile, TileGrid, TileIndexError, tile_at
 from ..sampling import Sampler, random_window_start
-from ._base import (
-    MaskFill,
-    TileTransform,
-    _is_bool,
-    check_geometry,
-    check_mask_fill,
-    label_fill,
-)
+from ._base import MaskFill, TileTransform, check_geometry, check_mask_fill, label_fill
 
 __all__ = ["OverlapTileCrop", "PairedTileCrop"]
 
@@ -216,8 +209,7 @@ class OverlapTileCrop(Configurable, TileTransform):
         interpolation = interpolation_for(value, interpolation)
         if isinstance(field, FactoredField):
             if _factored_ok(value):
-                if fill is not None and not _is_bool(value):
-                    _check_mask_fill(fill, value.dtype)  # as the crop would, wherever it lies
+                self.check_fill(value, fill)  # as the crop would, wherever the box lies
                 out = deform_factored(
                     value.as_subclass(torch.Tensor),
                     field,
@@ -246,13 +238,6 @@ def _factored_ok(value: Any) -> bool:
         and value.layout == torch.strided
         and value.ndim >= 2
     )
-
-
-def _check_mask_fill(fill: float, dtype: torch.dtype) -> None:
-    try:
-        check_fill_fits(fill, dtype)
-    except FillError as e:
-        raise e.named("mask_fill") from None
 
 
 class PairedTileCrop(OverlapTileCrop):
