@@ -177,6 +177,7 @@ def test_mirror_index_takes_sequences_and_arrays():
     ],
 )
 def test_strips_equal_numpy_pad_on_every_path(monkeypatch, row_loops, mode, shape, pads):
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_SMALL_BYTES", -1)  # numpy's paths
     monkeypatch.setattr(mirror_module, "_MAX_ROW_LOOPS", row_loops)
     for dtype in (torch.uint8, torch.float32, torch.bfloat16, torch.complex64):
         x = make_tensor(shape, torch.float32).mul(100).to(dtype)
@@ -228,6 +229,7 @@ def test_non_contiguous_and_expanded_inputs():
     ],
 )
 def test_chunked_fill_equals_numpy_pad(monkeypatch, chunk_bytes, mode, shape, pads):
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_SMALL_BYTES", -1)
     monkeypatch.setattr(mirror_module, "_CHUNK_BYTES", chunk_bytes)
     for dtype in (torch.uint8, torch.bool, torch.int64, torch.float16, torch.float32):
         x = make_tensor(shape, dtype)
@@ -243,6 +245,7 @@ def test_chunked_fill_any_chunk_size(shape_pads, mode, chunk_bytes):
     shape, pads = shape_pads
     x = make_tensor(shape, torch.int16)
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mirror_module, "_REFLECT_KERNEL_SMALL_BYTES", -1)
         patch.setattr(mirror_module, "_CHUNK_BYTES", chunk_bytes)
         out = mirror_pad(x, pads, mode)
     np.testing.assert_array_equal(out.numpy(), numpy_oracle(x, pads, mode))
@@ -250,6 +253,7 @@ def test_chunked_fill_any_chunk_size(shape_pads, mode, chunk_bytes):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_chunked_fill_on_strided_inputs(monkeypatch, mode):
+    monkeypatch.setattr(mirror_module, "_REFLECT_KERNEL_SMALL_BYTES", -1)
     monkeypatch.setattr(mirror_module, "_CHUNK_BYTES", 300)
     base = make_tensor((4, 20, 30), torch.uint8)
     views = (
@@ -355,15 +359,21 @@ def test_reflect_kernel_skips_views_it_cannot_take(monkeypatch):
         )
 
 
-def test_large_output_takes_the_kernel_and_keeps_the_input(monkeypatch):
+def spy_on_kernel(monkeypatch):
+    """The output shapes of every call of torch's reflection_pad2d kernel, from now on."""
     calls = []
+    kernel = mirror_module._reflection_pad2d
 
     def spy(*args, **kwargs):
         calls.append(kwargs["out"].shape)
         return kernel(*args, **kwargs)
 
-    kernel = mirror_module._reflection_pad2d
     monkeypatch.setattr(mirror_module, "_reflection_pad2d", spy)
+    return calls
+
+
+def test_large_output_takes_the_kernel_and_keeps_the_input(monkeypatch):
+    calls = spy_on_kernel(monkeypatch)
     x = make_tensor((3, 1024, 800))  # 14 MB of output: over _REFLECT_KERNEL_MIN_BYTES
     before = x.clone()
     pads = [(92, 92), (92, 92)]
@@ -379,3 +389,16 @@ def test_large_output_takes_the_kernel_and_keeps_the_input(monkeypatch):
     np.testing.assert_array_equal(
         mirror_pad(x, pads, "symmetric").numpy(), numpy_oracle(x, pads, "symmetric")
     )
+
+
+def test_small_output_takes_the_kernel_whatever_its_pads(monkeypatch):
+    calls = spy_on_kernel(monkeypatch)
+    x = make_tensor((1, 100, 64))  # a border tile's image part
+    pads = [(92, 0), (60, 3)]  # wider than a quarter of the axis: small outputs still
+    out = mirror_pad(x, pads)
+    assert calls == [(1, 192, 127)]
+    assert out.numel() * out.itemsize <= mirror_module._REFLECT_KERNEL_SMALL_BYTES
+    np.testing.assert_array_equal(out.numpy(), numpy_oracle(x, pads, "reflect"))
+    mirror_pad(x, pads, "symmetric")  # no kernel for symmetric
+    mirror_pad(make_tensor((3, 300, 300)), [(92, 92), (92, 92)])  # 2.5 MB: numpy's path
+    assert len(calls) == 1

@@ -265,6 +265,11 @@ _REFLECT_KERNEL_DTYPES = frozenset(
 # (bench_mirror.py, CPU time to the floor: 3 x 2048² + 92 px float32 1.3x against
 # 1.45x, uint8 1.6x against 1.8x; 512² -> 960² float32 2.2-2.6x against 1.3-1.5x).
 _REFLECT_KERNEL_MIN_BYTES = 8 << 20
+# Outputs up to this size (a border tile, say) are padded by the kernel whatever the
+# width of their pads: numpy's views, chunks and strip copies cost more Python than the
+# whole kernel call (bench_mirror.py's "small" cases: float32 288² from 224², 34 us
+# against 100 us; uint8 0.6-0.75x; from about 512 KiB uint8 the kernel is slower).
+_REFLECT_KERNEL_SMALL_BYTES = 512 << 10
 _REFLECT_KERNEL_WIDTH_PER_PAD = 4  # the last axis at least 4x as wide as its two pads
 _reflection_pad2d = torch.ops.aten.reflection_pad2d.out
 _MAX_ROW_LOOPS = 64  # most outer slices a band is copied slice by slice through numpy
@@ -333,18 +338,24 @@ def _fits_reflect_kernel(
     x: torch.Tensor, out: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
 ) -> bool:
     """Whether torch's reflection_pad2d kernel fills ``out`` best (see the constants)."""
-    return (
+    if not (
         mode == "reflect"
         and len(pads) >= 2
         and not any(any(pad) for pad in pads[:-2])  # so that out is one contiguous block
         and x.device.type == "cpu"
         and x.dtype in _REFLECT_KERNEL_DTYPES
         and x.numel() > 0
-        and x.is_contiguous()
         and not (x.is_conj() or x.is_neg())
-        and out.numel() * out.itemsize >= _REFLECT_KERNEL_MIN_BYTES
-        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
         and all(p < s for pair, s in zip(pads[-2:], x.shape[-2:], strict=True) for p in pair)
+    ):
+        return False
+    nbytes = out.numel() * out.itemsize
+    if nbytes <= _REFLECT_KERNEL_SMALL_BYTES:
+        return True  # a view (a crop's image part) is copied by the kernel, cheaply
+    return (
+        x.is_contiguous()
+        and nbytes >= _REFLECT_KERNEL_MIN_BYTES
+        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
     )
 
 
@@ -383,24 +394,27 @@ def _mirror_pad_tensor(
     centre = [slice(None)] * lead + [
         slice(b, b + s) for (b, _), s in zip(pads, x.shape[lead:], strict=True)
     ]
-    rows = _numpy_view(out)
-    image = _numpy_view(x)
     last = max(axis for axis, pad in enumerate(pads) if any(pad))
     shift = 1 if mode == "reflect" else 0  # reflect does not repeat the edge pixel
     # the image and the last axis's strips in one pass, where they are no wider than
     # one reflection and both tensors have numpy views
     done = n  # axes from here on are filled
+    rows = image = None
     if _fits_reflect_kernel(x, out, pads, mode):
         # the last two axes by torch's reflection pad kernel (pads narrower than the
         # axis, as it requires), every leading axis as one axis of planes
         (top, bottom), (left, right) = pads[-2:]
         _reflection_pad2d(
-            x.view(-1, *x.shape[-2:]),
+            x.reshape(-1, *x.shape[-2:]),
             [left, right, top, bottom],
             out=out.view(-1, *out.shape[-2:]),
         )
         done = n - 2
-    elif rows is not None and image is not None and max(pads[-1]) <= x.shape[-1] - shift:
+    elif (
+        (rows := _numpy_view(out)) is not None
+        and (image := _numpy_view(x)) is not None
+        and max(pads[-1]) <= x.shape[-1] - shift
+    ):
         _fill_last_axis(rows[tuple(centre[:-1])], image, *pads[-1], shift)
         done = n - 1
     else:
