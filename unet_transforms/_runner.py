@@ -18,13 +18,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ._boxes import slices
 from ._checks import is_one_of
 from ._model import batches, check_tile_output
 from .functional._mirror import MirrorMode
 from .geometry import TileGeometry
+from .grid import TileGrid
 from .merging import TileMerger
 
-__all__ = ["TTA", "Variant", "run_tiles", "tta_variants"]
+__all__ = ["TTA", "Variant", "read_windows", "run_tiles", "tta_variants"]
 
 TTA = Literal["flips", "d4"]
 """Test-time augmentation: every flip of the spatial axes, or the 8 symmetries of a square."""
@@ -78,6 +80,36 @@ def _restore(y: torch.Tensor, variant: Variant) -> torch.Tensor:
     flips, k = variant
     y = torch.rot90(y, -k, (-2, -1)) if k else y
     return y.flip(flips) if flips else y
+
+
+def read_windows(
+    grid: TileGrid, image: Any, indices: Sequence[int], mode: MirrorMode
+) -> torch.Tensor:
+    """The input windows of tiles ``indices``, stacked into one new tensor ``(n, ...)``.
+
+    A window inside a tensor image is copied once, straight into the stack; the others
+    are read by :meth:`TileGrid.extract <unet_transforms.TileGrid.extract>` (mirrored
+    at the border; arrays are read only where needed).
+
+    Example:
+        >>> from unet_transforms import TileGeometry, TileGrid
+        >>> grid, image = TileGrid((9, 9), TileGeometry(6, 4)), torch.rand(1, 9, 9)
+        >>> batch = read_windows(grid, image, [0, 4], "reflect")
+        >>> batch.shape, torch.equal(batch[1], grid.extract(image, 4))
+        (torch.Size([2, 1, 6, 6]), True)
+    """
+    plain = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else None
+    size = grid.image_size
+    windows = []
+    for i in indices:
+        box = grid[i].input_box
+        if plain is not None and all(
+            a >= 0 and b <= n for (a, b), n in zip(box, size, strict=True)
+        ):
+            windows.append(plain[slices(box)])
+        else:
+            windows.append(grid.extract(image, i, mode))
+    return torch.stack(windows)
 
 
 def run_tiles(
@@ -167,9 +199,8 @@ def run_tiles(
         chosen = [units[u] for u in batch]
         fresh = [i for i in dict.fromkeys(i for i, _ in chosen) if i not in carried]
         with torch.inference_mode():
-            tiles = [grid.extract(image, i, mode) for i in fresh]
-            if tiles:
-                read = torch.stack(tiles) if len(tiles) > 1 else tiles[0].unsqueeze(0)
+            if fresh:
+                read = read_windows(grid, image, fresh, mode)
                 read = read.to(device=device, dtype=dtype, non_blocking=True)
                 carried.update(zip(fresh, read, strict=True))
             if k == 1:
@@ -182,8 +213,8 @@ def run_tiles(
     ) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
         chosen = [units[u] for u in batch]
         with torch.inference_mode():
-            tiles = [grid.extract(image, i, mode) for i, _ in chosen]
-            x = torch.stack(tiles).to(device=device, dtype=dtype, non_blocking=True)
+            x = read_windows(grid, image, [i for i, _ in chosen], mode)
+            x = x.to(device=device, dtype=dtype, non_blocking=True)
         return chosen, x, forward(x)
 
     def finish(chosen: list[tuple[int, int]], x: torch.Tensor, y: torch.Tensor) -> None:

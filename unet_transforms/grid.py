@@ -104,6 +104,13 @@ def tile_at(
         raise ValueError(
             f"output_start must have {geometry.ndim} entries, got {tuple(output_start)!r}"
         )
+    return _build_tile(geometry, output_start, index, grid_index)
+
+
+def _build_tile(
+    geometry: TileGeometry, output_start: Sequence[int], index: int, grid_index: tuple[int, ...]
+) -> Tile:
+    """:func:`tile_at` for arguments that are known to be valid."""
     inp, out, keep = [], [], []
     for s, i, o, m, k, e in zip(
         output_start,
@@ -210,14 +217,29 @@ class TileGrid(Configurable):
 
     def __getitem__(self, index: int) -> Tile:
         i = self._check_index(index)
-        grid_index = tuple(int(v) for v in _unravel(i, self.shape))
+        grid_index = self.position(i)
         start = [
             o + g * s - e
             for o, g, s, e in zip(
                 self.origin, grid_index, self.geometry.step, self.geometry.keep_offset, strict=True
             )
         ]
-        return tile_at(self.geometry, start, index=i, grid_index=grid_index)
+        return _build_tile(self.geometry, start, i, grid_index)
+
+    def position(self, index: int) -> tuple[int, ...]:
+        """The per-axis grid position of tile ``index`` (``self[index].grid_index``,
+        without building the tile); :meth:`flat_index` is its inverse.
+
+        Raises:
+            TypeError: If ``index`` is not an int.
+            TileIndexError: If it is outside the grid.
+
+        Example:
+            >>> grid = TileGrid((10, 10), TileGeometry(8, 6, step=4))
+            >>> grid.position(5), grid.position(-1), grid.flat_index(grid.position(5))
+            ((1, 2), (2, 2), 5)
+        """
+        return tuple(int(v) for v in _unravel(self._check_index(index), self.shape))
 
     def _check_index(self, index: object) -> int:
         if not is_int(index):

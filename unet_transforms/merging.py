@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._boxes import intersect, relative, shift, slices
+from ._boxes import intersect, relative, slices
 from ._checks import is_int
 from ._chunks import ChunkWriter, is_zarr, storage_unit, stored_units, unit_boxes
 from ._model import check_flag, numpy_dtype, parse_device
@@ -178,34 +178,86 @@ def _post(values: torch.Tensor, output: str, dtype: torch.dtype) -> torch.Tensor
     return values.max(dim=0).indices.to(dtype)
 
 
+_Pairs = tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+
+
+class _Axis:
+    """One axis of a merger's plan: where each tile's windows meet the region and the cells.
+
+    Every window is a product of per-axis intervals, so a tile's parts are the products
+    of its per-axis parts: :meth:`TileMerger.add` intersects nothing. Intervals are
+    ``(start, stop)``; ``cell[k]`` is keep window ``k`` clipped to the region (image
+    coordinates); for tile position ``t``, ``reach[t]`` is its output window inside the
+    region as ``(in the region, in the output tile)``, ``keep[t]`` the same for its keep
+    window, and ``parts[t]`` lists ``(k, k * stride, here, there)`` for every cell ``k``
+    its output reaches (``here`` in the cell, ``there`` in the output tile);
+    ``count[k]`` and ``key[k]`` are how many tile positions reach cell ``k`` and their
+    ``(here, there)`` pairs in grid order.
+    """
+
+    __slots__ = ("cell", "count", "keep", "key", "parts", "reach")
+
+    def __init__(
+        self, grid: TileGrid, axis: int, region: tuple[int, int], cells: range, tiles: range
+    ) -> None:
+        g = grid.geometry
+        o, s = grid.origin[axis], g.step[axis]
+        e, size = g.keep_offset[axis], g.output_size[axis]
+        stride = math.prod(grid.shape[axis + 1 :])
+        r0, r1 = region
+        self.cell = {k: (max(o + k * s, r0), min(o + k * s + s, r1)) for k in cells}
+        self.reach: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self.keep: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self.parts: dict[int, list[tuple[int, int, tuple[int, int], tuple[int, int]]]] = {}
+        keys: dict[int, list[tuple[tuple[int, int], tuple[int, int]]]] = {k: [] for k in cells}
+        for t in tiles:
+            lo = o + t * s - e  # the output window [lo, lo + size)
+            a, b = max(lo, r0), min(lo + size, r1)
+            self.reach[t] = ((a - r0, b - r0), (a - lo, b - lo))
+            if t in self.cell:
+                k0, k1 = self.cell[t]
+                self.keep[t] = ((k0 - r0, k1 - r0), (k0 - lo, k1 - lo))
+            parts = self.parts[t] = []
+            first, stop = (lo - o) // s, -((o - lo - size) // s)
+            for k in range(max(first, cells.start), min(stop, cells.stop)):
+                k0, k1 = self.cell[k]
+                p0, p1 = max(k0, lo), min(k1, lo + size)
+                if p0 < p1:
+                    here, there = (p0 - k0, p1 - k0), (p0 - lo, p1 - lo)
+                    parts.append((k, k * stride, here, there))
+                    keys[k].append((here, there))
+        self.count = {k: len(v) for k, v in keys.items()}
+        self.key: dict[int, _Pairs] = {k: tuple(v) for k, v in keys.items()}
+
+
 class _Cell:
-    """A keep window being blended: the parts added so far, and how many tiles are to come.
+    """A keep window being blended: the parts held so far and how many tiles are to come.
 
     Parts are summed when the last one arrives, in the order they came: until then a
     window that only a neighbour's border has reached holds that thin strip, not a
-    buffer of its own size. A part is ``(here, there, weighted)``: its box relative to
-    the window, its box relative to its tile's output, and its weighted values (``None``
-    when the merger sums them in place, in its result).
+    buffer of its own size. A part is ``(here, values, weights)``: its box relative to
+    the window, the tile's output there and the weights there. When the merger sums in
+    place, in its result, nothing is held.
     """
 
-    __slots__ = ("box", "parts", "remaining")
+    __slots__ = ("parts", "position", "remaining")
 
-    def __init__(self, box: Box, remaining: int) -> None:
-        self.box = box
-        self.parts: list[tuple[Box, Box, torch.Tensor | None]] = []
+    def __init__(self, position: tuple[int, ...], remaining: int) -> None:
+        self.position = position
+        self.parts: list[tuple[Box, torch.Tensor, torch.Tensor]] = []
         self.remaining = remaining
 
-    def merged(self, lead: tuple[int, ...], norm: torch.Tensor) -> torch.Tensor:
-        """The weighted average ``sum(weight * output) / sum(weight)`` of the parts."""
-        total = norm.new_zeros((*lead, *norm.shape))
-        for here, _, weighted in self.parts:
-            assert weighted is not None  # held: the merger does not sum in place
-            total[slices(here)] += weighted
-        return total.div_(norm)
+    def merged(self, norm: torch.Tensor) -> torch.Tensor:
+        """The weighted average ``sum(weight * output) / sum(weight)`` of the parts.
 
-    def norm_key(self) -> tuple[tuple[Box, Box], ...]:
-        """What the window's sum of weights depends on: where its parts lie."""
-        return tuple((here, there) for here, there, _ in self.parts)
+        Each ``weight * output`` is added with one rounding (``addcmul_``, a fused
+        multiply-add), as the merger does when it sums in place.
+        """
+        lead = self.parts[0][1].shape[: self.parts[0][1].ndim - norm.ndim]
+        total = norm.new_zeros((*lead, *norm.shape))
+        for here, values, weights in self.parts:
+            total[slices(here)].addcmul_(values, weights)
+        return total.div_(norm)
 
 
 _MAX_NORMS = 256  # sums of weights kept: a regular grid has a few patterns (edges, corners)
@@ -338,10 +390,14 @@ class TileMerger(Configurable):
         self._dtype: torch.dtype | None = None
         self._result: Any = None
         self._device_weights: torch.Tensor | None = None
-        self._norms: dict[tuple[tuple[Box, Box], ...], torch.Tensor] = {}
+        self._norms: dict[tuple[_Pairs, ...], torch.Tensor] = {}
         self._in_place = False
-        # C-order strides of the grid's positions (its flat indices, without the checks)
+        # C-order strides of the grid's positions (flat indices without the checks)
         self._strides = tuple(math.prod(grid.shape[a + 1 :]) for a in range(len(grid.shape)))
+        self._axes = tuple(
+            _Axis(grid, a, self._box[a], self._cells[a], self._tiles[a])
+            for a in range(geometry.ndim)
+        )
 
     # ------------------------------------------------------------------ checks
     def _check_region(self, region: object) -> Box:
@@ -383,16 +439,16 @@ class TileMerger(Configurable):
                 f"{dtype} without loss"
             )
 
-    def _tile(self, tile: object) -> Tile:
-        """The grid's tile for a Tile or an index (checked)."""
+    def _position(self, tile: object) -> tuple[int, tuple[int, ...]]:
+        """The index and grid position of a Tile or an index (checked)."""
         if isinstance(tile, Tile):
             if tile.index < 0 or self.grid[tile.index] != tile:
                 raise ValueError(f"tile must be a tile of the merger's grid, got {tile!r}")
-            return tile
+            return tile.index, tile.grid_index
         if not is_int(tile):
             raise TypeError(f"tile must be a Tile or an int index, got {type(tile).__name__}")
-        found: Tile = self.grid[tile]  # type: ignore[index]
-        return found
+        position = self.grid.position(tile)  # type: ignore[arg-type]
+        return sum(p * n for p, n in zip(position, self._strides, strict=True)), position
 
     # ------------------------------------------------------------------ tiles
     def tile_indices(self) -> list[int]:
@@ -435,8 +491,7 @@ class TileMerger(Configurable):
             ValueError: If its shape does not fit the grid or the earlier tiles, or the
                 tile was added before.
         """
-        tile = self._tile(tile)
-        index = tile.index
+        index, position = self._position(tile)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"output must be a tensor, got {type(output).__name__}")
         if output.is_complex():
@@ -469,9 +524,9 @@ class TileMerger(Configurable):
             centre = tuple((m, m + o) for m, o in zip(g.margin, g.output_size, strict=True))
             output = output[relative(centre, tuple((0, n) for n in size))]
         if self._weights is None:
-            self._add_keep(tile, output)
+            self._add_keep(index, position, output)
         else:
-            self._add_blended(tile, output)
+            self._add_blended(position, output)
 
     def result(self) -> Any:
         """The merged result (``out`` when given).
@@ -546,75 +601,94 @@ class TileMerger(Configurable):
         return ChunkWriter(out, unit, expected)
 
     def _write(self, cell: int, box: Box, values: torch.Tensor) -> None:
-        """Writes keep window ``cell``'s part ``box`` of the region, post-processed."""
+        """Writes keep window ``cell``'s part ``box`` (region coordinates), post-processed."""
         if self._needed is not None and cell not in self._needed:
             return  # its storage units are stored already
         assert self._dtype is not None  # set by the first add
         values = _post(values, self.output, self._dtype)
         if self._writer is not None:
-            start = tuple(lo for lo, _ in self._box)
-            shifted = tuple((lo - s, hi - s) for (lo, hi), s in zip(box, start, strict=True))
-            self._writer.write(shifted, values.cpu())
+            self._writer.write(box, values.cpu())
         elif isinstance(self._result, torch.Tensor):
-            self._result[relative(box, self._box)] = values.to(self._result.device)
+            self._result[slices(box)] = values.to(self._result.device)
         else:
-            self._result[relative(box, self._box)] = values.cpu().numpy()
+            self._result[slices(box)] = values.cpu().numpy()
         self._open_cells -= 1
 
-    def _add_keep(self, tile: Tile, output: torch.Tensor) -> None:
-        part = intersect(tile.keep_box, self._box)
-        if part is not None:
-            self._write(tile.index, part, output[relative(part, tile.output_box)])
+    def _add_keep(self, index: int, position: tuple[int, ...], output: torch.Tensor) -> None:
+        keep = [axis.keep.get(p) for axis, p in zip(self._axes, position, strict=True)]
+        if all(k is not None for k in keep):  # its keep window meets the region
+            here = tuple(k[0] for k in keep if k is not None)
+            there = tuple(k[1] for k in keep if k is not None)
+            self._write(index, here, output[slices(there)])
 
-    def _add_blended(self, tile: Tile, output: torch.Tensor) -> None:
-        reach = intersect(tile.output_box, self._box)
-        if reach is None:
-            return
+    def _add_blended(self, position: tuple[int, ...], output: torch.Tensor) -> None:
+        axes = self._axes
+        reach = [axis.reach.get(p) for axis, p in zip(axes, position, strict=True)]
+        if any(r is None or r[0][0] >= r[0][1] for r in reach):
+            return  # a tile whose output misses the region
         assert self._weights is not None
         accumulate = torch.promote_types(output.dtype, torch.float32)
+        device = self._result.device if self._in_place else output.device
         weights = self._device_weights
-        if weights is None or weights.device != output.device or weights.dtype != accumulate:
-            weights = self._device_weights = self._weights.to(output.device, accumulate)
-        weighted = output.to(accumulate) * weights
+        if weights is None or weights.device != device or weights.dtype != accumulate:
+            weights = self._device_weights = self._weights.to(device, accumulate)
         if self._in_place:
-            into = self._result[relative(reach, self._box)]
-            into += weighted[relative(reach, tile.output_box)].to(into.device)
-        grid = self.grid
-        for position in itertools.product(*grid.overlapping(reach, "keep")):
-            c = sum(p * n for p, n in zip(position, self._strides, strict=True))
+            # weight * output added with one rounding (a fused multiply-add), as
+            # _Cell.merged adds the held parts: the same values, bit for bit
+            there = slices(tuple(r[1] for r in reach if r is not None))
+            into = self._result[slices(tuple(r[0] for r in reach if r is not None))]
+            into.addcmul_(output[there].to(device, accumulate), weights[there])
+        parts = [axis.parts[p] for axis, p in zip(axes, position, strict=True)]
+        for combo in itertools.product(*parts):
+            c = sum(part[1] for part in combo)
             if self._needed is not None and c not in self._needed:
                 continue  # its storage units are stored already
             cell = self._pending.get(c)
             if cell is None:
-                cell_box = intersect(grid[c].keep_box, self._box)
-                assert cell_box is not None  # it meets reach, which is inside the region
-                reaching = math.prod(len(r) for r in grid.overlapping(cell_box, "output"))
-                cell = self._pending[c] = _Cell(cell_box, reaching)
-            part = intersect(cell.box, tile.output_box)
-            assert part is not None
-            there = shift(part, tile.output_box)
-            held = None if self._in_place else weighted[slices(there)].clone()
-            cell.parts.append((shift(part, cell.box), there, held))
+                at = tuple(part[0] for part in combo)
+                remaining = math.prod(axis.count[k] for axis, k in zip(axes, at, strict=True))
+                cell = self._pending[c] = _Cell(at, remaining)
+            if not self._in_place:  # held until the window is complete
+                there = slices(tuple(part[3] for part in combo))
+                values = output[there].to(accumulate, copy=True)
+                cell.parts.append((tuple(part[2] for part in combo), values, weights[there]))
             cell.remaining -= 1
             if cell.remaining == 0:
                 del self._pending[c]
-                norm = self._norm(cell, weights)
-                if self._in_place:
-                    window = self._result[relative(cell.box, self._box)]
-                    window.div_(norm.to(window.device))
-                    self._open_cells -= 1
-                else:
-                    lead = weighted.shape[: weighted.ndim - len(part)]
-                    self._write(c, cell.box, cell.merged(lead, norm))
+                self._complete(c, cell, weights)
 
-    def _norm(self, cell: _Cell, weights: torch.Tensor) -> torch.Tensor:
-        """The sum of the weights over a keep window, cached by where its parts lie."""
-        key = cell.norm_key()
+    def _complete(self, c: int, cell: _Cell, weights: torch.Tensor) -> None:
+        """Divides (in place) or merges and writes keep window ``c`` once complete."""
+        norm = self._norm(cell.position, weights)
+        start = tuple(lo for lo, _ in self._box)
+        box = tuple(
+            (lo - s, hi - s)
+            for (lo, hi), s in (
+                (axis.cell[k], s)
+                for axis, k, s in zip(self._axes, cell.position, start, strict=True)
+            )
+        )
+        if self._in_place:
+            window = self._result[slices(box)]
+            window.div_(norm.to(window.device))
+            self._open_cells -= 1
+        else:
+            self._write(c, box, cell.merged(norm))
+
+    def _norm(self, position: tuple[int, ...], weights: torch.Tensor) -> torch.Tensor:
+        """The sum of the weights over keep window ``position``, cached by where its
+        parts lie (every tile reaching it, in grid order)."""
+        key = tuple(axis.key[k] for axis, k in zip(self._axes, position, strict=True))
         norm = self._norms.get(key)
         if norm is None or norm.device != weights.device or norm.dtype != weights.dtype:
-            norm = weights.new_zeros(tuple(hi - lo for lo, hi in cell.box))
-            for here, there in key:
-                norm[slices(here)] += weights[slices(there)]
+            size = tuple(
+                axis.cell[k][1] - axis.cell[k][0]
+                for axis, k in zip(self._axes, position, strict=True)
+            )
+            norm = weights.new_zeros(size)
+            for combo in itertools.product(*key):
+                here = slices(tuple(h for h, _ in combo))
+                norm[here] += weights[slices(tuple(t for _, t in combo))]
             if len(self._norms) >= _MAX_NORMS:
                 self._norms.clear()
             self._norms[key] = norm
