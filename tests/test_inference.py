@@ -415,3 +415,24 @@ def test_a_failed_read_ahead_raises_in_the_caller():
     source = ThreadRecording(make_tensor((1, 37, 29)).numpy(), fail_at=7)
     with pytest.raises(OSError, match="the disk went away"):
         predict_tiled(net, source, TileGeometry(14, 8), batch_size=2)
+
+
+# ------------------------------------------------- reading a batch of input windows
+@given(st.integers(1, 20), st.integers(1, 20), st.sampled_from(["reflect", "symmetric"]))
+def test_read_windows_equals_extracting_each_window(h, w, mode):
+    from torchvision import tv_tensors
+
+    from unet_transforms._runner import read_windows
+
+    grid = TileGrid((h, w), TileGeometry(9, 5, step=3))
+    image = make_tensor((2, h, w))
+    indices = list(range(len(grid)))[::-1]  # any order, inner and border windows
+    expected = torch.stack([grid.extract(image, i, mode) for i in indices])
+    for source in (image, tv_tensors.Image(image), image.numpy()):
+        batch = read_windows(grid, source, indices, mode)
+        assert type(batch) is torch.Tensor
+        assert torch.equal(batch, expected)
+    batch = read_windows(grid, image, indices, mode)
+    before = image.clone()
+    batch.add_(1)  # a batch of its own: the model may change its input in place
+    assert torch.equal(image, before)
