@@ -339,3 +339,22 @@ def test_blending_in_place_equals_holding_the_parts_bit_for_bit(size, blend, see
     assert torch.equal(in_place, held)
     labels = merge(grid, outputs, order=order, blend=blend, output="labels")
     assert torch.equal(labels, in_place.max(dim=0).indices.byte())
+
+
+@pytest.mark.parametrize("blend", ["crop", "gaussian"])
+@pytest.mark.parametrize("output", ["logits", "labels"])
+def test_the_plan_keeps_a_bounded_number_of_positions(monkeypatch, blend, output):
+    """A long strip: the per-axis plan forgets positions past its bound and works them
+    out again, with the same result."""
+    import unet_transforms.merging as merging_module
+
+    grid = TileGrid((6, 301), TileGeometry(9, 7, step=5))  # 2 x 61 tiles
+    outputs = tile_outputs(grid, channels=2)
+    order = torch.randperm(len(grid), generator=torch.Generator().manual_seed(1)).tolist()
+    expected = merge(grid, outputs, order=order, blend=blend, output=output)
+    monkeypatch.setattr(merging_module, "_MAX_CACHED", 3)
+    merger = TileMerger(grid, blend=blend, output=output)
+    for i in order:
+        merger.add(i, outputs[i])
+        assert all(len(a._tiles) <= 3 and len(a._keys) <= 3 for a in merger._axes)
+    assert torch.equal(merger.result(), expected)

@@ -181,53 +181,97 @@ def _post(values: torch.Tensor, output: str, dtype: torch.dtype) -> torch.Tensor
 _Pairs = tuple[tuple[tuple[int, int], tuple[int, int]], ...]
 
 
+_Span = tuple[tuple[int, int], tuple[int, int]]  # an interval: in the region, in the tile
+_Part = tuple[int, int, tuple[int, int], tuple[int, int]]
+_MAX_CACHED = 4096  # tile and cell positions an axis keeps worked out
+
+
 class _Axis:
-    """One axis of a merger's plan: where each tile's windows meet the region and the cells.
+    """One axis of a merger's plan: where tiles' windows meet the region and the cells.
 
     Every window is a product of per-axis intervals, so a tile's parts are the products
-    of its per-axis parts: :meth:`TileMerger.add` intersects nothing. Intervals are
-    ``(start, stop)``; ``cell[k]`` is keep window ``k`` clipped to the region (image
-    coordinates); for tile position ``t``, ``reach[t]`` is its output window inside the
-    region as ``(in the region, in the output tile)``, ``keep[t]`` the same for its keep
-    window, and ``parts[t]`` lists ``(k, k * stride, here, there)`` for every cell ``k``
-    its output reaches (``here`` in the cell, ``there`` in the output tile);
-    ``count[k]`` and ``key[k]`` are how many tile positions reach cell ``k`` and their
-    ``(here, there)`` pairs in grid order.
+    of its per-axis parts: :meth:`TileMerger.add` intersects no boxes. Positions are
+    worked out when first asked for and kept (up to ``_MAX_CACHED`` of them: a row of
+    tiles shares its positions along every axis but one).
     """
 
-    __slots__ = ("cell", "count", "keep", "key", "parts", "reach")
+    __slots__ = (
+        "_keys",
+        "_tiles",
+        "cells",
+        "offset",
+        "origin",
+        "region",
+        "size",
+        "step",
+        "stride",
+        "tiles",
+    )
 
     def __init__(
         self, grid: TileGrid, axis: int, region: tuple[int, int], cells: range, tiles: range
     ) -> None:
         g = grid.geometry
-        o, s = grid.origin[axis], g.step[axis]
-        e, size = g.keep_offset[axis], g.output_size[axis]
-        stride = math.prod(grid.shape[axis + 1 :])
-        r0, r1 = region
-        self.cell = {k: (max(o + k * s, r0), min(o + k * s + s, r1)) for k in cells}
-        self.reach: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
-        self.keep: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
-        self.parts: dict[int, list[tuple[int, int, tuple[int, int], tuple[int, int]]]] = {}
-        keys: dict[int, list[tuple[tuple[int, int], tuple[int, int]]]] = {k: [] for k in cells}
-        for t in tiles:
-            lo = o + t * s - e  # the output window [lo, lo + size)
-            a, b = max(lo, r0), min(lo + size, r1)
-            self.reach[t] = ((a - r0, b - r0), (a - lo, b - lo))
-            if t in self.cell:
-                k0, k1 = self.cell[t]
-                self.keep[t] = ((k0 - r0, k1 - r0), (k0 - lo, k1 - lo))
-            parts = self.parts[t] = []
-            first, stop = (lo - o) // s, -((o - lo - size) // s)
-            for k in range(max(first, cells.start), min(stop, cells.stop)):
-                k0, k1 = self.cell[k]
-                p0, p1 = max(k0, lo), min(k1, lo + size)
-                if p0 < p1:
-                    here, there = (p0 - k0, p1 - k0), (p0 - lo, p1 - lo)
-                    parts.append((k, k * stride, here, there))
-                    keys[k].append((here, there))
-        self.count = {k: len(v) for k, v in keys.items()}
-        self.key: dict[int, _Pairs] = {k: tuple(v) for k, v in keys.items()}
+        self.origin, self.step = grid.origin[axis], g.step[axis]
+        self.offset, self.size = g.keep_offset[axis], g.output_size[axis]
+        self.stride = math.prod(grid.shape[axis + 1 :])
+        self.region, self.cells, self.tiles = region, cells, tiles
+        self._tiles: dict[int, tuple[_Span, _Span | None, list[_Part]]] = {}
+        self._keys: dict[int, _Pairs] = {}
+
+    def cell(self, k: int) -> tuple[int, int]:
+        """Keep window ``k`` clipped to the region, in image coordinates."""
+        start = self.origin + k * self.step
+        return max(start, self.region[0]), min(start + self.step, self.region[1])
+
+    def _output(self, t: int) -> int:
+        return self.origin + t * self.step - self.offset  # [lo, lo + size)
+
+    def _part(self, t: int, k: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Where tile ``t``'s output meets cell ``k``: in the cell, in the output tile."""
+        lo = self._output(t)
+        k0, k1 = self.cell(k)
+        p0, p1 = max(k0, lo), min(k1, lo + self.size)
+        return ((p0 - k0, p1 - k0), (p0 - lo, p1 - lo)) if p0 < p1 else None
+
+    def tile(self, t: int) -> tuple[_Span, _Span | None, list[_Part]]:
+        """Tile position ``t``: its output window inside the region and its keep window
+        inside the region (``None`` when outside), each as ``(in the region, in the
+        output tile)``, and ``(k, k * stride, here, there)`` for every cell ``k`` its
+        output reaches (``here`` in the cell, ``there`` in the output tile)."""
+        found = self._tiles.get(t)
+        if found is None:
+            (r0, r1), lo = self.region, self._output(t)
+            a, b = max(lo, r0), min(lo + self.size, r1)
+            keep = None
+            if t in self.cells:
+                k0, k1 = self.cell(t)
+                keep = ((k0 - r0, k1 - r0), (k0 - lo, k1 - lo))
+            first = max((lo - self.origin) // self.step, self.cells.start)
+            stop = min(-((self.origin - lo - self.size) // self.step), self.cells.stop)
+            parts = []
+            for k in range(first, stop):
+                part = self._part(t, k)
+                if part is not None:
+                    parts.append((k, k * self.stride, *part))
+            if len(self._tiles) >= _MAX_CACHED:
+                self._tiles.clear()
+            found = self._tiles[t] = (((a - r0, b - r0), (a - lo, b - lo)), keep, parts)
+        return found
+
+    def key(self, k: int) -> _Pairs:
+        """The ``(here, there)`` parts of every tile position reaching cell ``k``, in order."""
+        found = self._keys.get(k)
+        if found is None:
+            k0, k1 = self.cell(k)
+            base = self.origin - self.offset  # output of t: [base + t * step, ... + size)
+            first = max((k0 - base - self.size) // self.step + 1, self.tiles.start)
+            stop = min(-((base - k1) // self.step), self.tiles.stop)
+            parts = (self._part(t, k) for t in range(first, stop))
+            if len(self._keys) >= _MAX_CACHED:
+                self._keys.clear()
+            found = self._keys[k] = tuple(p for p in parts if p is not None)
+        return found
 
 
 class _Cell:
@@ -615,7 +659,7 @@ class TileMerger(Configurable):
         self._open_cells -= 1
 
     def _add_keep(self, index: int, position: tuple[int, ...], output: torch.Tensor) -> None:
-        keep = [axis.keep.get(p) for axis, p in zip(self._axes, position, strict=True)]
+        keep = [axis.tile(p)[1] for axis, p in zip(self._axes, position, strict=True)]
         if all(k is not None for k in keep):  # its keep window meets the region
             here = tuple(k[0] for k in keep if k is not None)
             there = tuple(k[1] for k in keep if k is not None)
@@ -623,9 +667,9 @@ class TileMerger(Configurable):
 
     def _add_blended(self, position: tuple[int, ...], output: torch.Tensor) -> None:
         axes = self._axes
-        reach = [axis.reach.get(p) for axis, p in zip(axes, position, strict=True)]
-        if any(r is None or r[0][0] >= r[0][1] for r in reach):
+        if any(p not in axis.tiles for axis, p in zip(axes, position, strict=True)):
             return  # a tile whose output misses the region
+        spans = [axis.tile(p) for axis, p in zip(axes, position, strict=True)]
         assert self._weights is not None
         accumulate = torch.promote_types(output.dtype, torch.float32)
         device = self._result.device if self._in_place else output.device
@@ -635,18 +679,17 @@ class TileMerger(Configurable):
         if self._in_place:
             # weight * output added with one rounding (a fused multiply-add), as
             # _Cell.merged adds the held parts: the same values, bit for bit
-            there = slices(tuple(r[1] for r in reach if r is not None))
-            into = self._result[slices(tuple(r[0] for r in reach if r is not None))]
+            there = slices(tuple(span[0][1] for span in spans))
+            into = self._result[slices(tuple(span[0][0] for span in spans))]
             into.addcmul_(output[there].to(device, accumulate), weights[there])
-        parts = [axis.parts[p] for axis, p in zip(axes, position, strict=True)]
-        for combo in itertools.product(*parts):
+        for combo in itertools.product(*(span[2] for span in spans)):
             c = sum(part[1] for part in combo)
             if self._needed is not None and c not in self._needed:
                 continue  # its storage units are stored already
             cell = self._pending.get(c)
             if cell is None:
                 at = tuple(part[0] for part in combo)
-                remaining = math.prod(axis.count[k] for axis, k in zip(axes, at, strict=True))
+                remaining = math.prod(len(axis.key(k)) for axis, k in zip(axes, at, strict=True))
                 cell = self._pending[c] = _Cell(at, remaining)
             if not self._in_place:  # held until the window is complete
                 there = slices(tuple(part[3] for part in combo))
@@ -664,7 +707,7 @@ class TileMerger(Configurable):
         box = tuple(
             (lo - s, hi - s)
             for (lo, hi), s in (
-                (axis.cell[k], s)
+                (axis.cell(k), s)
                 for axis, k, s in zip(self._axes, cell.position, start, strict=True)
             )
         )
@@ -678,13 +721,11 @@ class TileMerger(Configurable):
     def _norm(self, position: tuple[int, ...], weights: torch.Tensor) -> torch.Tensor:
         """The sum of the weights over keep window ``position``, cached by where its
         parts lie (every tile reaching it, in grid order)."""
-        key = tuple(axis.key[k] for axis, k in zip(self._axes, position, strict=True))
+        key = tuple(axis.key(k) for axis, k in zip(self._axes, position, strict=True))
         norm = self._norms.get(key)
         if norm is None or norm.device != weights.device or norm.dtype != weights.dtype:
-            size = tuple(
-                axis.cell[k][1] - axis.cell[k][0]
-                for axis, k in zip(self._axes, position, strict=True)
-            )
+            cells = (axis.cell(k) for axis, k in zip(self._axes, position, strict=True))
+            size = tuple(hi - lo for lo, hi in cells)
             norm = weights.new_zeros(size)
             for combo in itertools.product(*key):
                 here = slices(tuple(h for h, _ in combo))
