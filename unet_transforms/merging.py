@@ -178,11 +178,12 @@ def _post(values: torch.Tensor, output: str, dtype: torch.dtype) -> torch.Tensor
     return values.max(dim=0).indices.to(dtype)
 
 
-_Pairs = tuple[tuple[tuple[int, int], tuple[int, int]], ...]
-
-
-_Span = tuple[tuple[int, int], tuple[int, int]]  # an interval: in the region, in the tile
+# One axis's intervals, (start, stop) each: a span is one interval in two coordinate
+# frames (e.g. in the region and in the output tile); a part is (cell k, k * stride,
+# here in the cell, there in the output tile); pairs are (here, there) per tile.
+_Span = tuple[tuple[int, int], tuple[int, int]]
 _Part = tuple[int, int, tuple[int, int], tuple[int, int]]
+_Pairs = tuple[_Span, ...]
 _MAX_CACHED = 4096  # tile and cell positions an axis keeps worked out
 
 
@@ -224,10 +225,15 @@ class _Axis:
         start = self.origin + k * self.step
         return max(start, self.region[0]), min(start + self.step, self.region[1])
 
+    def window(self, k: int) -> tuple[int, int]:
+        """Keep window ``k`` clipped to the region, in region coordinates."""
+        lo, hi = self.cell(k)
+        return lo - self.region[0], hi - self.region[0]
+
     def _output(self, t: int) -> int:
         return self.origin + t * self.step - self.offset  # [lo, lo + size)
 
-    def _part(self, t: int, k: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    def _part(self, t: int, k: int) -> _Span | None:
         """Where tile ``t``'s output meets cell ``k``: in the cell, in the output tile."""
         lo = self._output(t)
         k0, k1 = self.cell(k)
@@ -703,14 +709,7 @@ class TileMerger(Configurable):
     def _complete(self, c: int, cell: _Cell, weights: torch.Tensor) -> None:
         """Divides (in place) or merges and writes keep window ``c`` once complete."""
         norm = self._norm(cell.position, weights)
-        start = tuple(lo for lo, _ in self._box)
-        box = tuple(
-            (lo - s, hi - s)
-            for (lo, hi), s in (
-                (axis.cell(k), s)
-                for axis, k, s in zip(self._axes, cell.position, start, strict=True)
-            )
-        )
+        box = tuple(axis.window(k) for axis, k in zip(self._axes, cell.position, strict=True))
         if self._in_place:
             window = self._result[slices(box)]
             window.div_(norm.to(window.device))
