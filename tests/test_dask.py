@@ -19,6 +19,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import unet_transforms.dask as dask_module
 from unet_transforms import TileGeometry, TileGrid, predict_tiled
 from unet_transforms.dask import _on_device, _ShippedModel, predict_dask
 from unet_transforms.models import UNet
@@ -341,8 +342,25 @@ def test_the_model_travels_as_bytes_pickled_once(tmp_path):
     vars(remote.module)["cached"] = torch.zeros(1)
     assert pickle.dumps(remote) == first == second
     assert pickles(counter) == [str(os.getpid())]
+    # A process that gets the model again keeps its copy (a scheduler may drop a
+    # dependency and fetch it later); another process unpickles the bytes afresh.
+    assert pickle.loads(pickle.dumps(remote)) is remote
+    dask_module._UNSHIPPED.clear()  # as in a process that has not seen the model
     assert "cached" not in vars(pickle.loads(pickle.dumps(remote)).module)
     assert dask.base.tokenize(shipped) == dask.base.tokenize(_ShippedModel(model))
+
+
+def test_a_process_keeps_its_few_latest_models(monkeypatch):
+    monkeypatch.setattr(dask_module, "_UNSHIPPED", type(dask_module._UNSHIPPED)())
+    monkeypatch.setattr(dask_module, "_MAX_UNSHIPPED", 2)
+    payloads = [pickle.dumps(_ShippedModel(torch.nn.Conv2d(1, 1, k))) for k in (1, 2, 3)]
+    first = pickle.loads(payloads[0])
+    assert pickle.loads(payloads[0]) is first
+    assert pickle.loads(payloads[1]) is not first
+    pickle.loads(payloads[0])  # used again: the most recent
+    pickle.loads(payloads[2])  # the third model drops the least recently used, the second
+    assert pickle.loads(payloads[0]) is first
+    assert len(dask_module._UNSHIPPED) == 2
 
 
 # ---------------------------------------------------------------------- distributed

@@ -12,7 +12,9 @@ loads it. Install it with ``pip install 'unet-transforms[dask]'``.
 
 from __future__ import annotations
 
+import collections
 import copy
+import hashlib
 import itertools
 import math
 import operator
@@ -545,8 +547,25 @@ class _ShippedModel:
             return self._module
 
 
+_UNSHIPPED: collections.OrderedDict[bytes, _ShippedModel] = collections.OrderedDict()
+_UNSHIPPED_LOCK = threading.Lock()
+_MAX_UNSHIPPED = 4  # models a process keeps unpickled (the most recent ones)
+
+
 def _unship(payload: bytes) -> _ShippedModel:
-    return _ShippedModel(None, payload)
+    """This process's copy of the pickled model: one per payload, so a worker that gets
+    the model again (a scheduler may drop a dependency and fetch it later, e.g. for a
+    stolen task) keeps running the module it unpickled first."""
+    key = hashlib.blake2b(payload, digest_size=16).digest()
+    with _UNSHIPPED_LOCK:
+        shipped = _UNSHIPPED.get(key)
+        if shipped is None:
+            shipped = _UNSHIPPED[key] = _ShippedModel(None, payload)
+            if len(_UNSHIPPED) > _MAX_UNSHIPPED:
+                _UNSHIPPED.popitem(last=False)
+        else:
+            _UNSHIPPED.move_to_end(key)
+        return shipped
 
 
 _MOVED: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.nn.Module]] = (
