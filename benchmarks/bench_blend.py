@@ -8,10 +8,15 @@ Reported: median time per call (round robin) and the largest difference of the
 outputs. Also: the cost of ``tta="flips"`` against 4 plain calls, and
 ``output="labels"``; and the two engines alone, with a 1x1 convolution as the network
 (its forward costs next to nothing, so what is left is reading, padding, weighting and
-merging the windows). Target (issue 13): time <= MONAI's. Memory: ``bench_memory.py``.
+merging the windows); and, with the U-Net, the time each run spends outside the
+network's forward calls (the same timing wrapper around the network in both). Target
+(issue 13): time <= MONAI's. Memory: ``bench_memory.py``.
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import torch
 
@@ -51,6 +56,35 @@ def theirs(net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry)
     return out[:, b0 : b0 + image.shape[1], b1 : b1 + image.shape[2]]
 
 
+class Timed(torch.nn.Module):
+    """The network, timing its own forward calls (seconds, summed in ``spent``)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.spent = net, 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        y: torch.Tensor = self.net(x)
+        self.spent += time.perf_counter() - start
+        return y
+
+
+def outside_forward(
+    net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry, repeats: int
+) -> dict[str, float]:
+    """Median seconds per call spent outside the network's forward, round robin."""
+    timed = Timed(net)
+    spent: dict[str, list[float]] = {"predict_tiled": [], "MONAI": []}
+    for _ in range(repeats):
+        for name, run in (("predict_tiled", ours), ("MONAI", theirs)):
+            timed.spent = 0.0
+            start = time.perf_counter()
+            run(timed, image, geometry)
+            spent[name].append(time.perf_counter() - start - timed.spent)
+    return {name: statistics.median(times) for name, times in spent.items()}
+
+
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=2048)
@@ -79,6 +113,13 @@ def main() -> None:
     table(results, "MONAI gaussian")
     tta = results["predict_tiled tta=flips"] / (4 * results["predict_tiled gaussian"])
     print(f"tta=flips / (4 x plain) = {tta:.3f}")
+    # what each engine adds to the same forward calls: the run minus its forwards
+    outside = outside_forward(net, image, geometry, repeats)
+    print(
+        f"outside the forward (U-Net): predict_tiled {outside['predict_tiled'] * 1e3:.1f} ms, "
+        f"MONAI {outside['MONAI'] * 1e3:.1f} ms "
+        f"({outside['predict_tiled'] / outside['MONAI']:.2f}x)"
+    )
     # the engines alone: a network whose forward costs next to nothing
     torch.manual_seed(0)
     pointwise = torch.nn.Conv2d(1, 2, 1).eval()
