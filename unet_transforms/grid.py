@@ -217,7 +217,7 @@ class TileGrid(Configurable):
 
     def __getitem__(self, index: int) -> Tile:
         i = self._check_index(index)
-        grid_index = self.position(i)
+        grid_index = _unravel(i, self.shape)
         start = [
             o + g * s - e
             for o, g, s, e in zip(
@@ -239,7 +239,7 @@ class TileGrid(Configurable):
             >>> grid.position(5), grid.position(-1), grid.flat_index(grid.position(5))
             ((1, 2), (2, 2), 5)
         """
-        return tuple(int(v) for v in _unravel(self._check_index(index), self.shape))
+        return _unravel(self._check_index(index), self.shape)
 
     def _check_index(self, index: object) -> int:
         if not is_int(index):
@@ -410,7 +410,6 @@ class TileGrid(Configurable):
         return index
 
 
-def _unravel(i: int, shape: tuple[int, ...]) -> Iterator[int]:
+def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     strides = list(itertools.accumulate(reversed(shape[1:]), operator.mul, initial=1))[::-1]
-    for stride, n in zip(strides, shape, strict=True):
-        yield (i // stride) % n
+    return tuple(int(i // stride) % n for stride, n in zip(strides, shape, strict=True))

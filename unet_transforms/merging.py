@@ -210,12 +210,18 @@ class _Axis:
     )
 
     def __init__(
-        self, grid: TileGrid, axis: int, region: tuple[int, int], cells: range, tiles: range
+        self,
+        grid: TileGrid,
+        axis: int,
+        stride: int,
+        region: tuple[int, int],
+        cells: range,
+        tiles: range,
     ) -> None:
         g = grid.geometry
         self.origin, self.step = grid.origin[axis], g.step[axis]
         self.offset, self.size = g.keep_offset[axis], g.output_size[axis]
-        self.stride = math.prod(grid.shape[axis + 1 :])
+        self.stride = stride  # of the grid's C order along this axis
         self.region, self.cells, self.tiles = region, cells, tiles
         self._tiles: dict[int, tuple[_Span, _Span | None, list[_Part]]] = {}
         self._keys: dict[int, _Pairs] = {}
@@ -445,7 +451,7 @@ class TileMerger(Configurable):
         # C-order strides of the grid's positions (flat indices without the checks)
         self._strides = tuple(math.prod(grid.shape[a + 1 :]) for a in range(len(grid.shape)))
         self._axes = tuple(
-            _Axis(grid, a, self._box[a], self._cells[a], self._tiles[a])
+            _Axis(grid, a, self._strides[a], self._box[a], self._cells[a], self._tiles[a])
             for a in range(geometry.ndim)
         )
 
