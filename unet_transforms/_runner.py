@@ -22,6 +22,7 @@ from ._boxes import slices
 from ._checks import is_one_of
 from ._model import batches, check_tile_output
 from .functional._mirror import MirrorMode
+from .functional._tile import crop_tile
 from .geometry import TileGeometry
 from .grid import TileGrid
 from .merging import TileMerger
@@ -88,8 +89,10 @@ def read_windows(
     """The input windows of tiles ``indices``, stacked into one new tensor ``(n, ...)``.
 
     A window inside a tensor image is copied once, straight into the stack; the others
-    are read by :meth:`TileGrid.extract <unet_transforms.TileGrid.extract>` (mirrored
-    at the border; arrays are read only where needed).
+    are read by :func:`~unet_transforms.functional.crop_tile` (mirrored at the border;
+    arrays are read only where needed), as :meth:`TileGrid.extract
+    <unet_transforms.TileGrid.extract>` reads them. ``image`` is the grid's image (the
+    callers planned the grid from it).
 
     Example:
         >>> from unet_transforms import TileGeometry, TileGrid
@@ -108,7 +111,7 @@ def read_windows(
         ):
             windows.append(plain[slices(box)])
         else:
-            windows.append(grid.extract(image, i, mode))
+            windows.append(crop_tile(image, box, mode))
     return torch.stack(windows)
 
 
