@@ -322,13 +322,9 @@ def factored_field(
         ``deformation_coords(size, displacement=..., ...)`` exactly. The arguments are
         not checked again (:class:`~unet_transforms.Deformation` draws them).
     """
-    angle = math.radians(angles[0]) if angles and angles[0] != 0 else 0.0
-    cos, sin = (math.cos(angle), math.sin(angle)) if angle else (1.0, 0.0)
-    f0, f1 = (-1.0 if f else 1.0 for f in (*flips, False, False)[:2])
-    # R @ diag(flip) / scale, as _rotation and _affine compute it
-    matrix = (cos * f0 / scale, -sin * f1 / scale, sin * f0 / scale, cos * f1 / scale)
-    centre = [(size[0] - 1) / 2, (size[1] - 1) / 2]
-    left, right = _factors_2d(size, centre, matrix, displacement)
+    affine, centre = _affine(size, angles, scale, flips)
+    (m00, m01), (m10, m11) = affine.tolist()
+    left, right = _factors_2d(size, centre, (m00, m01, m10, m11), displacement)
     curvature = 0.0
     if displacement is not None:
         # along an axis, either component is a cubic interpolation (in units of the
