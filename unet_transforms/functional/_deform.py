@@ -417,6 +417,16 @@ def field_bounds(
     return [v - margin for v in lows], [v + margin for v in highs]
 
 
+def _window_rows(
+    field: FactoredField, rows: slice, cols: slice
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A window's rows of ``left`` (the same for both components) and its columns'
+    ``(start, stop)`` (narrow and select: tensor indexing costs more than the products)."""
+    r0, r1, _ = rows.indices(field.left.shape[1])
+    c0, c1, _ = cols.indices(field.right.shape[2])
+    return field.left.select(0, 0).narrow(0, r0, r1 - r0), (c0, c1)
+
+
 def _field_grid(
     field: FactoredField,
     rows: slice,
@@ -429,12 +439,7 @@ def _field_grid(
     size ``spatial`` whose first pixel is at ``start``: the normalisation (``align_corners``)
     folded into ``right`` (its columns interleaving the components, x first), so that one
     product writes the grid in the layout ``grid_sample`` reads."""
-    (r0, r1, _), (c0, c1, _) = (
-        rows.indices(field.left.shape[1]),
-        cols.indices(field.right.shape[2]),
-    )
-    # (narrow and select: tensor indexing costs more than these small products)
-    left = field.left.select(0, 0).narrow(0, r0, r1 - r0)  # the same for both components
+    left, (c0, c1) = _window_rows(field, rows, cols)
     right = field.interleaved.narrow(1, c0, c1 - c0)
     if dtype != left.dtype:
         left, right = left.to(dtype), right.to(dtype)
@@ -442,7 +447,7 @@ def _field_grid(
     factors = torch.tensor([[sx, sy], [-1 - start[1] * sx, -1 - start[0] * sy]], dtype=dtype)
     right = right * factors.select(0, 0)  # a new (r, w, 2) tensor, laid out as right
     right.select(0, -1).add_(factors.select(0, 1))  # the constant terms
-    return torch.mm(left, right.view(right.shape[0], -1)).view(1, r1 - r0, c1 - c0, 2)
+    return torch.mm(left, right.view(right.shape[0], -1)).view(1, left.shape[0], c1 - c0, 2)
 
 
 def _gather_nearest(
@@ -456,13 +461,9 @@ def _gather_nearest(
     """``src`` (``(..., H, W)``) at the window's coordinates rounded, ``first`` being the
     field-frame position of ``src``'s first pixel and ``reach`` a bound of the rounded
     coordinates' magnitude: one linear index, one gather."""
-    (r0, r1, _), (c0, c1, _) = (
-        rows.indices(field.left.shape[1]),
-        cols.indices(field.right.shape[2]),
-    )
-    left = field.left.select(0, 0).narrow(0, r0, r1 - r0)
+    left, (c0, c1) = _window_rows(field, rows, cols)
     right = field.right.narrow(2, c0, c1 - c0)
-    height, width = r1 - r0, c1 - c0
+    height, width = left.shape[0], c1 - c0
     # both components in one product: (h, 2, w)
     coords = torch.mm(left, right.transpose(0, 1).reshape(right.shape[1], -1))
     coords = coords.view(height, 2, width).round_()
