@@ -360,15 +360,20 @@ def test_reflect_kernel_skips_views_it_cannot_take(monkeypatch):
 
 
 def spy_on_kernel(monkeypatch):
-    """The output shapes of every call of torch's reflection_pad2d kernel, from now on."""
+    """The output shapes of every call of torch's reflection_pad2d kernel (into a buffer
+    or a new tensor), from now on."""
     calls = []
-    kernel = mirror_module._reflection_pad2d
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["out"].shape)
-        return kernel(*args, **kwargs)
+    def spying_on(kernel):
+        def spy(*args, **kwargs):
+            out = kernel(*args, **kwargs)
+            calls.append(out.shape)
+            return out
 
-    monkeypatch.setattr(mirror_module, "_reflection_pad2d", spy)
+        return spy
+
+    for name in ("_reflection_pad2d", "_reflection_pad2d_new"):
+        monkeypatch.setattr(mirror_module, name, spying_on(getattr(mirror_module, name)))
     return calls
 
 

@@ -271,7 +271,8 @@ _REFLECT_KERNEL_MIN_BYTES = 8 << 20
 # against 100 us; uint8 0.6-0.75x; from about 512 KiB uint8 the kernel is slower).
 _REFLECT_KERNEL_SMALL_BYTES = 512 << 10
 _REFLECT_KERNEL_WIDTH_PER_PAD = 4  # the last axis at least 4x as wide as its two pads
-_reflection_pad2d = torch.ops.aten.reflection_pad2d.out
+_reflection_pad2d = torch.ops.aten.reflection_pad2d.out  # into a buffer of ours
+_reflection_pad2d_new = torch.ops.aten.reflection_pad2d.default  # into a new tensor
 _MAX_ROW_LOOPS = 64  # most outer slices a band is copied slice by slice through numpy
 # Bytes of output rows filled per chunk by _fill_last_axis: small enough that a chunk's
 # image and output rows are still cached when its strips are written, large enough that
@@ -334,29 +335,30 @@ def _fill_last_axis(
             dst[..., before + size :] = right[chunk]
 
 
-def _fits_reflect_kernel(
-    x: torch.Tensor, out: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
-) -> bool:
-    """Whether torch's reflection_pad2d kernel fills ``out`` best (see the constants)."""
-    if not (
-        mode == "reflect"
-        and len(pads) >= 2
-        and not any(any(pad) for pad in pads[:-2])  # so that out is one contiguous block
-        and x.device.type == "cpu"
-        and x.dtype in _REFLECT_KERNEL_DTYPES
-        and x.numel() > 0
-        and not (x.is_conj() or x.is_neg())
-        and all(p < s for pair, s in zip(pads[-2:], x.shape[-2:], strict=True) for p in pair)
+def _kernel_pads(
+    x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
+) -> list[int] | None:
+    """The ``[left, right, top, bottom]`` of torch's reflection_pad2d kernel where it can
+    pad ``x`` (reflect, on the CPU, in its dtypes, only the last two axes padded and
+    narrower than their pads), else ``None``. Cheapest checks first: this is on the
+    path of every border tile."""
+    if mode != "reflect" or len(pads) < 2 or not x.is_cpu:
+        return None
+    (top, bottom), (left, right) = pads[-2:]
+    h, w = x.shape[-2:]
+    if (
+        top >= h
+        or bottom >= h
+        or left >= w
+        or right >= w
+        or x.dtype not in _REFLECT_KERNEL_DTYPES
+        or x.is_conj()
+        or x.is_neg()
+        or x.numel() == 0
+        or any(any(pad) for pad in pads[:-2])  # so that the output is one block of planes
     ):
-        return False
-    nbytes = out.numel() * out.itemsize
-    if nbytes <= _REFLECT_KERNEL_SMALL_BYTES:
-        return True  # a view (a crop's image part) is copied by the kernel, cheaply
-    return (
-        x.is_contiguous()
-        and nbytes >= _REFLECT_KERNEL_MIN_BYTES
-        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
-    )
+        return None
+    return [left, right, top, bottom]
 
 
 def _mirror_pad_tensor(
@@ -375,6 +377,18 @@ def _mirror_pad_tensor(
                 idx = mirror_index(range(-before, size + after), size, mode).to(x.device)
                 out = out.index_select(lead + axis, idx)
         return out
+    kernel_pads = _kernel_pads(x, pads, mode)
+    nbytes = 0
+    if kernel_pads is not None:
+        left, right, top, bottom = kernel_pads
+        h, w = x.shape[-2:]
+        nbytes = x.numel() // (h * w) * (h + top + bottom) * (w + left + right) * x.itemsize
+        if nbytes <= _REFLECT_KERNEL_SMALL_BYTES:
+            # a small output (a border tile, say): the kernel, and no more Python
+            # than it takes to call it
+            planes = x if x.ndim == 3 else x.reshape(-1, h, w)
+            padded: torch.Tensor = _reflection_pad2d_new(planes, kernel_pads)
+            return padded if x.ndim == 3 else padded.view(*x.shape[:-2], *padded.shape[-2:])
     # Copy the image into the centre of the output once, then fill the padded strips
     # axis by axis, last axis first, so that each later strip spans the corners already
     # filled; each output element is written once. A strip no wider than one reflection
@@ -400,14 +414,16 @@ def _mirror_pad_tensor(
     # one reflection and both tensors have numpy views
     done = n  # axes from here on are filled
     rows = image = None
-    if _fits_reflect_kernel(x, out, pads, mode):
-        # the last two axes by torch's reflection pad kernel (pads narrower than the
-        # axis, as it requires), every leading axis as one axis of planes
-        (top, bottom), (left, right) = pads[-2:]
+    if (
+        kernel_pads is not None
+        and nbytes >= _REFLECT_KERNEL_MIN_BYTES
+        and x.is_contiguous()
+        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
+    ):
+        # the last two axes by torch's reflection pad kernel, every leading axis as
+        # one axis of planes
         _reflection_pad2d(
-            x.reshape(-1, *x.shape[-2:]),
-            [left, right, top, bottom],
-            out=out.view(-1, *out.shape[-2:]),
+            x.reshape(-1, *x.shape[-2:]), kernel_pads, out=out.view(-1, *out.shape[-2:])
         )
         done = n - 2
     elif (

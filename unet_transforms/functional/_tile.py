@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvF
 
 from .._checks import check_dense, is_int
-from ._mirror import _MODES, MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
+from ._mirror import MirrorMode, _mirror_pad_tensor, check_mode, mirror_index
 
 __all__ = [
     "Box",
@@ -237,14 +237,39 @@ def _torch_dtype(dtype: np.dtype[Any]) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype.newbyteorder("="))).dtype
 
 
-def _inside_slices(box: Sequence[tuple[int, int]], shape: torch.Size) -> tuple[Any, ...] | None:
-    """``(..., slice, ...)`` when a (validated) box lies inside ``shape``'s trailing axes."""
-    if len(box) > len(shape):
-        return None
-    spatial = shape[len(shape) - len(box) :]
-    if not all(a >= 0 and b <= n for (a, b), n in zip(box, spatial, strict=True)):
-        return None
-    return (Ellipsis, *(slice(a, b) for a, b in box))
+def _crop_then_mirror(
+    x: Any, box: Sequence[tuple[int, int]], mode: MirrorMode
+) -> torch.Tensor | None:
+    """The window ``box`` of a tensor or array as a copy of its in-image part,
+    mirror-padded, where every mirrored pixel comes from that part (every window inside
+    the image or at its border, and every window holding the whole image), else ``None``.
+
+    The path of nearly every tile, so it is kept to the few steps it needs.
+    """
+    if isinstance(x, torch.Tensor):
+        if len(box) > x.ndim:
+            return None  # for the message of the general path
+        spatial: Sequence[int] = x.shape[x.ndim - len(box) :]
+    else:
+        spatial = spatial_shape(x, len(box))
+    limit = 1 if mode == "reflect" else 0  # reflect does not repeat the edge pixel
+    crop: list[slice] = []
+    pads: list[tuple[int, int]] = []
+    for (a, b), n in zip(box, spatial, strict=True):
+        lo, hi = max(a, 0), min(b, n)
+        before, after = lo - a, b - hi
+        if hi <= lo or (
+            (before or after)
+            and not (lo == 0 and hi == n)  # the whole axis: mirrored again and again
+            and max(before, after) > hi - lo - limit
+        ):
+            return None
+        crop.append(slice(lo, hi))
+        pads.append((before, after))
+    region = to_tensor_region(x, crop)  # arrays: a copy already
+    if any(before or after for before, after in pads):
+        return _mirror_pad_tensor(region, tuple(pads), mode)
+    return region.clone() if isinstance(x, torch.Tensor) else region
 
 
 def to_tensor_region(x: Any, region: Sequence[slice]) -> torch.Tensor:
@@ -284,14 +309,11 @@ def _crop_tensor(
 
     ``box`` has been validated by :func:`crop_tile`, the only way kernels are reached.
     """
-    if isinstance(x, torch.Tensor):
-        # the common case, a window inside the image given as int pairs: slice and copy
-        slices = _inside_slices(box, x.shape)
-        if slices is not None and mode in _MODES:
-            if fill is not None:  # checked wherever the window lies, not only outside
-                check_fill_fits(fill, x.dtype)
-            return x.as_subclass(torch.Tensor)[slices].clone()
     check_mode(mode)
+    if fill is None:
+        cropped = _crop_then_mirror(x, box, mode)
+        if cropped is not None:
+            return cropped
     spatial = spatial_shape(x, len(box))
     if 0 in spatial:
         raise ValueError(f"cannot crop from an empty image of shape {tuple(x.shape)}")
@@ -317,29 +339,8 @@ def _crop_tensor(
             ]
             out[(Ellipsis, *dst)] = src  # type: ignore[index]
         return out
-    if isinstance(x, torch.Tensor) and all(
-        a <= 0 and b >= n for (a, b), n in zip(box, spatial, strict=True)
-    ):
-        # the window holds the whole image: mirror-pad, the fastest way to fill it
-        pads = tuple((-a, b - n) for (a, b), n in zip(box, spatial, strict=True))
-        return _mirror_pad_tensor(x.as_subclass(torch.Tensor), pads, mode)
-    # When every mirrored pixel comes from inside the window's in-image part, crop that
-    # part and mirror-pad it: a copy plus strip flips, the fastest path at image borders.
-    limit = 1 if mode == "reflect" else 0
-    border_pads: list[tuple[int, int]] = []
-    for (a, b), n in zip(box, spatial, strict=True):
-        lo, hi = max(a, 0), min(b, n)
-        before, after = lo - a, b - hi
-        whole = lo == 0 and hi == n
-        if hi <= lo or not (whole or max(before, after) <= hi - lo - limit):
-            break
-        border_pads.append((before, after))
-    else:
-        region = to_tensor_region(
-            x, [slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, spatial, strict=True)]
-        )
-        return _mirror_pad_tensor(region, tuple(border_pads), mode)
-    # otherwise crop the smallest region holding every mirrored source pixel, then gather
+    # a window reaching further than one reflection of its in-image part: crop the
+    # smallest region holding every mirrored source pixel, then gather
     indices: list[torch.Tensor | None] = []
     region_slices = []
     for (a, b), n, ok in zip(box, spatial, inside, strict=True):
