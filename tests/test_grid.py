@@ -284,3 +284,12 @@ def test_clear_errors_for_odd_arguments():
     with pytest.raises(ValueError, match=r"needs a \(4294967296, 4294967296\) grid .* more than"):
         TileGrid((2**33, 2**33), TileGeometry(2, 2))
     assert len(TileGrid((2**31, 2**31), TileGeometry(2, 2))) == 2**60
+
+
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=4), st.data())
+def test_unravel_equals_numpy(shape, data):
+    from unet_transforms._boxes import unravel
+
+    index = data.draw(st.integers(0, math.prod(shape) - 1))
+    expected = tuple(int(c) for c in np.unravel_index(index, shape))
+    assert unravel(index, tuple(shape)) == expected

@@ -1,4 +1,5 @@
-"""Box arithmetic shared by the merger and the chunk writer."""
+"""Box and index arithmetic shared by the grid, the samplers, the merger and the chunk
+writer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from .functional._tile import Box
 
-__all__ = ["intersect", "relative", "shift", "slices"]
+__all__ = ["intersect", "relative", "shift", "slices", "unravel"]
 
 
 def intersect(a: Box, b: Box) -> Box | None:
@@ -28,3 +29,13 @@ def slices(box: Box) -> tuple[Any, ...]:
 def relative(box: Box, to: Box) -> tuple[Any, ...]:
     """``(..., *slices)`` of ``box`` in the coordinates of ``to`` (which holds it)."""
     return slices(shift(box, to))
+
+
+def unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The C-order coordinates of flat ``index`` (``0 <= index < prod(shape)``) in
+    ``shape``, as :func:`numpy.unravel_index` gives them, for one Python int."""
+    coords = []
+    for n in reversed(shape):
+        index, c = divmod(index, n)
+        coords.append(c)
+    return tuple(reversed(coords))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 import sys
@@ -12,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._boxes import unravel
 from ._checks import as_list_if_1d, is_int, is_one_of
 from .config import Configurable
 from .functional._mirror import MirrorMode, check_mode
@@ -217,7 +217,7 @@ class TileGrid(Configurable):
 
     def __getitem__(self, index: int) -> Tile:
         i = self._check_index(index)
-        grid_index = _unravel(i, self.shape)
+        grid_index = unravel(i, self.shape)
         start = [
             o + g * s - e
             for o, g, s, e in zip(
@@ -239,7 +239,7 @@ class TileGrid(Configurable):
             >>> grid.position(5), grid.position(-1), grid.flat_index(grid.position(5))
             ((1, 2), (2, 2), 5)
         """
-        return _unravel(self._check_index(index), self.shape)
+        return unravel(self._check_index(index), self.shape)
 
     def _check_index(self, index: object) -> int:
         if not is_int(index):
@@ -408,8 +408,3 @@ class TileGrid(Configurable):
         for p, n in zip(position, self.shape, strict=True):
             index = index * n + operator.index(p)
         return index
-
-
-def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides = list(itertools.accumulate(reversed(shape[1:]), operator.mul, initial=1))[::-1]
-    return tuple(int(i // stride) % n for stride, n in zip(strides, shape, strict=True))

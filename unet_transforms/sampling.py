@@ -37,6 +37,7 @@ import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as tvF
 
+from ._boxes import unravel
 from ._checks import as_int, is_int
 from .config import Configurable
 from .weightmap import WeightMap
@@ -299,14 +300,6 @@ def _leading(value: torch.Tensor, size: tuple[int, ...], what: str) -> torch.Ten
     return value.reshape(size)
 
 
-def _unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        index, c = divmod(index, n)
-        coords.append(c)
-    return tuple(reversed(coords))
-
-
 def _row_cum(rows: torch.Tensor) -> torch.Tensor:
     """Inclusive cumulative sum of per-row totals."""
     return rows.reshape(-1).cumsum(0)
@@ -321,7 +314,7 @@ def _draw_count(
     r = torch.randint(total, ()).to(row_cum.device)
     i = int(torch.searchsorted(row_cum, r, right=True))
     k = int(r) - (int(row_cum[i - 1]) if i else 0)
-    coords = _unravel(i, size[:-1])
+    coords = unravel(i, size[:-1])
     col = int(row(coords).nonzero()[k, 0])
     return (*coords, col)
 
@@ -332,7 +325,7 @@ def _draw_weight(
     """A pixel in proportion to the non-negative weights ``row(coords)`` gives,
     ``row_cum`` summing them per row (float64)."""
     i = _search(row_cum, torch.rand((), dtype=torch.float64) * row_cum[-1])
-    coords = _unravel(i, size[:-1])
+    coords = unravel(i, size[:-1])
     weights = row(coords).to(torch.float64).cumsum(0)
     col = _search(weights, torch.rand((), dtype=torch.float64) * weights[-1])
     return (*coords, col)
