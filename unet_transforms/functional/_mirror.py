@@ -361,6 +361,34 @@ def _kernel_pads(
     return [left, right, top, bottom]
 
 
+def _pad_last_two_numpy(
+    x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
+) -> torch.Tensor | None:
+    """The general path below for its most common case, with as little Python as it
+    takes: only the last two axes padded, each strip within one reflection, and a
+    numpy view of ``x`` (``None`` otherwise). Each output element is written once:
+    the image with its left and right strips a chunk of rows at a time
+    (:func:`_fill_last_axis`), then the top and bottom strips as whole output rows in
+    reverse order."""
+    image = _numpy_view(x)
+    if image is None:
+        return None
+    (top, bottom), (left, right) = pads[-2:]
+    h, w = image.shape[-2:]
+    shift = 1 if mode == "reflect" else 0  # reflect does not repeat the edge pixel
+    planes = image.size // (h * w)
+    if max(top, bottom) > h - shift or max(left, right) > w - shift or planes > _MAX_ROW_LOOPS:
+        return None
+    rows = np.empty((*image.shape[:-2], h + top + bottom, w + left + right), image.dtype)
+    _fill_last_axis(rows[..., top : top + h, :], image, left, right, shift)
+    dim = rows.ndim - 2
+    if top:
+        _copy_reversed_rows(rows, dim, 0, top, top + shift)
+    if bottom:
+        _copy_reversed_rows(rows, dim, top + h, bottom, top + h - shift - bottom)
+    return torch.from_numpy(rows)
+
+
 def _mirror_pad_tensor(
     x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
 ) -> torch.Tensor:
@@ -378,7 +406,7 @@ def _mirror_pad_tensor(
                 out = out.index_select(lead + axis, idx)
         return out
     kernel_pads = _kernel_pads(x, pads, mode)
-    nbytes = 0
+    large_kernel = False
     if kernel_pads is not None:
         left, right, top, bottom = kernel_pads
         h, w = x.shape[-2:]
@@ -389,6 +417,15 @@ def _mirror_pad_tensor(
             planes = x if x.ndim == 3 else x.reshape(-1, h, w)
             padded: torch.Tensor = _reflection_pad2d_new(planes, kernel_pads)
             return padded if x.ndim == 3 else padded.view(*x.shape[:-2], *padded.shape[-2:])
+        large_kernel = (
+            nbytes >= _REFLECT_KERNEL_MIN_BYTES
+            and x.is_contiguous()
+            and _REFLECT_KERNEL_WIDTH_PER_PAD * (left + right) <= w
+        )
+    if not large_kernel and len(pads) >= 2 and not any(any(pad) for pad in pads[:-2]):
+        lean = _pad_last_two_numpy(x, pads, mode)
+        if lean is not None:
+            return lean
     # Copy the image into the centre of the output once, then fill the padded strips
     # axis by axis, last axis first, so that each later strip spans the corners already
     # filled; each output element is written once. A strip no wider than one reflection
@@ -414,12 +451,8 @@ def _mirror_pad_tensor(
     # one reflection and both tensors have numpy views
     done = n  # axes from here on are filled
     rows = image = None
-    if (
-        kernel_pads is not None
-        and nbytes >= _REFLECT_KERNEL_MIN_BYTES
-        and x.is_contiguous()
-        and _REFLECT_KERNEL_WIDTH_PER_PAD * sum(pads[-1]) <= x.shape[-1]
-    ):
+    if large_kernel:
+        assert kernel_pads is not None
         # the last two axes by torch's reflection pad kernel, every leading axis as
         # one axis of planes
         _reflection_pad2d(
