@@ -361,31 +361,53 @@ def _kernel_pads(
     return [left, right, top, bottom]
 
 
+def _reversed(start: int, count: int) -> slice:
+    """``count`` indices from ``start``, last first (``start + count - 1`` down to ``start``)."""
+    return slice(start + count - 1, start - 1 if start else None, -1)
+
+
 def _pad_last_two_numpy(
     x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
 ) -> torch.Tensor | None:
     """The general path below for its most common case, with as little Python as it
-    takes: only the last two axes padded, each strip within one reflection, and a
-    numpy view of ``x`` (``None`` otherwise). Each output element is written once:
-    the image with its left and right strips a chunk of rows at a time
-    (:func:`_fill_last_axis`), then the top and bottom strips as whole output rows in
-    reverse order."""
+    takes: only the last two axes padded, each strip within one reflection, at most
+    ``_MAX_ROW_LOOPS`` planes and a numpy view of ``x`` (``None`` otherwise).
+
+    One plane at a time, a chunk of rows at a time: the image rows into the interior,
+    then both side strips reversed from the same image rows (numpy's negative strides,
+    no temporary); then the top and bottom strips as whole rows of the plane in reverse
+    order, while the plane is still cached. Each output element is written once.
+    """
     image = _numpy_view(x)
     if image is None:
         return None
     (top, bottom), (left, right) = pads[-2:]
     h, w = image.shape[-2:]
     shift = 1 if mode == "reflect" else 0  # reflect does not repeat the edge pixel
-    planes = image.size // (h * w)
-    if max(top, bottom) > h - shift or max(left, right) > w - shift or planes > _MAX_ROW_LOOPS:
+    if (
+        max(top, bottom) > h - shift
+        or max(left, right) > w - shift
+        or image.size // (h * w) > _MAX_ROW_LOOPS
+    ):
         return None
     rows = np.empty((*image.shape[:-2], h + top + bottom, w + left + right), image.dtype)
-    _fill_last_axis(rows[..., top : top + h, :], image, left, right, shift)
-    dim = rows.ndim - 2
-    if top:
-        _copy_reversed_rows(rows, dim, 0, top, top + shift)
-    if bottom:
-        _copy_reversed_rows(rows, dim, top + h, bottom, top + h - shift - bottom)
+    chunk = max(1, _CHUNK_BYTES // (rows.shape[-1] * rows.itemsize))
+    for index in np.ndindex(*image.shape[:-2]):
+        src, dst = image[index], rows[index]
+        left_src = src[:, _reversed(shift, left)]
+        right_src = src[:, _reversed(w - shift - right, right)]
+        for r in range(0, h, chunk):
+            end = min(r + chunk, h)
+            part = dst[top + r : top + end]
+            part[:, left : left + w] = src[r:end]
+            if left:
+                part[:, :left] = left_src[r:end]
+            if right:
+                part[:, left + w :] = right_src[r:end]
+        if top:
+            dst[:top] = dst[_reversed(top + shift, top)]
+        if bottom:
+            dst[top + h :] = dst[_reversed(top + h - shift - bottom, bottom)]
     return torch.from_numpy(rows)
 
 
