@@ -262,8 +262,9 @@ _REFLECT_KERNEL_DTYPES = frozenset(
 # its width, are padded by torch's kernel, which writes each output row once (interior
 # and borders together) but computes the source of each border pixel; smaller outputs
 # are in the cache anyway, and on wide borders numpy's reversed row copies cost less
-# (bench_mirror.py, CPU time to the floor: 3 x 2048² + 92 px float32 1.3x against
-# 1.45x, uint8 1.6x against 1.8x; 512² -> 960² float32 2.2-2.6x against 1.3-1.5x).
+# (bench_mirror.py, CPU time to the floor, against _pad_last_two_numpy: 3 x 2048² +
+# 92 px float32 level at 1.3x, uint8 2.0x against 2.2x; 4096² uint8 1.47x against
+# 1.54x; 512² -> 960² float32 1.2x and more against 1.0-1.1x).
 _REFLECT_KERNEL_MIN_BYTES = 8 << 20
 # Outputs up to this size (a border tile, say) are padded by the kernel whatever the
 # width of their pads: numpy's views, chunks and strip copies cost more Python than the
