@@ -21,6 +21,7 @@ from unet_transforms.functional import _deform, deform_tile, deformation_coords,
 from unet_transforms.functional._deform import (
     FactoredField,
     cubic_matrix,
+    factored_field,
     plan_resample,
     resample,
 )
@@ -461,7 +462,7 @@ def test_field_bounds_contain_every_coordinate(
         grid=grid, sigma=sigma, rotation=rotation, scale=(scale, scale * 1.1), flip=flip
     )
     torch.manual_seed(seed)
-    field = deform._field(size)
+    field = factored_field(size, **deform.make_params(2))
     torch.manual_seed(seed)
     dense = deform.sample(size)
     assert isinstance(field, FactoredField) and torch.equal(field.dense(), dense)
@@ -560,7 +561,7 @@ def test_factored_path_reads_strided_labels_and_checks_the_fill():
 
 def test_gather_nearest_wide_indices():
     """int64 linear indices when int32 cannot hold them: the same values."""
-    field = Deformation(sigma=5.0)._field((20, 30))
+    field = factored_field((20, 30), **Deformation(sigma=5.0).make_params(2))
     src = torch.arange(60 * 70).reshape(60, 70)
     window = (slice(2, 18), slice(3, 25))
     narrow = _deform._gather_nearest(src, field, *window, (-20, -20), 100)
@@ -589,3 +590,28 @@ def test_factored_path_samples_a_copied_region(monkeypatch):
         torch.manual_seed(0)
         crop(image)
     assert seen == [(True, True)] * 2
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_make_params_are_what_sample_draws(ndim):
+    deform = Deformation(sigma=3.0, rotation=20.0, scale=(0.9, 1.2), flip=True)
+    size = (7, 9) if ndim == 2 else (4, 5, 6)
+    torch.manual_seed(3)
+    params = deform.make_params(ndim)
+    torch.manual_seed(3)
+    assert torch.equal(deformation_coords(size, **params), deform.sample(size))
+    assert params["displacement"].shape == (ndim, 3, 3) + (3,) * (ndim - 2)
+    assert len(params["angles"]) == (1 if ndim == 2 else 3) and len(params["flips"]) == ndim
+    assert 0.9 <= params["scale"] <= 1.2
+
+
+def test_make_params_draw_nothing_for_the_identity():
+    state = torch.get_rng_state()
+    params = Deformation(sigma=0.0).make_params(2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert params == {"displacement": None, "angles": [], "scale": 1.0, "flips": []}
+
+
+def test_make_params_checks_the_axes():
+    with pytest.raises(ValueError, match=r"deform\.grid must have 3 entries"):
+        Deformation(grid=(3, 3)).make_params(3)

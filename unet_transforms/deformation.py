@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from ._checks import as_int
 from .config import Configurable
-from .functional._deform import FactoredField, deformation_coords, factored_field
+from .functional._deform import deformation_coords
 
 __all__ = ["Deformation"]
 
@@ -124,25 +124,39 @@ class Deformation(Configurable):
             ``(ndim, *size)`` float32 source coordinates relative to the window's start
             (see :func:`~unet_transforms.functional.deformation_coords`).
         """
-        ndim = len(size)
+        return deformation_coords(size, **self.make_params(len(size)))
+
+    def make_params(self, ndim: int) -> dict[str, Any]:
+        """Draws the random parameters of one deformation from torch's global RNG.
+
+        What :meth:`sample` draws, before it is turned into coordinates: the keyword
+        arguments of :func:`~unet_transforms.functional.deformation_coords`, as a
+        transform's ``make_params`` gives its kernel's (a crop turns them into a field
+        of its own form). Only what the configuration makes random is drawn.
+
+        Args:
+            ndim: The number of spatial axes (2 or 3).
+
+        Returns:
+            ``{"displacement": (ndim, *grid) tensor or None, "angles": [degrees],
+            "scale": float, "flips": [bool per axis] or []}``.
+
+        Raises:
+            ValueError: If the deformation does not fit ``ndim`` axes.
+
+        Example:
+            >>> import torch
+            >>> from unet_transforms.functional import deformation_coords
+            >>> d = Deformation(sigma=4.0, rotation=10.0)
+            >>> _ = torch.manual_seed(0)
+            >>> params = d.make_params(2)
+            >>> sorted(params), tuple(params["displacement"].shape)
+            (['angles', 'displacement', 'flips', 'scale'], (2, 3, 3))
+            >>> _ = torch.manual_seed(0)
+            >>> torch.equal(deformation_coords((5, 6), **params), d.sample((5, 6)))
+            True
+        """
         self.check_ndim(ndim)
-        displacement, angles, scale, flips = self._draw(ndim)
-        return deformation_coords(
-            size, displacement=displacement, angles=angles, scale=scale, flips=flips
-        )
-
-    def _field(self, size: Sequence[int]) -> torch.Tensor | FactoredField:
-        """:meth:`sample`, with the same draws, kept factored in 2-D (for the crops): its
-        ``dense()`` is what :meth:`sample` returns; 3-D fields are returned dense."""
-        if len(size) != 2:
-            return self.sample(size)
-        self.check_ndim(2)
-        rows, cols = (int(n) for n in size)
-        return factored_field((rows, cols), *self._draw(2))
-
-    def _draw(self, ndim: int) -> tuple[torch.Tensor | None, list[float], float, list[bool]]:
-        """``(displacement, angles, scale, flips)``: only what the configuration makes
-        random is drawn from torch's global RNG."""
         grid = self.grid if isinstance(self.grid, tuple) else (self.grid,) * ndim
         displacement = torch.randn(ndim, *grid) * self.sigma if self.sigma > 0 else None
         angles: list[float] = []
@@ -154,4 +168,4 @@ class Deformation(Configurable):
             low + float(torch.rand((), dtype=torch.float64)) * (high - low) if high > low else low
         )
         flips = (torch.rand(ndim) < 0.5).tolist() if self.flip else []
-        return displacement, angles, scale, flips
+        return {"displacement": displacement, "angles": angles, "scale": scale, "flips": flips}

@@ -16,6 +16,8 @@ from ..functional._deform import (
     FactoredField,
     Interpolation,
     deform_factored,
+    deformation_coords,
+    factored_field,
     interpolation_for,
     plan_resample,
     resample,
@@ -135,10 +137,19 @@ class OverlapTileCrop(Configurable, TileTransform):
                     )
             # one field per tile, over the input window (labels take its centre part)
             # (factored in 2-D: each leaf computes only the part of the field it reads)
-            params["fields"] = [
-                self.deform._field(self.geometry.input_size) for _ in params["tiles"]
-            ]
+            params["fields"] = [self._field() for _ in params["tiles"]]
         return params
+
+    def _field(self) -> torch.Tensor | FactoredField:
+        """One deformation's source coordinates over the input window: kept factored in
+        2-D (each leaf computes only the part of the field it reads, its ``dense()`` is
+        what ``deform.sample`` returns from the same draws), dense in 3-D."""
+        assert self.deform is not None
+        size = self.geometry.input_size
+        params = self.deform.make_params(len(size))
+        if len(size) == 2:
+            return factored_field((size[0], size[1]), **params)
+        return deformation_coords(size, **params)
 
     def tile_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """The tiles of a call: ``{"tiles": [...], "stack": bool}``."""
