@@ -449,6 +449,8 @@ def _mirror_pad_tensor(
         lean = _pad_last_two_numpy(x, pads, mode)
         if lean is not None:
             return lean
+    # The general path (the common case was handled above, by the kernel or by
+    # _pad_last_two_numpy, which follows the same steps plane by plane).
     # Copy the image into the centre of the output once, then fill the padded strips
     # axis by axis, last axis first, so that each later strip spans the corners already
     # filled; each output element is written once. A strip no wider than one reflection
