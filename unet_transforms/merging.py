@@ -197,8 +197,11 @@ class _Axis:
     """
 
     __slots__ = (
+        "_box",
+        "_grid",
         "_keys",
         "_tiles",
+        "axis",
         "cells",
         "offset",
         "origin",
@@ -210,21 +213,21 @@ class _Axis:
     )
 
     def __init__(
-        self,
-        grid: TileGrid,
-        axis: int,
-        stride: int,
-        region: tuple[int, int],
-        cells: range,
-        tiles: range,
+        self, grid: TileGrid, axis: int, stride: int, box: Box, cells: range, tiles: range
     ) -> None:
         g = grid.geometry
+        self._grid, self._box, self.axis = grid, box, axis
         self.origin, self.step = grid.origin[axis], g.step[axis]
         self.offset, self.size = g.keep_offset[axis], g.output_size[axis]
         self.stride = stride  # of the grid's C order along this axis
-        self.region, self.cells, self.tiles = region, cells, tiles
+        self.region, self.cells, self.tiles = box[axis], cells, tiles
         self._tiles: dict[int, tuple[_Span, _Span | None, list[_Part]]] = {}
         self._keys: dict[int, _Pairs] = {}
+
+    def _overlapping(self, lo: int, hi: int, window: Literal["keep", "output"]) -> range:
+        """The grid's positions along this axis whose ``window`` meets ``[lo, hi)``."""
+        box = (*self._box[: self.axis], (lo, hi), *self._box[self.axis + 1 :])
+        return self._grid.overlapping(box, window)[self.axis]
 
     def cell(self, k: int) -> tuple[int, int]:
         """Keep window ``k`` clipped to the region, in image coordinates."""
@@ -259,10 +262,8 @@ class _Axis:
             if t in self.cells:
                 k0, k1 = self.cell(t)
                 keep = ((k0 - r0, k1 - r0), (k0 - lo, k1 - lo))
-            first = max((lo - self.origin) // self.step, self.cells.start)
-            stop = min(-((self.origin - lo - self.size) // self.step), self.cells.stop)
             parts = []
-            for k in range(first, stop):
+            for k in self._overlapping(a, b, "keep") if a < b else ():
                 part = self._part(t, k)
                 if part is not None:
                     parts.append((k, k * self.stride, *part))
@@ -275,11 +276,7 @@ class _Axis:
         """The ``(here, there)`` parts of every tile position reaching cell ``k``, in order."""
         found = self._keys.get(k)
         if found is None:
-            k0, k1 = self.cell(k)
-            base = self.origin - self.offset  # output of t: [base + t * step, ... + size)
-            first = max((k0 - base - self.size) // self.step + 1, self.tiles.start)
-            stop = min(-((base - k1) // self.step), self.tiles.stop)
-            parts = (self._part(t, k) for t in range(first, stop))
+            parts = (self._part(t, k) for t in self._overlapping(*self.cell(k), "output"))
             if len(self._keys) >= _MAX_CACHED:
                 self._keys.clear()
             found = self._keys[k] = tuple(p for p in parts if p is not None)
@@ -451,7 +448,7 @@ class TileMerger(Configurable):
         # C-order strides of the grid's positions (flat indices without the checks)
         self._strides = tuple(math.prod(grid.shape[a + 1 :]) for a in range(len(grid.shape)))
         self._axes = tuple(
-            _Axis(grid, a, self._strides[a], self._box[a], self._cells[a], self._tiles[a])
+            _Axis(grid, a, self._strides[a], self._box, self._cells[a], self._tiles[a])
             for a in range(geometry.ndim)
         )
 
