@@ -374,10 +374,9 @@ def _pad_last_two_numpy(
     takes: only the last two axes padded, each strip within one reflection, at most
     ``_MAX_ROW_LOOPS`` planes and a numpy view of ``x`` (``None`` otherwise).
 
-    One plane at a time, a chunk of rows at a time: the image rows into the interior,
-    then both side strips reversed from the same image rows (numpy's negative strides,
-    no temporary); then the top and bottom strips as whole rows of the plane in reverse
-    order, while the plane is still cached. Each output element is written once.
+    One plane at a time: its image rows and side strips by :func:`_fill_last_axis`,
+    then its top and bottom strips as whole rows of the plane in reverse order, while
+    the plane is still cached. Each output element is written once.
     """
     image = _numpy_view(x)
     if image is None:
@@ -392,23 +391,13 @@ def _pad_last_two_numpy(
     ):
         return None
     rows = np.empty((*image.shape[:-2], h + top + bottom, w + left + right), image.dtype)
-    chunk = max(1, _CHUNK_BYTES // (rows.shape[-1] * rows.itemsize))
     for index in np.ndindex(*image.shape[:-2]):
-        src, dst = image[index], rows[index]
-        left_src = src[:, _reversed(shift, left)]
-        right_src = src[:, _reversed(w - shift - right, right)]
-        for r in range(0, h, chunk):
-            end = min(r + chunk, h)
-            part = dst[top + r : top + end]
-            part[:, left : left + w] = src[r:end]
-            if left:
-                part[:, :left] = left_src[r:end]
-            if right:
-                part[:, left + w :] = right_src[r:end]
+        plane = rows[index]
+        _fill_last_axis(plane[top : top + h], image[index], left, right, shift)
         if top:
-            dst[:top] = dst[_reversed(top + shift, top)]
+            plane[:top] = plane[_reversed(top + shift, top)]
         if bottom:
-            dst[top + h :] = dst[_reversed(top + h - shift - bottom, bottom)]
+            plane[top + h :] = plane[_reversed(top + h - shift - bottom, bottom)]
     return torch.from_numpy(rows)
 
 
