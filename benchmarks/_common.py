@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -48,13 +49,23 @@ def footer() -> None:
 def round_robin(
     candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
 ) -> dict[str, float]:
-    """Median seconds per call of each candidate, interleaving them every repeat."""
+    """Median seconds per call of each candidate, interleaving them every repeat.
+
+    Each repeat runs the candidates in a new order (shuffled, seeded): a call leaves
+    the caches and the allocator in a state that helps or hurts the next call, and in a
+    fixed order one candidate would always follow the same one (in bench_mirror.py the
+    candidate right after the floor's np.copy took 10-25 % longer than the same call
+    after another candidate).
+    """
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    order = list(candidates.items())
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for name, fn in candidates.items():
+        shuffle(order)
+        for name, fn in order:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
