@@ -293,3 +293,18 @@ def test_unravel_equals_numpy(shape, data):
     index = data.draw(st.integers(0, math.prod(shape) - 1))
     expected = tuple(int(c) for c in np.unravel_index(index, shape))
     assert unravel(index, tuple(shape)) == expected
+
+
+@given(size=st.lists(st.integers(1, 9), min_size=1, max_size=3), data=st.data())
+def test_inside_means_numpy_reads_the_whole_box(size, data):
+    """inside(box, size) exactly when slicing an image of that size gives the box's shape
+    without clipping (no negative start, no end past the edge)."""
+    from unet_transforms._boxes import inside
+
+    box = tuple(
+        (lo, lo + data.draw(st.integers(1, 12)))
+        for lo in (data.draw(st.integers(-4, n + 2)) for n in size)
+    )
+    image = np.zeros(size)
+    clipped = image[tuple(slice(max(lo, 0), hi) for lo, hi in box)].shape
+    assert inside(box, size) == (clipped == tuple(hi - lo for lo, hi in box))

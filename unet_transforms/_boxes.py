@@ -3,11 +3,18 @@ writer."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from .functional._tile import Box
+if TYPE_CHECKING:  # the kernels import this module: no import of them at run time
+    from .functional._tile import Box
 
-__all__ = ["intersect", "relative", "shift", "slices", "unravel"]
+__all__ = ["inside", "intersect", "relative", "shift", "slices", "unravel"]
+
+
+def inside(box: Box, size: Sequence[int]) -> bool:
+    """Whether ``box`` lies within an image of spatial ``size`` (no pixel outside it)."""
+    return all(lo >= 0 and hi <= n for (lo, hi), n in zip(box, size, strict=True))
 
 
 def intersect(a: Box, b: Box) -> Box | None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._boxes import slices
+from ._boxes import inside, slices
 from ._checks import is_one_of
 from ._model import batches, check_tile_output
 from .functional._mirror import MirrorMode
@@ -106,9 +106,7 @@ def read_windows(
     windows = []
     for i in indices:
         box = grid[i].input_box
-        if plain is not None and all(
-            a >= 0 and b <= n for (a, b), n in zip(box, size, strict=True)
-        ):
+        if plain is not None and inside(box, size):
             windows.append(plain[slices(box)])
         else:
             windows.append(crop_tile(image, box, mode))

@@ -501,7 +501,7 @@ class TileMerger(Configurable):
         if not is_int(tile):
             raise TypeError(f"tile must be a Tile or an int index, got {type(tile).__name__}")
         position = self.grid.position(tile)  # type: ignore[arg-type]
-        return sum(p * n for p, n in zip(position, self._strides, strict=True)), position
+        return self.grid.flat_index(position), position
 
     # ------------------------------------------------------------------ tiles
     def tile_indices(self) -> list[int]:

@@ -21,6 +21,7 @@ import PIL.Image
 import torch
 from torchvision import tv_tensors
 
+from .._boxes import inside
 from .._checks import is_int
 from ..weightmap import WeightMap
 from ._mirror import MirrorMode
@@ -520,14 +521,14 @@ def deform_factored(
         (o + s, o + math.floor(h) + after) for o, s, h in zip(origin, start, high, strict=True)
     )
     spatial = x.shape[-2:]
-    inside = all(a >= 0 and b <= n for (a, b), n in zip(box, spatial, strict=True))
+    within = inside(box, spatial)
     if interpolation == "nearest":
         reach = math.ceil(max(abs(v) for v in (*low, *high))) + 1
-        if inside and x.is_contiguous():
+        if within and x.is_contiguous():
             return _gather_nearest(x, field, *window, [-o for o in origin], reach)
         region = read(box).as_subclass(torch.Tensor).contiguous()
         return _gather_nearest(region, field, *window, start, reach)
-    if inside:
+    if within:
         (a0, b0), (a1, b1) = box
         region = x.narrow(-2, a0, b0 - a0).narrow(-1, a1, b1 - a1)
     else:
