@@ -78,6 +78,18 @@ def test_autograd_matches_numpy_and_flows(mode):
     assert torch.autograd.gradcheck(lambda t: mirror_pad(t, pads, mode), (x,))
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 6), (2, 300, 400)])  # the kernel, numpy's path
+@pytest.mark.parametrize("mode", MODES)
+def test_grad_requiring_input_without_grad_takes_the_fast_paths(shape, mode):
+    """Under no_grad a tensor that requires grad is padded like any other (torch's kernel
+    or the numpy view path, not the gathers kept for autograd): no graph, numpy's values."""
+    x = torch.rand(shape, requires_grad=True)
+    with torch.no_grad():
+        y = mirror_pad(x, [(2, 3), (4, 1)], mode)
+    assert not y.requires_grad
+    np.testing.assert_array_equal(y.numpy(), numpy_oracle(x.detach(), [(2, 3), (4, 1)], mode))
+
+
 def test_input_not_modified_and_output_is_new_memory():
     x = torch.arange(12).reshape(3, 4)
     before = x.clone()
