@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -358,3 +360,38 @@ def test_the_plan_keeps_a_bounded_number_of_positions(monkeypatch, blend, output
         merger.add(i, outputs[i])
         assert all(len(a._tiles) <= 3 and len(a._keys) <= 3 for a in merger._axes)
     assert torch.equal(merger.result(), expected)
+
+
+@given(
+    channels=st.integers(2, 6),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.int32, torch.uint8, torch.bool]),
+    nan=st.booleans(),
+    data=st.data(),
+)
+def test_labels_are_argmax_with_its_ties_and_nans(channels, dtype, nan, data):
+    """The channel argmax of output="labels" is torch.argmax(0): ties go to the first
+    channel, a NaN is the largest (the first NaN wins), for every dtype a network returns."""
+    from unet_transforms.merging import _argmax_channels
+
+    shape = (channels, data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5)))
+    # few distinct values, so that ties are common
+    values = torch.tensor(
+        data.draw(
+            st.lists(st.integers(0, 3), min_size=math.prod(shape), max_size=math.prod(shape))
+        )
+    ).reshape(shape)
+    if dtype.is_floating_point:
+        values = values.to(dtype) - 1.5
+        if nan:
+            mask = torch.tensor(
+                data.draw(
+                    st.lists(st.booleans(), min_size=values.numel(), max_size=values.numel())
+                )
+            ).reshape(shape)
+            values[mask] = float("nan")
+    else:
+        values = values.to(dtype)
+    expected = (values.to(torch.uint8) if dtype == torch.bool else values).argmax(0)
+    got = _argmax_channels(values, torch.int16)
+    assert got.dtype == torch.int16
+    assert torch.equal(got, expected.to(torch.int16))
