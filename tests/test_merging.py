@@ -339,6 +339,13 @@ def test_blending_in_place_equals_holding_the_parts_bit_for_bit(size, blend, see
     in_place = merge(grid, outputs, order=order, blend=blend)
     held = merge(grid, outputs, order=order, blend=blend, out=torch.empty(2, *size))
     assert torch.equal(in_place, held)
+    probabilities = merge(grid, outputs, order=order, blend=blend, output="probabilities")
+    held = merge(
+        grid, outputs, order=order, blend=blend, output="probabilities", out=torch.empty(2, *size)
+    )
+    assert torch.equal(probabilities, held)
+    # per window, whose SIMD tails round apart from the whole image's
+    torch.testing.assert_close(probabilities, torch.softmax(in_place, dim=0))
     labels = merge(grid, outputs, order=order, blend=blend, output="labels")
     assert torch.equal(labels, in_place.max(dim=0).indices.byte())
 

@@ -631,10 +631,15 @@ class TileMerger(Configurable):
         channels = lead[0] if lead else 1
         dtype = result_dtype(self.output, channels, first.dtype, self.blend)
         shape = (*(() if self.output == "labels" else lead), *self._size)
-        # blended logits into a result of its own: the weighted outputs are summed in
-        # place, in arrival order as the parts would be (the same values, bit for bit)
-        # and each keep window is divided by its sum of weights once complete
-        self._in_place = self._weights is not None and self.output == "logits" and self.out is None
+        # blended logits or probabilities into a result of its own (of the dtype they
+        # are summed in): the weighted outputs are summed in place, in arrival order as
+        # the parts would be (the same values, bit for bit), and each keep window is
+        # divided by its sum of weights (and turned into probabilities) once complete
+        self._in_place = (
+            self._weights is not None
+            and self.output in ("logits", "probabilities")
+            and self.out is None
+        )
         if self.out is not None:
             self._check_out(self.out, shape, dtype)
             self._result = self.out
@@ -744,6 +749,8 @@ class TileMerger(Configurable):
         if self._in_place:
             window = self._result[slices(box)]
             window.div_(norm.to(window.device))
+            if self.output != "logits":
+                window.copy_(_post(window, self.output, window.dtype))
             self._open_cells -= 1
         else:
             self._write(c, box, cell.merged(norm))
