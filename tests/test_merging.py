@@ -402,3 +402,19 @@ def test_labels_are_argmax_with_its_ties_and_nans(channels, dtype, nan, data):
     got = _argmax_channels(values, torch.int16)
     assert got.dtype == torch.int16
     assert torch.equal(got, expected.to(torch.int16))
+
+
+def test_labels_do_not_depend_on_the_default_dtype():
+    """Channel indices are counted in float32 whatever torch's default dtype is
+    (bfloat16 holds integers exactly only up to 256)."""
+    from unet_transforms.merging import _argmax_channels
+
+    values = torch.zeros(300, 2, 2)
+    values[299, 0, 0] = values[258, 1, 1] = 1.0
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        labels = _argmax_channels(values, torch.int16)
+    finally:
+        torch.set_default_dtype(previous)
+    assert labels.tolist() == [[299, 0], [0, 258]]

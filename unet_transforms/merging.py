@@ -196,8 +196,8 @@ def _argmax_channels(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     ):
         return values.max(dim=0).indices.to(dtype)
     best = values[0]
-    index = torch.zeros(best.shape)
-    larger = torch.empty(best.shape)
+    index = torch.zeros(best.shape, dtype=torch.float32)
+    larger = torch.empty(best.shape, dtype=torch.float32)
     for c in range(1, channels):
         torch.gt(values[c], best, out=larger)
         torch.maximum(index, larger.mul_(c), out=index)
