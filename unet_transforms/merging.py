@@ -473,10 +473,11 @@ class TileMerger(Configurable):
         self._device_weights: torch.Tensor | None = None
         self._norms: dict[tuple[_Pairs, ...], torch.Tensor] = {}
         self._in_place = False
-        # C-order strides of the grid's positions (flat indices without the checks)
-        self._strides = tuple(math.prod(grid.shape[a + 1 :]) for a in range(len(grid.shape)))
         self._axes = tuple(
-            _Axis(grid, a, self._strides[a], self._box, self._cells[a], self._tiles[a])
+            # the C-order stride of axis a: its share of a keep window's flat index
+            _Axis(
+                grid, a, math.prod(grid.shape[a + 1 :]), self._box, self._cells[a], self._tiles[a]
+            )
             for a in range(geometry.ndim)
         )
 

@@ -293,6 +293,11 @@ def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
     return (t.detach() if t.requires_grad else t).numpy()
 
 
+def _reversed(start: int, count: int) -> slice:
+    """``count`` indices from ``start``, last first (``start + count - 1`` down to ``start``)."""
+    return slice(start + count - 1, start - 1 if start else None, -1)
+
+
 def _copy_reversed_rows(rows: np.ndarray, dim: int, start: int, count: int, lo: int) -> None:
     """``rows[..., start + i, ...] = rows[..., lo + count - 1 - i, ...]`` along ``dim``.
 
@@ -302,7 +307,7 @@ def _copy_reversed_rows(rows: np.ndarray, dim: int, start: int, count: int, lo: 
     overlap.
     """
     dst = (slice(start, start + count),)
-    src = (slice(lo + count - 1, lo - 1 if lo else None, -1),)
+    src = (_reversed(lo, count),)
     for index in itertools.product(*map(range, rows.shape[:dim])):
         rows[index + dst] = rows[index + src]
 
@@ -323,8 +328,8 @@ def _fill_last_axis(
     # rows[..., i] = image[..., shift + before - 1 - i] for i < before, and
     # rows[..., before + size + i] = image[..., hi + after - 1 - i] for i < after
     hi = size - shift - after
-    left = image[..., shift + before - 1 : shift - 1 if shift else None : -1]
-    right = image[..., hi + after - 1 : hi - 1 if hi else None : -1]
+    left = image[..., _reversed(shift, before)]
+    right = image[..., _reversed(hi, after)]
     chunks: list[tuple[Any, ...]] = [(...,)]
     if image.ndim >= 2:
         row_bytes = math.prod(rows.shape[:-2]) * rows.shape[-1] * rows.itemsize
@@ -366,11 +371,6 @@ def _kernel_pads(
     return [left, right, top, bottom]
 
 
-def _reversed(start: int, count: int) -> slice:
-    """``count`` indices from ``start``, last first (``start + count - 1`` down to ``start``)."""
-    return slice(start + count - 1, start - 1 if start else None, -1)
-
-
 def _pad_last_two_numpy(
     x: torch.Tensor, pads: tuple[tuple[int, int], ...], mode: MirrorMode
 ) -> torch.Tensor | None:
@@ -382,6 +382,8 @@ def _pad_last_two_numpy(
     then its top and bottom strips as whole rows of the plane in reverse order, while
     the plane is still cached. Each output element is written once.
     """
+    if len(pads) < 2 or any(any(pad) for pad in pads[:-2]):
+        return None
     image = _numpy_view(x)
     if image is None:
         return None
@@ -438,7 +440,7 @@ def _mirror_pad_tensor(
             and x.is_contiguous()
             and _REFLECT_KERNEL_WIDTH_PER_PAD * (left + right) <= w
         )
-    if not large_kernel and len(pads) >= 2 and not any(any(pad) for pad in pads[:-2]):
+    if not large_kernel:
         lean = _pad_last_two_numpy(x, pads, mode)
         if lean is not None:
             return lean
