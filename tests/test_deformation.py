@@ -605,6 +605,25 @@ def test_make_params_are_what_sample_draws(ndim):
     assert 0.9 <= params["scale"] <= 1.2
 
 
+@pytest.mark.parametrize("default", [torch.float64, torch.bfloat16])
+def test_make_params_do_not_depend_on_the_default_dtype(default):
+    # the same draws for a seed, in float32: a bfloat16 default would round the
+    # displacements to 8 bits of mantissa
+    deform = Deformation(sigma=3.0, rotation=20.0, flip=True)
+    torch.manual_seed(5)
+    expected = deform.make_params(2)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        torch.manual_seed(5)
+        params = deform.make_params(2)
+    finally:
+        torch.set_default_dtype(previous)
+    assert params["displacement"].dtype == torch.float32
+    assert torch.equal(params["displacement"], expected["displacement"])
+    assert params["flips"] == expected["flips"] and params["angles"] == expected["angles"]
+
+
 def test_make_params_draw_nothing_for_the_identity():
     state = torch.get_rng_state()
     params = Deformation(sigma=0.0).make_params(2)

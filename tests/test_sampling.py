@@ -346,6 +346,30 @@ def test_foreground_sampler_probability_and_channels():
     assert abs(hits / 400 - (0.5 + 0.5 * fair)) < 0.08
 
 
+@pytest.mark.parametrize("default", [torch.float64, torch.bfloat16])
+def test_foreground_sampler_draws_do_not_depend_on_the_default_dtype(default):
+    # its coin is float32 whatever the default: a bfloat16 draw would round
+    # probability=0.999 to 1 and a float64 one would change the draws for a seed
+    label = torch.zeros(40, 40, dtype=torch.uint8)
+    label[30, 5] = 1
+    t = PairedTileCrop(TileGeometry(12, 6), index=ForegroundSampler(probability=0.5))
+
+    image = make_image((40, 40))
+
+    def windows() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        return [t(image, label)[0] for _ in range(50)]
+
+    expected = windows()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        drawn = windows()
+    finally:
+        torch.set_default_dtype(previous)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+
+
 def test_foreground_sampler_falls_back_without_foreground():
     sampler = ForegroundSampler(probability=1.0, background=2)
     label = torch.full((10, 10), 2)

@@ -158,7 +158,11 @@ class Deformation(Configurable):
         """
         self.check_ndim(ndim)
         grid = self.grid if isinstance(self.grid, tuple) else (self.grid,) * ndim
-        displacement = torch.randn(ndim, *grid) * self.sigma if self.sigma > 0 else None
+        # float32 whatever torch's default dtype is: the same draws for a seed, and no
+        # bfloat16 coarse grid (its 8-bit mantissa would round the displacements)
+        displacement = (
+            torch.randn(ndim, *grid, dtype=torch.float32) * self.sigma if self.sigma > 0 else None
+        )
         angles: list[float] = []
         if self.rotation > 0:
             draws = torch.rand(1 if ndim == 2 else 3, dtype=torch.float64)
@@ -167,5 +171,5 @@ class Deformation(Configurable):
         scale = (
             low + float(torch.rand((), dtype=torch.float64)) * (high - low) if high > low else low
         )
-        flips = (torch.rand(ndim) < 0.5).tolist() if self.flip else []
+        flips = (torch.rand(ndim, dtype=torch.float32) < 0.5).tolist() if self.flip else []
         return {"displacement": displacement, "angles": angles, "scale": scale, "flips": flips}

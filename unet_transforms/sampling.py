@@ -637,7 +637,7 @@ class ForegroundSampler(Configurable, Sampler):
         self, size: tuple[int, ...], output_size: tuple[int, ...], labels: list[Any]
     ) -> tuple[int, ...] | None:
         label = self._class_label(labels)
-        if float(torch.rand(())) >= self.probability:
+        if float(torch.rand((), dtype=torch.float32)) >= self.probability:
             return None
         value = _as_tensor(label)
         if value.ndim < len(size) or tuple(value.shape[value.ndim - len(size) :]) != size:
