@@ -193,6 +193,16 @@ def test_label_sampler_balanced_draws_each_present_class_equally():
     assert sum(observed) == 1500 and chi_square_p(observed, [1, 1, 1]) > 0.001
 
 
+@pytest.mark.parametrize("base", [300, 10**12, -(10**12)])
+def test_label_sampler_balanced_counts_from_the_smallest_class(base):
+    # bincount's length is the largest value + 1: counting 10**12 as it is would
+    # allocate 8 TB; the classes are counted from the smallest value instead
+    label = three_class_label().to(torch.int64) + base
+    centres = draw_centres(LabelSampler("balanced", ignore_index=255 + base), label, 300)
+    classes = {int(label[c]) - base for c in centres}
+    assert classes == {0, 1, 2}
+
+
 def test_label_sampler_weights_as_list_and_string_keys_are_the_same():
     label = three_class_label()
     as_list = draw_centres(LabelSampler([1, 3, 6], ignore_index=255.0), label, 50)

@@ -465,8 +465,9 @@ def _present_classes(value: torch.Tensor) -> list[int]:
         flat = flat.view(torch.uint8)
     lo, hi = (int(v) for v in torch.aminmax(flat))
     if hi - lo < 2**16:
-        counts = torch.bincount(flat if lo >= 0 else flat.to(torch.int64) - lo)
-        offset = 0 if lo >= 0 else lo
+        # counted from the smallest value: bincount's length is the largest value + 1
+        offset = 0 if lo >= 0 and hi < 2**16 else lo
+        counts = torch.bincount(flat if offset == 0 else flat.to(torch.int64) - offset)
         return [int(c) + offset for c in counts.nonzero()[:, 0].tolist()]
     return [int(c) for c in torch.unique(flat).tolist()]
 

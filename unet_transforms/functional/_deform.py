@@ -187,8 +187,11 @@ def _affine(
 ) -> tuple[torch.Tensor, list[float]]:
     """``(R @ diag(flip) / scale, centre)`` of a window (arguments already checked)."""
     ndim = len(size)
-    flip = torch.tensor([-1.0 if f else 1.0 for f in (*flips, *[False] * (ndim - len(flips)))])
-    matrix = _rotation(angles, ndim) * flip.to(torch.float64) / scale  # R @ diag(flip) / s
+    flip = torch.tensor(
+        [-1.0 if f else 1.0 for f in (*flips, *[False] * (ndim - len(flips)))],
+        dtype=torch.float64,
+    )
+    matrix = _rotation(angles, ndim) * flip / scale  # R @ diag(flip) / s
     return matrix, [(n - 1) / 2 for n in size]
 
 
@@ -212,11 +215,11 @@ def _static_2d(rows: int, cols: int, g0: int) -> tuple[torch.Tensor, torch.Tenso
     with ``g0 > 0``), ``[1; j - c1]`` ``(2, cols)`` and ``U1.T`` for a ``g0``-point axis."""
     off0 = torch.arange(rows, dtype=torch.float32) - (rows - 1) / 2
     off1 = torch.arange(cols, dtype=torch.float32) - (cols - 1) / 2
-    parts = [off0[:, None], torch.ones(rows, 1)]
+    parts = [off0[:, None], torch.ones(rows, 1, dtype=torch.float32)]
     if g0 > 0:
         parts.insert(0, _cubic_matrix(g0, rows))
     left = torch.cat(parts, dim=1).expand(2, -1, -1)
-    return left, torch.stack([torch.ones(cols), off1]), off1
+    return left, torch.stack([torch.ones(cols, dtype=torch.float32), off1]), off1
 
 
 @functools.lru_cache(maxsize=64)
@@ -243,7 +246,7 @@ def _factors_2d(
     rows, cols = size
     m00, m01, m10, m11 = matrix
     # right's last two rows: [m_k0, centre_k; 0, m_k1] @ [1; j - c1]
-    coef = torch.tensor([m00, 0.0, centre[0], m01, m10, 0.0, centre[1], m11])
+    coef = torch.tensor([m00, 0.0, centre[0], m01, m10, 0.0, centre[1], m11], dtype=torch.float32)
     if displacement is None:
         left, basis, _ = _static_2d(rows, cols, 0)
         return left, torch.mm(coef.view(4, 2), basis).view(2, 2, cols)

@@ -368,16 +368,17 @@ class TileTransform(v2.Transform):
             raise e.named("mask_fill") from None
 
     @staticmethod
-    def check_fill(value: torch.Tensor, fill: float | None) -> None:
+    def check_fill(value: torch.Tensor, fill: float | None) -> float | None:
         """Raises what :meth:`crop` would for ``fill`` on ``value``, without cropping
         (for paths that may not need the fill, so that its errors do not depend on
-        where the window lies)."""
+        where the window lies); returns the fill :meth:`crop` gives ``value``."""
         fill = _fill_for(value, fill)
         if fill is not None:
             try:
                 check_fill_fits(fill, value.dtype)
             except FillError as e:
                 raise e.named("mask_fill") from None
+        return fill
 
     @staticmethod
     def as_label_if_plain(inpt: Any, out: Any) -> Any:

@@ -218,6 +218,8 @@ class OverlapTileCrop(Configurable, TileTransform):
         if is_label and not isinstance(value, tv_tensors.Mask):
             interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
         interpolation = interpolation_for(value, interpolation)
+        if fill is not None and interpolation != "nearest":
+            return self.deformed_with_fill(value, tile, box, fill, field)
         if isinstance(field, FactoredField):
             if _factored_ok(value):
                 self.check_fill(value, fill)  # as the crop would, wherever the box lies
@@ -237,6 +239,29 @@ class OverlapTileCrop(Configurable, TileTransform):
         part = field[(slice(None), *window)]
         plan = plan_resample(part, origin, interpolation)
         return resample(self.crop(value, plan.box, fill), part, plan)
+
+    def deformed_with_fill(
+        self,
+        value: torch.Tensor,
+        tile: Tile,
+        box: Box,
+        fill: float,
+        field: torch.Tensor | FactoredField,
+    ) -> Any:
+        """A label sampled smoothly (a weight map) with a fill: the fill goes exactly where
+        a nearest-sampled label's fill goes (pixels whose nearest source pixel lies outside
+        the image), and elsewhere the values interpolate the mirrored label, never the
+        fill (which would weight valid pixels next to the border by up to the fill)."""
+        fill_value = self.check_fill(value, fill)
+        values = self.deformed(value, True, tile, box, None, field)
+        # a plain label is sampled nearest: 1 inside the image, the fill 0 outside
+        spatial = tuple(value.shape[value.ndim - len(box) :])
+        ones = torch.ones((), dtype=torch.uint8).expand(spatial)
+        inside = self.deformed(ones, True, tile, box, 0, field)
+        filled = values.as_subclass(torch.Tensor).masked_fill(inside == 0, fill_value)
+        if isinstance(value, tv_tensors.TVTensor):
+            return tv_tensors.wrap(filled, like=value)
+        return filled
 
 
 def _factored_ok(value: Any) -> bool:
