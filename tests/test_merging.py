@@ -259,6 +259,15 @@ def test_out_must_hold_the_result_without_loss():
         TileMerger(grid, out=np.zeros((1, 10, 10), np.uint8)).add(0, tile)
     with pytest.raises(TypeError, match=r"out has dtype torch.float16.*torch.float32"):
         TileMerger(grid, out=torch.zeros(1, 10, 10, dtype=torch.float16)).add(0, tile)
+    half = torch.full((1, 4, 4), 0.5, dtype=torch.bfloat16)
+    for out in (np.zeros((1, 10, 10), np.float16), torch.zeros(1, 10, 10, dtype=torch.float16)):
+        with pytest.raises(TypeError, match=r"out has dtype .*float16.*torch.bfloat16"):
+            TileMerger(grid, out=out).add(0, half)
+    labels = torch.zeros(300, 4, 4)
+    with pytest.raises(TypeError, match=r"out has dtype torch.uint16.*torch.int16"):
+        TileMerger(grid, output="labels", out=torch.zeros(10, 10, dtype=torch.uint16)).add(
+            0, labels
+        )
     with pytest.raises(
         ValueError, match=r"out must have shape \(1, 10, 10\) .* got \(2, 10, 10\)"
     ):
@@ -267,6 +276,47 @@ def test_out_must_hold_the_result_without_loss():
         TileMerger(grid, out=torch.zeros(1, 10, 9))
     with pytest.raises(TypeError, match=r"out must be a tensor or an array-like .* got list"):
         TileMerger(grid, out=[[0.0]])
+
+
+@pytest.mark.parametrize("target", ["tensor", "numpy", "zarr"])
+@pytest.mark.parametrize(
+    ("result", "held_by"),
+    [
+        (torch.uint8, ["uint16", "uint32", "uint64", "int16", "float32"]),
+        (torch.int16, ["int32", "int64", "float32"]),
+        (torch.bfloat16, ["float32", "float64"]),
+    ],
+)
+def test_out_of_any_dtype_that_holds_the_result(target, result, held_by):
+    # torch does not promote uint16-64 (the check raised its RuntimeError), and a
+    # bfloat16 result has no numpy dtype (a float32 numpy or zarr out was refused)
+    grid = TileGrid((10, 10), TileGeometry(6, 4))
+    if result == torch.bfloat16:
+        outputs, output = [torch.rand(2, 4, 4).bfloat16() for _ in range(len(grid))], "logits"
+    else:
+        channels = 3 if result == torch.uint8 else 300
+        outputs, output = tile_outputs(grid, channels=channels), "labels"
+    expected = merge(grid, outputs, output=output)
+    assert expected.dtype == result
+    for name in held_by:
+        shape = tuple(expected.shape)
+        if target == "tensor":
+            out = torch.zeros(shape, dtype=getattr(torch, name))
+        elif target == "numpy":
+            out = np.zeros(shape, name)
+        else:
+            out = zarr.create_array(store={}, shape=shape, chunks=(2,) * len(shape), dtype=name)
+        merge(grid, outputs, output=output, out=out)
+        got = torch.as_tensor(np.asarray(out[...]) if target != "tensor" else out)
+        assert torch.equal(got.double(), expected.double()), name
+
+
+def test_out_must_be_writable():
+    grid = TileGrid((10, 10), TileGeometry(6, 4))
+    out = np.zeros((1, 10, 10), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out must be writable, got a read-only numpy"):
+        TileMerger(grid, out=out)
 
 
 # ---------------------------------------------------------------------- errors

@@ -84,6 +84,10 @@ def test_errors():
         plan_geometry((60, 60), max_input_size=300, ndim=3)
     with pytest.raises(ValueError, match="max_input_size must be"):
         plan_geometry(512, max_input_size=600.0)
+    with pytest.raises(TypeError, match=r"ndim must be an int \(2 or 3\), got float"):
+        plan_geometry(512, max_input_size=800, ndim=2.0)
+    with pytest.raises(ValueError, match="ndim must be 2 or 3, got 4"):
+        plan_geometry(512, max_input_size=800, ndim=4)
 
 
 def test_numpy_integers_are_integers():

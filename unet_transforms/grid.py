@@ -164,9 +164,9 @@ class TileGrid(Configurable):
         align: ``"center"`` or ``"start"``.
 
     Raises:
-        TypeError: If ``geometry`` is not a :class:`TileGeometry` or a size is not an int.
-        ValueError: If the image size does not have ``geometry.ndim`` positive entries or
-            ``align`` is unknown.
+        TypeError: If ``geometry`` is not a :class:`TileGeometry`.
+        ValueError: If the image size is not ``geometry.ndim`` positive ints or ``align``
+            is unknown.
 
     Example:
         >>> grid = TileGrid((512, 512), TileGeometry(572, 388), align="start")

@@ -145,7 +145,9 @@ def predict_tiled(
         workers: Forward calls run at once, each in a thread of its own with its
             share of torch's threads (``torch.get_num_threads() // workers`` during the
             call, restored afterwards); tiles are still read and merged in order, so
-            the result does not depend on it. On a CPU, ``workers=2`` with one torch
+            the result equals that of one worker with ``torch.get_num_threads() //
+            workers`` threads (torch's kernels may round differently with another
+            thread count: to float tolerance, as with ``batch_size``). On a CPU, ``workers=2`` with one torch
             thread each uses two cores better than one call with two threads
             (``benchmarks/bench_inference.py``). With one worker, an image that is not
             in memory (memory map, zarr, h5py) is read a batch ahead by a reader thread.

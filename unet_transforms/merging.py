@@ -121,6 +121,30 @@ def blend_weights(blend: str | torch.Tensor, size: Sequence[int]) -> torch.Tenso
 _INT_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
 
 
+# the dtypes that hold every bfloat16 value (it has no numpy dtype)
+_HOLD_BFLOAT16 = frozenset({torch.float32, torch.float64, torch.complex64, torch.complex128})
+
+
+def _holds(target: Any, dtype: torch.dtype) -> bool:
+    """Whether the torch or numpy dtype ``target`` holds every value of ``dtype``
+    (numpy's "safe" casting, which covers torch's unsigned dtypes that
+    ``torch.promote_types`` refuses)."""
+    if target == dtype:
+        return True
+    if isinstance(target, torch.dtype):
+        if target == torch.bfloat16:
+            return dtype in (torch.bool, torch.uint8, torch.int8)  # 8 significant bits
+        if dtype == torch.bfloat16:
+            return target in _HOLD_BFLOAT16
+        try:
+            return torch.promote_types(dtype, target) == target
+        except RuntimeError:  # torch does not promote its uint16, uint32 and uint64
+            target = numpy_dtype(target)
+    elif dtype == torch.bfloat16:
+        return any(np.dtype(target) == numpy_dtype(d) for d in _HOLD_BFLOAT16)
+    return bool(np.can_cast(numpy_dtype(dtype), np.dtype(target), "safe"))
+
+
 def label_dtype(channels: int) -> torch.dtype:
     """The dtype of ``output="labels"`` for ``channels`` classes.
 
@@ -500,6 +524,11 @@ class TileMerger(Configurable):
                 "out must be a tensor or an array-like with .shape, .dtype and slice "
                 f"assignment (numpy, memmap, zarr, h5py), got {type(out).__name__}"
             )
+        if isinstance(out, np.ndarray) and not out.flags.writeable:
+            raise ValueError(
+                "out must be writable, got a read-only numpy array (a memmap opened with "
+                "mode 'r'? open it with 'r+')"
+            )
         nd = len(self._size)
         shape = tuple(int(s) for s in out.shape)
         if len(shape) < nd or shape[len(shape) - nd :] != self._size:
@@ -511,11 +540,7 @@ class TileMerger(Configurable):
         got = tuple(int(s) for s in out.shape)
         if got != shape:
             raise ValueError(f"out must have shape {shape} for output={self.output!r}, got {got}")
-        if isinstance(out, torch.Tensor):
-            lossless = torch.promote_types(dtype, out.dtype) == out.dtype
-        else:
-            lossless = np.can_cast(numpy_dtype(dtype), np.dtype(out.dtype), "safe")
-        if not lossless:
+        if not _holds(out.dtype, dtype):
             raise TypeError(
                 f"out has dtype {out.dtype}, which cannot hold the {self.output} result's "
                 f"{dtype} without loss"
@@ -693,12 +718,15 @@ class TileMerger(Configurable):
             return  # its storage units are stored already
         assert self._dtype is not None  # set by the first add
         values = _post(values, self.output, self._dtype)
-        if self._writer is not None:
-            self._writer.write(box, values.cpu())
-        elif isinstance(self._result, torch.Tensor):
+        if isinstance(self._result, torch.Tensor):
             self._result[slices(box)] = values.to(self._result.device)
         else:
-            self._result[slices(box)] = values.cpu().numpy()
+            if values.dtype == torch.bfloat16:  # no numpy dtype; float32 holds it exactly
+                values = values.float()
+            if self._writer is not None:
+                self._writer.write(box, values.cpu())
+            else:
+                self._result[slices(box)] = values.cpu().numpy()
         self._open_cells -= 1
 
     def _add_keep(self, index: int, position: tuple[int, ...], output: torch.Tensor) -> None:

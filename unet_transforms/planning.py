@@ -62,6 +62,8 @@ def plan_geometry(
         >>> g, TileGrid(512, g).shape
         (TileGeometry(700, 516, step=512), (1, 1))
     """
+    if not is_int(ndim):
+        raise TypeError(f"ndim must be an int (2 or 3), got {type(ndim).__name__}")
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     image_size, max_input_size = as_list_if_1d(image_size), as_list_if_1d(max_input_size)
