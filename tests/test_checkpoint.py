@@ -347,6 +347,50 @@ def test_any_module_with_its_config_and_allow(tmp_path):
     assert geometry == TileGeometry(20, 16)
 
 
+class Normed(torch.nn.Module):
+    """A model with BatchNorm: its num_batches_tracked buffer is an int64 tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 5)
+        self.norm = torch.nn.BatchNorm2d(2)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+def test_integer_buffers_load_with_the_model_dtype(tmp_path):
+    # BatchNorm saved fine but never loaded: every tensor had to be floating point
+    net = Normed()
+    net.train()(torch.rand(2, 1, 20, 20))  # running statistics and a count of 1
+    net.eval()
+    path = tmp_path / "normed.pt"
+    save_checkpoint(
+        path, net, TileGeometry(20, 16), model_config={"_target_": f"{__name__}.Normed"}
+    )
+    model, _, _ = load_checkpoint(path, allow=[Normed])
+    x = torch.rand(1, 1, 20, 20)
+    assert torch.equal(model.eval()(x), net(x))
+    assert int(model.norm.num_batches_tracked) == 1
+    data = torch.load(path, weights_only=True)
+    bad = tmp_path / "bad.pt"
+    for value, match in [
+        (
+            torch.tensor(1.0),
+            r"num_batches_tracked'\] must be a torch.int64 tensor .*got torch.float32",
+        ),
+        ([1], r"num_batches_tracked'\] must be a tensor, got list"),
+    ]:
+        torch.save(
+            edited(
+                data, lambda d, v=value: d["state_dict"].update({"norm.num_batches_tracked": v})
+            ),
+            bad,
+        )
+        with pytest.raises(ValueError, match=match):
+            load_checkpoint(bad, allow=[Normed])
+
+
 RECORD = {"scale": "dtype_max", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 
 

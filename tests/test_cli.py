@@ -599,6 +599,89 @@ def test_segment_builds_other_models_only_with_allow(tmp_path):
         assert written.size == (40, 30)
 
 
+def test_labels_of_a_model_without_out_channels(tmp_path):
+    # the class count came from out_channels alone: 0 for nn.Identity, and the format
+    # check asked for label -1 (OverflowError)
+    from unet_transforms import TileGeometry
+    from unet_transforms.checkpoint import save_checkpoint
+
+    save_checkpoint(
+        tmp_path / "i.pt",
+        torch.nn.Identity(),
+        TileGeometry(8, 8),
+        model_config={"_target_": "torch.nn.Identity"},
+    )
+    pixels = np.zeros((1, 12, 10), np.uint8)
+    pixels[0, :, 5:] = 255
+    tifffile.imwrite(tmp_path / "in.tif", pixels[0])
+    args = ["segment", str(tmp_path / "in.tif"), "--checkpoint", str(tmp_path / "i.pt")]
+    result = run_here(*args, "-o", str(tmp_path / "a.png"), "--allow", "torch.nn.Identity")
+    assert result.returncode == 0, result.stderr
+    with PIL.Image.open(tmp_path / "a.png") as written:
+        labels = np.asarray(written)
+    # one channel: sigmoid > 0.5 of the scaled pixels (0 and 1)
+    np.testing.assert_array_equal(labels, (pixels[0] > 0).astype(np.uint8))
+
+
+def test_formats_that_store_only_some_sizes_are_refused(tmp_path, no_inference):
+    # ICO passed the 2 x 2 and 1 x 1 samples, then wrote a 50 x 40 label image as 32 x 32
+    PIL.Image.new("L", (50, 40)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path)
+    result = run_here(
+        "segment",
+        str(tmp_path / "in.png"),
+        "--checkpoint",
+        str(checkpoint),
+        "-o",
+        str(tmp_path / "m.ico"),
+    )
+    assert_one_line_error(result, "ICO cannot hold a label image (Pillow mode P)")
+    assert no_inference == [] and not (tmp_path / "m.ico").exists()
+
+
+def test_a_refused_run_creates_no_folder_and_a_written_one_creates_them(tmp_path, no_inference):
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path)
+    segment = ("segment", str(tmp_path / "in.png"), "--checkpoint", str(checkpoint))
+    result = run_here(*segment, "-o", str(tmp_path / "new" / "a" / "mask.jpg"))
+    assert_one_line_error(result, "JPEG cannot hold a label image")
+    assert not (tmp_path / "new").exists()
+    preview = ("preview", str(tmp_path / "in.png"), "--unet-input", "18", "--depth", "1")
+    result = run_here(*preview, "-o", str(tmp_path / "new" / "a" / "p.png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "new" / "a" / "p.png").is_file()
+
+
+def test_palette_and_1_bit_tiffs_read_as_pillow_reads_them(tmp_path):
+    # tifffile gives palette indices and bools: the model saw indices / 255
+    from unet_transforms.cli import read_image
+
+    indices = np.zeros((12, 10), np.uint8)
+    indices[:, 5:] = 1
+    indices[:3, :3] = 2
+    picture = PIL.Image.fromarray(indices, "P")
+    picture.putpalette([0, 0, 0, 255, 255, 255, 200, 30, 0] + [0] * (768 - 9))
+    picture.save(tmp_path / "p.png")
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[:, 1] = 255 * 257
+    colormap[:, 2] = np.array([200, 30, 0]) * 257
+    tifffile.imwrite(tmp_path / "p.tif", indices, photometric="palette", colormap=colormap)
+    picture.save(tmp_path / "pillow.tif")
+    expected_rgb = read_image(str(tmp_path / "p.png"))
+    assert expected_rgb.shape == (3, 12, 10) and expected_rgb.dtype == np.uint8
+    for name in ("p.tif", "pillow.tif"):
+        got = read_image(str(tmp_path / name))
+        assert got.dtype == np.uint8 and np.array_equal(got, expected_rgb), name
+    colormap[0, 2] = 1000  # not an 8-bit colour: kept 16-bit
+    tifffile.imwrite(tmp_path / "p16.tif", indices, photometric="palette", colormap=colormap)
+    wide = read_image(str(tmp_path / "p16.tif"))
+    assert wide.dtype == np.uint16 and wide[0, 0, 0] == 1000 and wide[1, 0, 9] == 255 * 257
+    bits = PIL.Image.fromarray(indices > 0).convert("1")
+    bits.save(tmp_path / "b.tif")
+    bits.save(tmp_path / "b.png")
+    assert np.array_equal(read_image(str(tmp_path / "b.tif")), read_image(str(tmp_path / "b.png")))
+
+
 def test_preview_max_tiles(tmp_path):
     PIL.Image.fromarray(np.zeros((60, 50), np.uint8)).save(tmp_path / "in.png")
     args = ["preview", str(tmp_path / "in.png"), "--input-size", "5", "--output-size", "3"]

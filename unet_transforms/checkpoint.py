@@ -329,12 +329,13 @@ def _check_unet_args(config: Mapping[str, Any], field: str, where: str) -> dict[
 def _check_state_dict(
     state: Mapping[Any, Any], expected: Mapping[str, torch.Tensor], where: str
 ) -> None:
-    """Raises ValueError unless ``state`` has exactly ``expected`` 's names and shapes."""
+    """Raises ValueError unless ``state`` has exactly ``expected`` 's names and shapes, and
+    tensors of the same kind (floating point where the model's are; integer buffers such
+    as BatchNorm's ``num_batches_tracked`` of the model's dtype)."""
     for name, value in state.items():
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        if not isinstance(value, torch.Tensor):
             raise ValueError(
-                f"{where}: state_dict[{name!r}] must be a floating-point tensor, got {kind}"
+                f"{where}: state_dict[{name!r}] must be a tensor, got {type(value).__name__}"
             )
     missing = [name for name in expected if name not in state]
     unexpected = [str(name) for name in state if name not in expected]
@@ -345,7 +346,17 @@ def _check_state_dict(
             f"{'...' if len(unexpected) > 3 else ''}"
         )
     for name, tensor in expected.items():
-        if state[name].shape != tensor.shape:
+        value = state[name]
+        if tensor.is_floating_point() and not value.is_floating_point():
+            raise ValueError(
+                f"{where}: state_dict[{name!r}] must be a floating-point tensor, got {value.dtype}"
+            )
+        if not tensor.is_floating_point() and value.dtype != tensor.dtype:
+            raise ValueError(
+                f"{where}: state_dict[{name!r}] must be a {tensor.dtype} tensor (as the "
+                f"model's), got {value.dtype}"
+            )
+        if value.shape != tensor.shape:
             described = sum(t.numel() for t in expected.values())
             stored = sum(t.numel() for t in state.values())
             raise ValueError(

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
@@ -130,6 +130,7 @@ def _read_tiff(path: str, tifffile: Any, max_pixels: int | None) -> np.ndarray:
             # alpha samples (associated or unassociated) are the last extra samples
             extras = tuple(getattr(tif.pages[0], "extrasamples", ()) or ())
             alpha = sum(1 for e in extras if int(e) in (1, 2))
+            palette = tif.pages[0].colormap if int(tif.pages[0].photometric) == 3 else None
     except CLIError:
         raise
     except Exception as e:
@@ -151,7 +152,27 @@ def _read_tiff(path: str, tifffile: Any, max_pixels: int | None) -> np.ndarray:
     array = np.transpose(array, [channel, *depth, axes.index("Y"), axes.index("X")])
     if axes[channel] == "S" and 0 < alpha < array.shape[0]:
         array = array[: array.shape[0] - alpha]  # RGBA or grey + alpha: drop the alpha
+    if palette is not None and array.shape[0] == 1:
+        return _expand_palette(np.asarray(palette), array[0], path)
+    if array.dtype == np.bool_:  # 1-bit: grey 0 or 255, as Pillow reads it
+        return array.astype(np.uint8) * np.uint8(255)
     return array
+
+
+def _expand_palette(colormap: np.ndarray, indices: np.ndarray, path: str) -> np.ndarray:
+    """A palette TIFF's indices as RGB ``(3, ...)``, as Pillow expands a palette image:
+    8-bit when the file's 16-bit colour map holds 8-bit colours (each value ``v * 257``
+    or ``v * 256``), else 16-bit."""
+    if colormap.ndim != 2 or colormap.shape[0] != 3 or int(indices.max()) >= colormap.shape[1]:
+        raise CLIError(
+            f"cannot read {path}: its colour map {colormap.shape} does not cover the "
+            f"palette indices (up to {int(indices.max())})"
+        )
+    for factor in (257, 256):
+        if not (colormap % factor).any():
+            colormap = (colormap // factor).astype(np.uint8)
+            break
+    return colormap[:, indices]
 
 
 # ---------------------------------------------------------------------- geometry options
@@ -233,7 +254,7 @@ def _broadcast(value: Any, ndim: int) -> Any:
 
 
 def _check_output(path: str, *, classes: int | None = None) -> None:
-    """Refuses outputs that cannot be written, before any work; creates the parent folder.
+    """Refuses outputs that cannot be written, before any work (creating nothing).
 
     ``classes``: the number of classes of a label image, which the file format must
     hold without loss; ``None`` for an RGB picture (the preview).
@@ -255,17 +276,42 @@ def _check_output(path: str, *, classes: int | None = None) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise CLIError(f"cannot write {path}: {existing} is a file, not a folder")
-    try:
-        os.makedirs(parent, exist_ok=True)
-        check_writable(path)
+    try:  # in the deepest existing folder: the missing ones are created when writing
+        check_writable(os.path.join(existing, os.path.basename(path)))
     except OSError as e:
         raise CLIError(f"cannot write {path}: {e.strerror or e}") from e
     if classes is None:
         _check_format(path, [PIL.Image.new("RGB", (2, 2))], lossless=False)
     elif not _uses_tifffile(path, ndim=2):
         top = np.array(classes - 1, _label_dtype(classes))
-        samples = [np.array([[0, top], [min(top, 1), 0]], top.dtype), np.full((1, 1), top)]
+        # and one of 23 x 17 pixels: formats such as ICO store only a few sizes
+        varied = (np.arange(23 * 17).reshape(23, 17) % (int(top) + 1)).astype(top.dtype)
+        samples = [
+            np.array([[0, top], [min(top, 1), 0]], top.dtype),
+            np.full((1, 1), top),
+            varied,
+        ]
         _check_format(path, [_label_picture(sample) for sample in samples], lossless=True)
+
+
+@contextlib.contextmanager
+def _output_file(path: str) -> Iterator[BinaryIO]:
+    """:func:`atomic_write` into ``path``, creating its missing folders first (and
+    removing them again if the write fails)."""
+    created = []
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        created.append(folder)  # deepest first
+        folder = os.path.dirname(folder)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_write(path) as file:
+            yield file
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
 
 
 def _check_format(path: str, samples: list[Any], *, lossless: bool) -> None:
@@ -395,7 +441,7 @@ def _preview(args: argparse.Namespace) -> int:
         scale=args.scale,
         max_tiles=MAX_TILES if args.max_tiles is None else (args.max_tiles or None),
     )
-    with atomic_write(args.output) as file:
+    with _output_file(args.output) as file:
         picture.save(file, format=_pil_format(args.output))
     print(f"wrote {args.output} ({picture.width}x{picture.height})")
     return 0
@@ -452,7 +498,10 @@ def _segment(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}"
             )
-        classes = int(getattr(model, "out_channels", 0))
+        # a model without out_channels: the format is checked for two classes now and
+        # again before writing if the result holds more
+        out_channels = getattr(model, "out_channels", None)
+        classes = out_channels if type(out_channels) is int and out_channels >= 1 else 2
         _check_output(args.output, classes=classes)
     else:
         _check_float_output(args.output, args.output_kind)
@@ -482,7 +531,9 @@ def _segment(args: argparse.Namespace) -> int:
         _write_float(result, args.output)
         print(f"wrote {args.output}: {result.shape} float32 {args.output_kind}")
     else:
-        classes = max(classes, int(result.max()) + 1 if result.size else 1)
+        checked, classes = classes, max(classes, int(result.max()) + 1 if result.size else 1)
+        if _label_dtype(classes) != _label_dtype(checked):
+            _check_output(args.output, classes=classes)
         labels = result.astype(_label_dtype(classes))
         _write_labels(labels, args.output)
         counts = np.bincount(labels.ravel(), minlength=classes)
@@ -537,13 +588,13 @@ def _write_float(values: np.ndarray, path: str) -> None:
     import tifffile
 
     axes = "CYX" if values.ndim == 3 else "CZYX"
-    with atomic_write(path) as file:
+    with _output_file(path) as file:
         tifffile.imwrite(file, values, photometric="minisblack", metadata={"axes": axes})
 
 
 def _write_labels(labels: np.ndarray, path: str) -> None:
     """Writes labels atomically: ``path`` is the old file or the whole new one."""
-    with atomic_write(path) as file:
+    with _output_file(path) as file:
         if _uses_tifffile(path, labels.ndim):
             import tifffile
 

@@ -382,11 +382,13 @@ class TileMerger(Configurable):
     the one tile that owns it: no weights and no accumulation, and with a
     ``TileGeometry.unet`` geometry the result equals one forward pass over the whole
     image. Otherwise overlapping predictions are averaged with the weights of
-    :func:`blend_weights`; their outputs must overlap (``step < output_size``, e.g.
-    ``TileGeometry(512, 512, step=384)`` for a same-padding network). Blended logits
-    or probabilities into a result of the merger's own are summed in place and each
-    keep window is divided by its sum of weights (and turned into probabilities) once
-    its last tile is added, so nothing else is held. Otherwise (labels, or an ``out``)
+    :func:`blend_weights`, for outputs that overlap (``step < output_size``, e.g.
+    ``TileGeometry(512, 512, step=384)`` for a same-padding network); the weights must
+    be positive on the keep window, so ``"hann"`` (zero at the tile's edges) needs the
+    overlap, and without it ``"gaussian"`` equals ``"crop"`` to float rounding.
+    Blended logits or probabilities into a result of the merger's own are summed in
+    place and each keep window is divided by its sum of weights (and turned into
+    probabilities) once its last tile is added, so nothing else is held. Otherwise (labels, or an ``out``)
     each keep window is summed, post-processed (``output``) and written as soon as its
     last tile is added, so besides the result only the parts of the keep windows still
     open are held (about one row of tiles when adding in grid order).
