@@ -272,6 +272,42 @@ def test_torchvision_transforms_round_trip(name):
             assert type(a) is type(b) and torch.equal(a, b)
 
 
+PER_TYPE = {tv_tensors.Image: 7, tv_tensors.Mask: 255}
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        v2.RandomAffine((45, 45), fill=PER_TYPE),
+        v2.RandomRotation((30, 30), fill=PER_TYPE),
+        v2.ElasticTransform(alpha=80.0, sigma=3.0, fill=PER_TYPE),
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+    ],
+    ids=lambda t: type(t).__name__,
+)
+def test_per_type_arguments_of_torchvision_transforms_round_trip(transform):
+    # type keys were written as names and rebuilt as str keys, which torchvision skips:
+    # the mask was filled with 0 instead of 255, and ToDtype converted nothing
+    rebuilt = from_config(json_round_trip(to_config(transform)))
+    image = tv_tensors.Image(torch.ones(1, 20, 20, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.ones(20, 20, dtype=torch.uint8))
+    torch.manual_seed(0)
+    expected = transform(image, mask)
+    torch.manual_seed(0)
+    got = rebuilt(image, mask)
+    for a, b in zip(expected, got, strict=True):
+        assert type(a) is type(b) and a.dtype == b.dtype and torch.equal(a, b)
+    assert to_config(rebuilt) == to_config(transform)
+
+
+def test_size_arrays_are_copied():
+    for sizes in (np.array([12, 14]), torch.tensor([12, 14])):
+        geometry = TileGeometry(sizes, [8, 10])
+        sizes[0] = 20  # changing the caller's array later does not change the config
+        assert geometry.to_config()["input_size"] == [12, 14]
+        assert from_config(geometry.to_config()) == geometry
+
+
 def test_pipeline_round_trip_and_hydra_style_flatness():
     pipeline = v2.Compose(
         [

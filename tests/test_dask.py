@@ -455,6 +455,25 @@ def test_progress_bar_over_blocks(capsys):
     assert "predict_dask" in err and f"{lazy.npartitions}/{lazy.npartitions}" in err
 
 
+def test_progress_bar_through_a_derived_array(capsys):
+    # the callback lived as long as the returned array object: computing a rechunked
+    # or summed array made from it (the array itself dropped) showed no bar
+    import gc
+
+    from dask.callbacks import Callback
+
+    model = ValidConvs().eval()
+    array = da.from_array(image((2, 30, 30)), chunks=(2, 10, 10))
+    before = len(Callback.active)
+    derived = predict_dask(model, array, TileGeometry(16, 10), progress=True).rechunk((2, 15, 15))
+    gc.collect()
+    derived.sum().compute(scheduler="sync")
+    assert "predict_dask" in capsys.readouterr().err
+    del derived
+    gc.collect()
+    assert len(Callback.active) == before  # unregistered with the graph
+
+
 def test_refused_inputs():
     model = ValidConvs().eval()
     geometry = TileGeometry(16, 10)

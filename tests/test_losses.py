@@ -120,8 +120,49 @@ def test_no_ignore_index_ignores_nothing():
     # torch's default ignore_index is -100; without one, -100 is an out-of-range class
     logits, target, weights = make((3,), seed=7)
     target[0, 0] = -100
-    with pytest.raises((RuntimeError, IndexError), match="out of bounds"):
+    with pytest.raises(ValueError, match=r"target must hold class indices in \[0, 3\) for "):
         weighted_cross_entropy(logits, target, weights)
+
+
+def test_classes_out_of_range_name_the_target():
+    # gather's RuntimeError (a device-side assert on CUDA) did not name the argument
+    logits = torch.randn(2, 3, 4, 5)
+    for bad in (-1, 3, 255):
+        target = torch.zeros(2, 4, 5, dtype=torch.long)
+        target[1, 2, 3] = bad
+        with pytest.raises(
+            ValueError,
+            match=rf"\[0, 3\) .*classes, got values from {min(bad, 0)} to {max(bad, 0)}",
+        ):
+            weighted_cross_entropy(logits, target, torch.ones(2, 4, 5))
+    target[1, 2, 3] = 255  # ignored: fine
+    weighted_cross_entropy(logits, target, torch.ones(2, 4, 5), ignore_index=255)
+
+
+def test_an_ignore_index_the_target_cannot_hold_ignores_nothing():
+    # compared in the target's dtype, 256 wrapped to class 0 of a uint8 target
+    logits, target, weights = make((4,), seed=8)
+    expected = weighted_cross_entropy(logits, target, weights, reduction="none")
+    for dtype, ignore in [(torch.uint8, 256), (torch.int16, 2**40), (torch.int32, -(2**40))]:
+        got = weighted_cross_entropy(
+            logits, target.to(dtype), weights, ignore_index=ignore, reduction="none"
+        )
+        assert torch.equal(got, expected)
+    huge = weighted_cross_entropy(logits, target, weights, ignore_index=2**70, reduction="none")
+    assert torch.equal(huge, expected)
+
+
+def test_zero_weight_with_an_infinite_ce_gives_zero_not_nan():
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 0] = float("-inf")  # class 0 impossible: its CE is inf
+    x = logits.clone().requires_grad_()
+    target = torch.zeros(1, 1, 2, dtype=torch.long)
+    weights = torch.tensor([[[0.0, 0.0]]])
+    loss = weighted_cross_entropy(x, target, weights)
+    loss.backward()
+    assert loss.item() == 0.0 and not x.grad.isnan().any()
+    none = weighted_cross_entropy(logits, target, weights, reduction="none")
+    assert torch.equal(none, torch.zeros(1, 1, 2))
 
 
 @pytest.mark.parametrize(

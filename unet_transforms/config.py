@@ -147,6 +147,8 @@ def _snapshot(value: Any) -> Any:
         return type(value)(_snapshot(v) for v in value)
     if type(value) is dict:
         return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray | torch.Tensor) and _is_plain_array(value):
+        return value.copy() if isinstance(value, np.ndarray) else value.clone()  # sizes
     return value
 
 
@@ -484,7 +486,13 @@ def _import(dotted: str, path: str) -> Any:
 def _build(node: Any, path: str, allowed: dict[str, Any]) -> Any:
     if isinstance(node, Mapping):
         if "_target_" not in node:
-            return {k: _build(v, _join(path, k), allowed) for k, v in node.items()}
+            # type names back to types: torchvision looks per-type fills and dtypes up
+            # by type (and skips a str key silently)
+            types = _types()
+            return {
+                types.get(k, k) if isinstance(k, str) else k: _build(v, _join(path, k), allowed)
+                for k, v in node.items()
+            }
         return _call(node, path, allowed)
     if isinstance(node, list | tuple):
         return [_build(v, f"{path}[{i}]", allowed) for i, v in enumerate(node)]

@@ -366,7 +366,9 @@ def _watch_progress(result: dask.array.Array, name: str) -> None:
     """Shows a bar over the blocks named ``name`` whenever a local scheduler runs them.
 
     A dask callback (what :class:`dask.diagnostics.ProgressBar` is built on) registered
-    for as long as ``result`` lives; it ignores every other computation.
+    for as long as the graph of the blocks lives: as long as ``result`` or any array
+    derived from it (rechunked, sliced, summed), whose graphs share the blocks' layers;
+    it ignores every other computation.
     """
     from dask.callbacks import Callback
 
@@ -396,7 +398,8 @@ def _watch_progress(result: dask.array.Array, name: str) -> None:
 
     callback = BlockProgress()  # type: ignore[no-untyped-call]
     callback.register()
-    weakref.finalize(result, callback.unregister)
+    layer = next(layer for key, layer in result.dask.layers.items() if word in str(key))
+    weakref.finalize(layer, callback.unregister)
 
 
 def _nest(blocks: dict[tuple[int, ...], Any], shape: tuple[int, ...]) -> list[Any]:

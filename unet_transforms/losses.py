@@ -67,7 +67,8 @@ def weighted_cross_entropy(
         TypeError: For non-tensor arguments, non-floating ``logits`` or ``weights``, a
             non-integer ``target``, or a non-int ``ignore_index``.
         ValueError: For shapes that do not fit together (the message names both),
-            arguments on different devices, or an unknown ``reduction``.
+            arguments on different devices, an unknown ``reduction``, or a target
+            outside ``[0, C)`` at a pixel not ignored.
 
     Shape:
         - logits: ``(N, C, *spatial)``
@@ -115,20 +116,30 @@ def weighted_cross_entropy(
             f"{target.device} and {weights.device}"
         )
 
-    if ignore_index is None:
-        valid = None
-        index = target
-    else:
-        valid = target != int(ignore_index)
-        index = target.masked_fill(~valid, 0)
+    valid = None
+    index = target
+    if ignore_index is not None:
+        info = torch.iinfo(target.dtype)
+        # compared as an int of the target's range: a value outside it matches no pixel
+        # (in the target's dtype 256 would wrap to class 0 of a uint8 target)
+        if info.min <= int(ignore_index) <= info.max:
+            valid = target != int(ignore_index)
+            index = target.masked_fill(~valid, 0)
+    classes = logits.shape[1]
+    if index.numel():
+        lo, hi = (int(v) for v in torch.aminmax(index))
+        if lo < 0 or hi >= classes:
+            raise ValueError(
+                f"target must hold class indices in [0, {classes}) for logits of {classes} "
+                f"classes{'' if ignore_index is None else ' (or ignore_index)'}, got values "
+                f"from {lo} to {hi}"
+            )
     log_p = torch.log_softmax(logits, dim=1)
     ce = -log_p.gather(1, index.long().unsqueeze(1)).squeeze(1)
     if valid is not None:
         weights = weights.masked_fill(~valid, 0)
-    loss = weights * ce
-    if valid is not None:
-        # 0, not 0 * CE: an ignored pixel's CE of an arbitrary logit may be inf
-        loss = loss.masked_fill(~valid, 0)
+    # 0, not 0 * CE, where the weight is 0 (ignored pixels too): a CE may be inf
+    loss = weights * ce.masked_fill(weights == 0, 0)
     if reduction == "none":
         return loss
     total = loss.sum()
