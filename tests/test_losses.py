@@ -163,6 +163,12 @@ def test_zero_weight_with_an_infinite_ce_gives_zero_not_nan():
     assert loss.item() == 0.0 and not x.grad.isnan().any()
     none = weighted_cross_entropy(logits, target, weights, reduction="none")
     assert torch.equal(none, torch.zeros(1, 1, 2))
+    # a zero weight on a finite CE keeps its gradient: the CE
+    logits, target, _ = make((3,), seed=9)
+    w = torch.zeros(target.shape, requires_grad=True)
+    weighted_cross_entropy(logits, target, w, reduction="sum").backward()
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    torch.testing.assert_close(w.grad, ce)
 
 
 @pytest.mark.parametrize(

@@ -138,8 +138,10 @@ def weighted_cross_entropy(
     ce = -log_p.gather(1, index.long().unsqueeze(1)).squeeze(1)
     if valid is not None:
         weights = weights.masked_fill(~valid, 0)
-    # 0, not 0 * CE, where the weight is 0 (ignored pixels too): a CE may be inf
-    loss = weights * ce.masked_fill(weights == 0, 0)
+    # 0, not 0 * inf = NaN, where the weight is 0 and the CE infinite (an ignored
+    # pixel's arbitrary class, or a class whose logit is -inf); elsewhere a zero weight
+    # keeps its gradient, the CE
+    loss = (weights * ce).masked_fill((weights == 0) & ce.isinf(), 0)
     if reduction == "none":
         return loss
     total = loss.sum()
