@@ -106,6 +106,27 @@ def test_zero_deformation_equals_plain_crop(dtype, ndim, size, flip, seed):
             assert not flips
 
 
+@pytest.mark.parametrize("mask_fill", [None, 255])
+def test_zero_deformation_weight_map_equals_plain_crop(mask_fill):
+    # a plan's "nearest" (integer coordinates) was turned back into bilinear for weight
+    # maps, whose float grid_sample then rounded them (8.6e-5 on a 572 px tile)
+    geometry = TileGeometry(92, 60)
+    image = torch.rand(1, 100, 130)
+    label = tv_tensors.Mask(torch.randint(0, 3, (100, 130)))
+    weights = WeightMap(torch.rand(100, 130) * 10)
+    crop = PairedTileCrop(geometry, deform=Deformation(sigma=0.0), mask_fill=mask_fill)
+    plain = PairedTileCrop(geometry, mask_fill=mask_fill)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        got = crop(image, label, weights)
+        torch.manual_seed(seed)
+        want = plain(image, label, weights)
+        for g, w in zip(got, want, strict=True):
+            assert type(g) is type(w) and torch.equal(g, w)
+    whole = OverlapTileCrop(geometry, index=0, deform=Deformation(sigma=0.0))(weights)
+    assert torch.equal(whole, OverlapTileCrop(geometry, index=0)(weights))
+
+
 def test_zero_deformation_pil_equals_plain_crop():
     for mode in ("RGB", "P"):
         image = make_pil((23, 17), mode)

@@ -127,6 +127,23 @@ def test_bad_arguments(padding, mode, error, match):
         mirror_pad(torch.zeros(3, 4), padding, mode)
 
 
+def test_only_pixels_are_mirrored():
+    # a BoundingBoxes was padded as if its coordinates were pixels (shape (1, 4) ->
+    # (7, 10), canvas_size unchanged); key points failed inside torchvision
+    class ClassLabels(tv_tensors.TVTensor):
+        pass
+
+    for x in (
+        tv_tensors.BoundingBoxes([[1.0, 2.0, 5.0, 6.0]], format="XYXY", canvas_size=(10, 10)),
+        tv_tensors.KeyPoints([[1.0, 2.0], [3.0, 4.0]], canvas_size=(10, 10)),
+        torch.ones(2, 2).as_subclass(ClassLabels),
+    ):
+        with pytest.raises(TypeError, match=rf"x must hold pixels .*got {type(x).__name__}"):
+            mirror_pad(x, [(1, 1), (1, 1)])
+    for x in (tv_tensors.Image(torch.ones(1, 2, 2)), tv_tensors.Video(torch.ones(1, 1, 2, 2))):
+        assert type(mirror_pad(x, [(1, 1), (1, 1)])) is type(x)
+
+
 def test_empty_axis_and_non_tensor():
     with pytest.raises(ValueError, match=r"cannot mirror an empty axis: x has shape \(3, 0\)"):
         mirror_pad(torch.zeros(3, 0), [(1, 1)])

@@ -734,7 +734,8 @@ def resample(
     """Samples ``region`` at ``coords``, in one resampling.
 
     Images take ``interpolation``; ``tv_tensors.Mask`` nearest and
-    :class:`~unet_transforms.WeightMap` bilinear, whatever is asked; PIL images of
+    :class:`~unet_transforms.WeightMap` bilinear, whatever is asked (but a plan's
+    ``"nearest"``, chosen for integer coordinates, is the exact copy for every type); PIL images of
     modes ``"1"``, ``"P"`` and ``"PA"`` nearest. Integer dtypes are rounded and clamped
     to their range, bool thresholded at ½. ``"bicubic"`` is 2-D only.
 
@@ -775,7 +776,11 @@ def resample(
                 f"region of size {size} is not the plan's box {plan.box}: read the region "
                 "with crop_tile(inpt, plan.box, ...)"
             )
-    interpolation = interpolation_for(region, check_interpolation(interpolation))
+    interpolation = check_interpolation(interpolation)
+    if plan is None or interpolation != "nearest":
+        # a plan's "nearest" stays (integer coordinates: the exact copy every type's
+        # interpolation gives, which a float grid_sample would round)
+        interpolation = interpolation_for(region, interpolation)
     start = (0,) * coords.shape[0] if start is None else tuple(start)
     if isinstance(region, PIL.Image.Image):
         return _resample_pil(region, coords, interpolation, start, plan is None)

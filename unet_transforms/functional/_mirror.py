@@ -204,7 +204,9 @@ def mirror_pad(
         :class:`torchvision.tv_tensors.TVTensor` input comes back as the same type.
 
     Raises:
-        TypeError: If ``x`` is not a tensor or ``padding`` is not a sequence of int pairs.
+        TypeError: If ``x`` is not a tensor of pixels (bounding boxes, key points and
+            other tv_tensors than Image, Video and Mask are refused) or ``padding`` is
+            not a sequence of int pairs.
         ValueError: On negative pads, an empty padded axis, too many padded axes or an
             unknown mode.
 
@@ -237,9 +239,16 @@ def mirror_pad(
         # those tensor objects cost 0.1x the copy floor of the 512² -> 960² pad when
         # the caches are cold (bench_mirror.py, side by side: 1.40-1.44 -> 1.29-1.30)
         return _mirror_pad_tensor(x, pads, mode)
-    out = _mirror_pad_tensor(x.as_subclass(torch.Tensor), pads, mode)
     from torchvision import tv_tensors
 
+    if isinstance(x, tv_tensors.TVTensor) and not isinstance(
+        x, tv_tensors.Image | tv_tensors.Video | tv_tensors.Mask
+    ):
+        raise TypeError(
+            f"x must hold pixels (a tensor, Image, Video or Mask), got {type(x).__name__}: "
+            "boxes and key points are moved, not mirrored (MirrorExtrapolate moves them)"
+        )
+    out = _mirror_pad_tensor(x.as_subclass(torch.Tensor), pads, mode)
     if isinstance(x, tv_tensors.TVTensor):
         wrapped: torch.Tensor = tv_tensors.wrap(out, like=x)
         return wrapped
