@@ -200,8 +200,9 @@ def mirror_pad(
             ``"symmetric"`` (edge pixel repeated).
 
     Returns:
-        A new tensor ``(..., *[before + size + after])``; ``x`` is not modified. A
-        :class:`torchvision.tv_tensors.TVTensor` input comes back as the same type.
+        A new tensor ``(..., *[before + size + after])``; ``x`` is not modified. An
+        ``Image``, ``Video`` or ``Mask`` (subclasses included) comes back as the same
+        type.
 
     Raises:
         TypeError: If ``x`` is not a tensor of pixels (bounding boxes, key points and
