@@ -439,6 +439,20 @@ def test_sizes_skip_the_read_pass_and_are_checked():
         TiledDataset(base, GEOMETRY, sizes=[13, 7])
     with pytest.raises(ValueError, match=r"sizes\[0\] must be an integer, got 7.5"):
         TiledDataset(base, GEOMETRY, sizes=[(13, 7.5), (25, 25)])
+    # with sizes= the read pass is skipped: an item's own errors still name its sample
+    mismatched = [(make_image((30, 40)), make_mask((30, 40)))] * 2 + [
+        (make_image((30, 40)), make_mask((30, 41)))
+    ]
+    lazy = TiledDataset(mismatched, GEOMETRY, sizes=[(30, 40)] * 3)
+    with pytest.raises(ValueError, match=r"^dataset\[2\]: .*differ in their spatial size"):
+        lazy[len(lazy) - 1]
+
+
+def test_an_empty_dataset_has_no_tiles_to_draw():
+    # it had a length of tiles_per_epoch, yielded nothing and failed with an IndexError
+    with pytest.raises(ValueError, match=r"dataset must hold at least one sample to draw"):
+        TiledDataset([], GEOMETRY, index="random", tiles_per_epoch=3)
+    assert len(TiledDataset([], GEOMETRY)) == 0  # grid tiles: none
 
 
 def test_index_and_tiles_per_epoch_errors():

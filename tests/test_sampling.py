@@ -203,6 +203,23 @@ def test_label_sampler_balanced_counts_from_the_smallest_class(base):
     assert classes == {0, 1, 2}
 
 
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_label_sampler_balanced_reads_wide_unsigned_labels(dtype):
+    # torch has no aminmax for uint16-64: every item of a 16-bit mask failed
+    label = three_class_label().to(dtype)
+    centres = draw_centres(LabelSampler("balanced", ignore_index=255), label, 300)
+    assert {int(label[c]) for c in centres} == {0, 1, 2}
+
+
+def test_label_sampler_classes_the_dtype_cannot_hold_are_absent():
+    # uint8 == 256 wrapped to the 0s: class 256 took 99 % of the draws from background
+    label = three_class_label().to(torch.uint8)
+    sampler = LabelSampler({1: 1, 256: 99}, ignore_index=255)
+    with pytest.warns(SamplerFallbackWarning, match=r"class\(es\) \[256\] absent"):
+        centres = draw_centres(sampler, label, 100)
+    assert {int(label[c]) for c in centres} == {1}
+
+
 def test_label_sampler_weights_as_list_and_string_keys_are_the_same():
     label = three_class_label()
     as_list = draw_centres(LabelSampler([1, 3, 6], ignore_index=255.0), label, 50)

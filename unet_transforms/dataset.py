@@ -166,6 +166,11 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             label_fill(self.mask_fill, LabelRole(None)),
             label_fill(self.mask_fill, WeightMap(torch.zeros(1, 1))),
         )
+        if len(dataset) == 0 and self.index is not None:
+            raise ValueError(
+                f"dataset must hold at least one sample to draw tiles from (index="
+                f"{self.index!r}), got an empty dataset"
+            )
         if sizes is None:
             self.sizes = [self._measure(s) for s in range(len(dataset))]
         else:
@@ -230,11 +235,11 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         parts = _split(sample, self.geometry.ndim)
         if parts is None:
             crop = self._crop if tile is None else self._grid_crop(tile)
-            self._check_size(s, crop.sample_size(sample))
+            self._check_size(s, self._named(s, crop.sample_size, sample))
             out = crop(sample)
             return out if self.transforms is None else self.transforms(out)
         leaves, rest, rebuild = parts
-        self._check_size(s, self._sample_size(sample, leaves))
+        self._check_size(s, self._named(s, self._sample_size, sample, leaves))
         if tile is not None:
             window = self.grids[s][tile]
         else:
@@ -280,8 +285,13 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
                 f"dataset[{s}] cannot be read ({type(e).__name__}: {e}): dataset must return "
                 f"its samples for the indices 0..{len(self.dataset) - 1}"
             ) from e
+        return self._named(s, self._sample_size, sample)
+
+    @staticmethod
+    def _named(s: int, size_of: Callable[..., tuple[int, ...]], *args: Any) -> tuple[int, ...]:
+        """``size_of(*args)``, its errors naming the sample as ``dataset[s]``."""
         try:
-            return self._sample_size(sample)
+            return size_of(*args)
         except (TypeError, ValueError) as e:
             kind = TypeError if isinstance(e, TypeError) else ValueError
             raise kind(f"dataset[{s}]: {e}") from e

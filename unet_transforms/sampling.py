@@ -450,7 +450,9 @@ class LabelSampler(Configurable, Sampler):
             classes = _present_classes(value)
         else:
             classes = [c for c, w in self.class_weights.items() if w > 0]
-        classes = [c for c in classes if c != self.ignore_index]
+        # a class the dtype cannot hold is absent (uint8 == 256 would match the 0s)
+        lo, hi = (0, 1) if value.dtype == torch.bool else _int_range(value.dtype)
+        classes = [c for c in classes if c != self.ignore_index and lo <= c <= hi]
         table = {}
         for c in classes:
             counts = torch.count_nonzero((value == c).reshape(-1, value.shape[-1]), dim=-1)
@@ -459,10 +461,17 @@ class LabelSampler(Configurable, Sampler):
         return table, sum(t.numel() * 8 for t in table.values()) + 64
 
 
+def _int_range(dtype: torch.dtype) -> tuple[int, int]:
+    info = torch.iinfo(dtype)
+    return info.min, info.max
+
+
 def _present_classes(value: torch.Tensor) -> list[int]:
     flat = value.reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.view(torch.uint8)
+    elif flat.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        flat = flat.to(torch.int64)  # torch reduces these in few ops (no aminmax)
     lo, hi = (int(v) for v in torch.aminmax(flat))
     if hi - lo < 2**16:
         # counted from the smallest value: bincount's length is the largest value + 1
