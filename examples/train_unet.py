@@ -172,7 +172,7 @@ def evaluate(
     return accuracy
 
 
-def run_config(path: Path, steps: int | None, out: Path) -> float:
+def run_config(path: Path, steps: int | None, batch_size: int | None, out: Path) -> float:
     """Trains from a dataset definition: every object comes from the config file."""
     import yaml
 
@@ -190,7 +190,8 @@ def run_config(path: Path, steps: int | None, out: Path) -> float:
     )
     print(f"from {path}: {geometry}, {model}, {len(dataset)} image(s)")
     steps = steps if steps is not None else int(options["steps"])
-    batch_size = int(options["batch_size"])
+    batch_size = batch_size if batch_size is not None else int(options["batch_size"])
+    print(f"training {steps} steps of {batch_size} tiles")
 
     def batches() -> Any:
         while True:  # a random tile of a random image per item, as the pipeline draws it
@@ -344,7 +345,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short schedule (make demo)")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="tiles per step (default 4, or the config's)"
+    )
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -365,16 +368,23 @@ def main() -> None:
         help="fail if the pixel accuracy ends below this",
     )
     args = parser.parse_args()
+    for option in ("steps", "batch_size", "threads"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be a positive int, got {value}")
+    if args.config is not None and args.recipe != "plain":
+        parser.error("--recipe chooses the built-in training; with --config the file defines it")
     steps = args.steps if args.steps is not None else (300 if args.quick else 1500)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if args.config is not None:
-        accuracy = run_config(args.config, args.steps, args.out)
+        config_steps = args.steps if args.steps is not None or not args.quick else 300
+        accuracy = run_config(args.config, config_steps, args.batch_size, args.out)
     else:
         run = run_paper if args.recipe == "paper" else run_quick
-        accuracy = run(steps, args.batch_size, args.out)
+        accuracy = run(steps, args.batch_size or 4, args.out)
         report_borders(args.out / "prediction.png")
     elapsed = time.perf_counter() - started
     print(f"done in {elapsed:.1f} s")

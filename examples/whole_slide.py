@@ -236,6 +236,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3, help="random windows to check")
     parser.add_argument("--keep", action="store_true", help="keep the zarr stores")
     args = parser.parse_args()
+    if args.windows < 0:
+        parser.error(f"--windows must be >= 0, got {args.windows}")
 
     # One torch thread per dask worker: more threads only compete for the same cores.
     torch.set_num_threads(1)

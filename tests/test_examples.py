@@ -85,12 +85,37 @@ def test_train_unet_paper_recipe_smoke(tmp_path):
 def test_train_unet_from_the_config_file(tmp_path):
     config = ROOT / "examples" / "configs" / "train.yaml"
     args = ("--config", str(config), "--steps", "2", "--threads", "1", "--out", "run")
+    args += ("--batch-size", "3")  # overrides the config's batch size
     result = run_example("train_unet.py", *args, cwd=tmp_path)
     assert (
         f"from {config}: TileGeometry(input_size=212, output_size=124, step=120)" in result.stdout
     )
     assert (tmp_path / "out" / "coins" / "images" / "coins.png").exists()  # data written
+    assert "training 2 steps of 3 tiles" in result.stdout
     assert "pixel accuracy" in result.stdout and (tmp_path / "run" / "model.pt").exists()
+
+
+def test_example_options_are_checked():
+    # --steps 0 trained forever on the paper and config paths; --config dropped
+    # --recipe silently; --windows -3 checked only the corner window
+    for script, args, match in [
+        (
+            "train_unet.py",
+            ("--recipe", "paper", "--steps", "0"),
+            "--steps must be a positive int, got 0",
+        ),
+        ("train_unet.py", ("--batch-size", "0"), "--batch-size must be a positive int, got 0"),
+        ("train_unet.py", ("--threads", "-1"), "--threads must be a positive int, got -1"),
+        (
+            "train_unet.py",
+            ("--config", "x.yaml", "--recipe", "paper"),
+            "with --config the file defines it",
+        ),
+        ("whole_slide.py", ("--windows", "-3"), "--windows must be >= 0, got -3"),
+    ]:
+        command = [sys.executable, str(ROOT / "examples" / script), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and match in result.stderr, (args, result.stderr)
 
 
 def test_whole_slide_example_smoke(tmp_path):
