@@ -170,10 +170,17 @@ def test_blend_of_equal_predictions_is_the_prediction():
 
 
 def test_blend_needs_weight_on_every_keep_window():
-    grid = TileGrid(20, TileGeometry(8, 8))  # step == output: no overlap
-    with pytest.raises(ValueError, match=r"positive on the keep window .*\(step < output_size\)"):
-        TileMerger(grid, blend="hann")
-    TileMerger(grid, blend="gaussian")  # positive everywhere
+    # hann is 0 on the tile's edges: step == output (no overlap) and step == output - 1
+    # (overlapping, but the keep window starts on an edge) are both refused
+    for step in (8, 7):
+        grid = TileGrid(20, TileGeometry(8, 8, step=step))
+        with pytest.raises(
+            ValueError,
+            match=r"positive on the keep window .*'hann' is 0 on them: step <= output_size - 2",
+        ):
+            TileMerger(grid, blend="hann")
+        TileMerger(grid, blend="gaussian")  # positive everywhere
+    TileMerger(TileGrid(20, TileGeometry(8, 8, step=6)), blend="hann")
 
 
 def test_only_open_keep_windows_are_held():

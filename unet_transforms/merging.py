@@ -384,8 +384,9 @@ class TileMerger(Configurable):
     image. Otherwise overlapping predictions are averaged with the weights of
     :func:`blend_weights`, for outputs that overlap (``step < output_size``, e.g.
     ``TileGeometry(512, 512, step=384)`` for a same-padding network); the weights must
-    be positive on the keep window, so ``"hann"`` (zero at the tile's edges) needs the
-    overlap, and without it ``"gaussian"`` equals ``"crop"`` to float rounding.
+    be positive on the keep window, so ``"hann"`` (zero at the tile's edges) needs a
+    keep window off the edges (``step <= output_size - 2``), and without overlap
+    ``"gaussian"`` equals ``"crop"`` to float rounding.
     Blended logits or probabilities into a result of the merger's own are summed in
     place and each keep window is divided by its sum of weights (and turned into
     probabilities) once its last tile is added, so nothing else is held. Otherwise (labels, or an ``out``)
@@ -477,8 +478,9 @@ class TileMerger(Configurable):
                 raise ValueError(
                     f"blend weights must be positive on the keep window (the centre "
                     f"{geometry.step} of the {geometry.output_size} output tile), or pixels "
-                    "get no weight at all: use overlapping tiles (step < output_size) or "
-                    "blend='gaussian'"
+                    "get no weight at all: use a smaller step, so that the keep window stays "
+                    "off the tile's zero-weight edges ('hann' is 0 on them: step <= "
+                    "output_size - 2), or blend='gaussian'"
                 )
         self._device = parse_device(device)
         self._box = self._check_region(region)
