@@ -147,10 +147,11 @@ def predict_tiled(
             call, restored afterwards); tiles are still read and merged in order, so
             the result equals that of one worker with ``torch.get_num_threads() //
             workers`` threads (torch's kernels may round differently with another
-            thread count: to float tolerance, as with ``batch_size``). On a CPU, ``workers=2`` with one torch
-            thread each uses two cores better than one call with two threads
-            (``benchmarks/bench_inference.py``). With one worker, an image that is not
-            in memory (memory map, zarr, h5py) is read a batch ahead by a reader thread.
+            thread count: to float tolerance, as with ``batch_size``). On a CPU,
+            ``workers=2`` with one torch thread each uses two cores better than one
+            call with two threads (``benchmarks/bench_inference.py``). With one
+            worker, an image that is not in memory (memory map, zarr, h5py) is read a
+            batch ahead by a reader thread.
         resume: With a zarr ``out`` that an interrupted run of the same call was
             writing into: the storage units already stored are kept and their tiles
             skipped (zarr stores a unit whole or not at all), so the result equals an

@@ -389,9 +389,9 @@ class TileMerger(Configurable):
     ``"gaussian"`` equals ``"crop"`` to float rounding.
     Blended logits or probabilities into a result of the merger's own are summed in
     place and each keep window is divided by its sum of weights (and turned into
-    probabilities) once its last tile is added, so nothing else is held. Otherwise (labels, or an ``out``)
-    each keep window is summed, post-processed (``output``) and written as soon as its
-    last tile is added, so besides the result only the parts of the keep windows still
+    probabilities) once its last tile is added, so nothing else is held. Otherwise
+    (labels, or an ``out``) each keep window is summed, post-processed (``output``) and
+    written as soon as its last tile is added, so besides the result only the parts of the keep windows still
     open are held (about one row of tiles when adding in grid order).
 
     Args:

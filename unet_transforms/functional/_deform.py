@@ -735,8 +735,8 @@ def resample(
 
     Images take ``interpolation``; ``tv_tensors.Mask`` nearest and
     :class:`~unet_transforms.WeightMap` bilinear, whatever is asked (but a plan's
-    ``"nearest"``, chosen for integer coordinates, is the exact copy for every type); PIL images of
-    modes ``"1"``, ``"P"`` and ``"PA"`` nearest. Integer dtypes are rounded and clamped
+    ``"nearest"``, chosen for integer coordinates, is the exact copy for every type);
+    PIL images of modes ``"1"``, ``"P"`` and ``"PA"`` nearest. Integer dtypes are rounded and clamped
     to their range, bool thresholded at ½. ``"bicubic"`` is 2-D only.
 
     Args:
