@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-__all__ = ["as_int", "as_list_if_1d", "check_dense", "is_int", "is_one_of"]
+__all__ = ["as_int", "as_list_if_1d", "check_dense", "holds_int", "is_int", "is_one_of"]
 
 
 def is_int(value: object) -> bool:
@@ -73,6 +73,21 @@ def as_int(name: str, value: object) -> int:
             raise ValueError(f"{name} must be an integer, got {value!r}")
         return int(value)
     raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+
+
+def holds_int(dtype: torch.dtype, value: int) -> bool:
+    """Whether the integer or bool ``dtype`` holds ``value`` (compared in the dtype, a
+    value outside its range would wrap: a uint8 tensor ``== 256`` matches its 0s).
+
+    Example:
+        >>> import torch
+        >>> holds_int(torch.uint8, 255), holds_int(torch.uint8, 256), holds_int(torch.bool, 2)
+        (True, False, False)
+    """
+    if dtype == torch.bool:
+        return value in (0, 1)
+    info = torch.iinfo(dtype)
+    return info.min <= value <= info.max
 
 
 def is_one_of(value: object, choices: tuple[str, ...]) -> bool:

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import is_int, is_one_of
+from ._checks import holds_int, is_int, is_one_of
 
 __all__ = ["weighted_cross_entropy"]
 
@@ -118,13 +118,10 @@ def weighted_cross_entropy(
 
     valid = None
     index = target
-    if ignore_index is not None:
-        info = torch.iinfo(target.dtype)
-        # compared as an int of the target's range: a value outside it matches no pixel
-        # (in the target's dtype 256 would wrap to class 0 of a uint8 target)
-        if info.min <= int(ignore_index) <= info.max:
-            valid = target != int(ignore_index)
-            index = target.masked_fill(~valid, 0)
+    # an ignore_index the target's dtype cannot hold matches no pixel
+    if ignore_index is not None and holds_int(target.dtype, int(ignore_index)):
+        valid = target != int(ignore_index)
+        index = target.masked_fill(~valid, 0)
     classes = logits.shape[1]
     if index.numel():
         lo, hi = (int(v) for v in torch.aminmax(index))

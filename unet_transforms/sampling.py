@@ -38,7 +38,7 @@ import torch
 from torchvision.transforms.v2 import functional as tvF
 
 from ._boxes import unravel
-from ._checks import as_int, is_int
+from ._checks import as_int, holds_int, is_int
 from .config import Configurable
 from .weightmap import WeightMap
 
@@ -450,20 +450,14 @@ class LabelSampler(Configurable, Sampler):
             classes = _present_classes(value)
         else:
             classes = [c for c, w in self.class_weights.items() if w > 0]
-        # a class the dtype cannot hold is absent (uint8 == 256 would match the 0s)
-        lo, hi = (0, 1) if value.dtype == torch.bool else _int_range(value.dtype)
-        classes = [c for c in classes if c != self.ignore_index and lo <= c <= hi]
+        # a class the dtype cannot hold is absent
+        classes = [c for c in classes if c != self.ignore_index and holds_int(value.dtype, c)]
         table = {}
         for c in classes:
             counts = torch.count_nonzero((value == c).reshape(-1, value.shape[-1]), dim=-1)
             if int(counts.sum()):
                 table[c] = _row_cum(counts)
         return table, sum(t.numel() * 8 for t in table.values()) + 64
-
-
-def _int_range(dtype: torch.dtype) -> tuple[int, int]:
-    info = torch.iinfo(dtype)
-    return info.min, info.max
 
 
 def _present_classes(value: torch.Tensor) -> list[int]:
