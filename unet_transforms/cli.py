@@ -271,9 +271,8 @@ def _check_output(path: str, *, classes: int | None = None) -> None:
             f"-o/--output needs an image file extension such as .png or .tif, got {path!r}"
         )
     parent = os.path.dirname(os.path.abspath(path))
-    existing = parent
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    missing = _missing_folders(path)
+    existing = os.path.dirname(missing[-1]) if missing else parent
     if not os.path.isdir(existing):
         raise CLIError(f"cannot write {path}: {existing} is a file, not a folder")
     try:  # in the deepest existing folder: the missing ones are created when writing
@@ -294,15 +293,21 @@ def _check_output(path: str, *, classes: int | None = None) -> None:
         _check_format(path, [_label_picture(sample) for sample in samples], lossless=True)
 
 
+def _missing_folders(path: str) -> list[str]:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    missing = []
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
 @contextlib.contextmanager
 def _output_file(path: str) -> Iterator[BinaryIO]:
     """:func:`atomic_write` into ``path``, creating its missing folders first (and
     removing them again if the write fails)."""
-    created = []
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):
-        created.append(folder)  # deepest first
-        folder = os.path.dirname(folder)
+    created = _missing_folders(path)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with atomic_write(path) as file:
