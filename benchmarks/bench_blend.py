@@ -9,12 +9,16 @@ outputs. Also: the cost of ``tta="flips"`` against 4 plain calls, and
 ``output="labels"``; and the two engines alone, with a 1x1 convolution as the network
 (its forward costs next to nothing, so what is left is reading, padding, weighting and
 merging the windows); and, with the U-Net, the time each run spends outside the
-network's forward calls (the same timing wrapper around the network in both). Target
-(issue 13): time <= MONAI's. Memory: ``bench_memory.py``.
+network's forward calls (the same timing wrapper around the network in both). Last,
+both on every core of the machine: MONAI with that many torch threads, against
+``predict_tiled`` with as many ``workers`` (one torch thread each) and with one worker
+and that many torch threads. Target (issue 13): time <= MONAI's. Memory:
+``bench_memory.py``.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -32,8 +36,10 @@ def setup(size: int) -> tuple[torch.nn.Module, torch.Tensor, ut.TileGeometry]:
     return net, torch.rand(1, size, size), ut.TileGeometry(256, 256, step=192)
 
 
-def ours(net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry) -> torch.Tensor:
-    return ut.predict_tiled(net, image, geometry, blend="gaussian", batch_size=4)
+def ours(
+    net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry, workers: int = 1
+) -> torch.Tensor:
+    return ut.predict_tiled(net, image, geometry, blend="gaussian", batch_size=4, workers=workers)
 
 
 def theirs(net: torch.nn.Module, image: torch.Tensor, geometry: ut.TileGeometry) -> torch.Tensor:
@@ -133,6 +139,28 @@ def main() -> None:
     )
     print(f"\n# the engines alone (a 1x1 convolution as the network), {size}^2")
     table(engines, "engine: MONAI gaussian")
+    # every core: each library as a user on this machine would run it
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cores)
+    try:
+        parallel = ours(net, image, geometry, workers=cores)
+        difference = float((parallel - theirs(net, image, geometry)).abs().max())
+        every_core = round_robin(
+            {
+                f"MONAI gaussian, {cores} threads": lambda: theirs(net, image, geometry),
+                f"predict_tiled, workers={cores}": lambda: ours(
+                    net, image, geometry, workers=cores
+                ),
+                f"predict_tiled, 1 worker, {cores} threads": lambda: ours(net, image, geometry),
+            },
+            repeats,
+            warmup=1,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    print(f"\n# every core ({cores}), U-Net, {size}^2; max |difference| = {difference:.2e}")
+    table(every_core, f"MONAI gaussian, {cores} threads")
     footer()
 
 
