@@ -31,6 +31,7 @@ from unet_transforms import (
 )
 from unet_transforms.config import TORCHVISION_TRANSFORMS, Configurable, torch_dtype
 from unet_transforms.models import UNet
+from unet_transforms.sampling import ForegroundSampler, LabelSampler
 
 from common import geometries, grids, make_image, make_mask
 
@@ -620,3 +621,142 @@ def test_tile_merger_round_trips_with_equal_results(options):
         for i in m.tile_indices():
             m.add(i, outputs[i])
     assert torch.equal(merger.result(), rebuilt.result())
+
+
+# ----------------------------------------------------------------- plain data, pickles
+def test_scalar_subclasses_are_written_as_plain_builtins():
+    import enum
+
+    class Fill(enum.IntEnum):
+        IGNORE = 255
+
+    crop = PairedTileCrop(
+        TileGeometry(12, 4), mode=np.str_("symmetric"), mask_fill={tv_tensors.Mask: Fill.IGNORE}
+    )
+    config = to_config(crop)
+    assert config["mode"] == "symmetric" and type(config["mode"]) is str
+    assert type(config["mask_fill"]["torchvision.tv_tensors.Mask"]) is int
+    normalize = to_config(v2.Normalize(mean=[0.5], std=np.array([0.25])))
+    sampler = to_config(LabelSampler({1: np.float64(9.0), 0: 1}))
+    for value in (config, normalize, sampler):
+        assert yaml.safe_load(yaml.safe_dump(value)) == value  # safe_dump refused np.float64
+        assert "!!python" not in yaml.dump(value)
+    assert type(sampler["class_weights"]["1"]) is float
+
+
+def test_devices_module_lists_and_size_tables_are_written():
+    grid = TileGrid((10, 9), TileGeometry(8, 8, step=4))
+    merger = unet_transforms.TileMerger(grid, device=torch.device("cpu"))
+    assert to_config(merger)["device"] == "cpu"
+    assert from_config(to_config(merger)).to_config() == to_config(merger)
+    apply = v2.RandomApply(torch.nn.ModuleList([v2.RandomVerticalFlip(1.0)]), p=0.7)
+    assert to_config(apply) == to_config(v2.RandomApply([v2.RandomVerticalFlip(1.0)], p=0.7))
+    sizes = np.array([[40, 30], [20, 50]])
+    holder = _Holds(sizes)
+    sizes[0, 0] = 1  # the holder kept a copy
+    assert to_config(holder)["sizes"] == [[40, 30], [20, 50]]
+    assert unet_transforms.config.to_plain(torch.tensor([[4, 3]])) == [[4, 3]]
+    with pytest.raises(TypeError, match="sizes"):  # image data stays out of configs
+        Configurable.to_config(_Holds(np.zeros((4, 4), np.float32)))
+
+
+class _Holds(Configurable):
+    def __init__(self, sizes: object) -> None:
+        self.sizes = sizes
+
+
+def test_allowing_a_callable_allows_its_public_name():
+    config = {"_target_": "torchvision.transforms.v2.RandomResizedCrop", "size": [8, 8]}
+    crop = from_config(config, allow=[v2.RandomResizedCrop])  # defined in v2._geometry
+    assert type(crop) is v2.RandomResizedCrop
+    conv = from_config(
+        {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3},
+        allow=[torch.nn.Conv2d],
+    )
+    assert isinstance(conv, torch.nn.Conv2d)
+    with pytest.raises(ValueError, match="not allowed"):  # another callable stays refused
+        from_config({"_target_": "torch.nn.Conv3d"}, allow=[torch.nn.Conv2d])
+
+
+def test_user_classes_with_var_keyword_var_positional_and_positional_only_arguments():
+    class WithOptions(Configurable):
+        def __init__(self, a: int, **options: float) -> None:
+            self.a, self.options = a, options
+
+    class WithSizes(Configurable):
+        def __init__(self, *sizes: int, scale: float = 1.0) -> None:
+            self.sizes, self.scale = sizes, scale
+
+    class PositionalOnly(Configurable):
+        def __init__(self, a: int, /, b: int = 2) -> None:
+            self.a, self.b = a, b
+
+    options = WithOptions(1, b=2.0)
+    assert repr(options) == "WithOptions(1, b=2.0)"
+    config = to_config(options)
+    assert config == {"_target_": config["_target_"], "a": 1, "b": 2.0}
+    rebuilt = from_config(json_round_trip(config), allow=[WithOptions])
+    assert rebuilt.options == {"b": 2.0} and to_config(rebuilt) == config
+    sizes = WithSizes(3, 4, scale=2.0)
+    assert repr(sizes) == "WithSizes(3, 4, scale=2.0)"
+    assert repr(PositionalOnly(5, b=6)) == "PositionalOnly(5, b=6)"
+    for obj, name in ((sizes, r"\*sizes"), (PositionalOnly(5), "a")):
+        with pytest.raises(TypeError, match=f"takes {name} by position"):
+            to_config(obj)
+
+
+def test_label_sampler_draws_do_not_depend_on_key_order_and_keys_are_written_as_ints():
+    crop = PairedTileCrop(TileGeometry(12, 4), index=LabelSampler({1: 9, 0: 1}))
+    via_yaml = from_config(yaml.safe_load(yaml.safe_dump(to_config(crop))))  # sorts keys
+    image, label = torch.rand(1, 40, 40), torch.zeros(40, 40, dtype=torch.long)
+    label[10:30, 10:30] = 1
+
+    def windows(transform):
+        torch.manual_seed(0)
+        return [transform(image, label)[0] for _ in range(30)]
+
+    assert all(torch.equal(a, b) for a, b in zip(windows(crop), windows(via_yaml)))
+    for weights in ({torch.tensor(0): 1.0, torch.tensor(1): 2.0}, {0.0: 1, 1.0: 2}):
+        config = to_config(LabelSampler(weights))
+        assert set(config["class_weights"]) == {"0", "1"}
+        assert from_config(config).class_weights == {0: 1.0, 1: 2.0}
+    with pytest.raises(ValueError, match="class 1 twice"):
+        LabelSampler({1: 1.0, "1": 2.0})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        TileGeometry(np.array([44, 46]), 28, step=np.int64(20)),
+        TileGrid(np.array([100, 90]), {"input_size": 44, "output_size": 28}, align="start"),
+        LabelSampler({1: 9, 0: 1}, ignore_index=255),
+        ForegroundSampler(),
+    ],
+    ids=["geometry", "grid", "label-sampler", "foreground-sampler"],
+)
+def test_value_objects_load_with_torch_load_weights_only(value):
+    """Lightning keeps hyperparameters in checkpoints; torch.load reads them with
+    weights_only=True by default."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": {"value": value}}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)["hyper_parameters"]["value"]
+    assert type(loaded) is type(value) and to_config(loaded) == to_config(value)
+    if isinstance(value, TileGeometry | TileGrid):
+        assert loaded == value and hash(loaded) == hash(value)
+
+
+def test_tile_grid_is_an_immutable_value_not_a_dataclass():
+    import dataclasses
+
+    grid = TileGrid((10, 9), TileGeometry(8, 4))
+    assert not dataclasses.is_dataclass(grid)
+    assert grid == TileGrid((10, 9), TileGeometry(8, 4)) != TileGrid((10, 9), TileGeometry(8, 2))
+    assert len({grid, TileGrid([10, 9], {"input_size": 8, "output_size": 4})}) == 1
+    with pytest.raises(AttributeError, match="immutable"):
+        grid.align = "start"
+    with pytest.raises(AttributeError, match="immutable"):
+        del grid.shape
+    assert pickle.loads(pickle.dumps(grid)) == grid

@@ -254,6 +254,22 @@ def test_tensors_without_dense_data_are_refused(make, kind):
         crop_tile(x, ((-1, 3), (0, 4)))
 
 
+def test_a_nested_tensor_in_a_pair_is_refused_as_not_dense():
+    """Reading .shape of a strided nested tensor raises RuntimeError; the pair check
+    must not touch it before the dense check."""
+    nested = _quietly(lambda: torch.nested.nested_tensor([torch.zeros(4, 4), torch.zeros(4, 3)]))
+    geometry = TileGeometry(6, 4)
+    image, label = torch.zeros(1, 8, 8), torch.zeros(8, 8, dtype=torch.long)
+    calls = [
+        lambda: PairedTileCrop(geometry, index=0)(nested, label),
+        lambda: PairedTileCrop(geometry, index=0)(image, nested),
+        lambda: MirrorExtrapolate(2)(nested, label),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="must be a dense tensor"):
+            call()
+
+
 @pytest.mark.parametrize(
     "box",
     [

@@ -598,3 +598,31 @@ def test_a_dict_of_samples_keyed_by_index_is_a_dataset():
     assert len(tiles) == 2 * len(TileGrid((9, 9), TileGeometry(12, 8)))
     with pytest.raises(ValueError, match=r"dataset\[0\] cannot be read \(KeyError: 0\)"):
         TiledDataset({"a": sample}, TileGeometry(12, 8))
+
+
+def test_memory_maps_pickle_by_file_not_contents(tmp_path):
+    """spawn workers get the dataset pickled: a memory map goes as its file, and the
+    unpickled dataset reads the same tiles from a map of that file."""
+    import pickle
+
+    image = np.lib.format.open_memmap(tmp_path / "image.npy", "w+", np.float32, (2, 300, 200))
+    image[:] = np.random.default_rng(0).random(image.shape, np.float32)
+    label = np.lib.format.open_memmap(tmp_path / "label.npy", "w+", np.uint8, (300, 200))
+    label[:] = np.arange(300 * 200).reshape(300, 200) % 3
+    image.flush(), label.flush()
+    maps = (np.load(tmp_path / "image.npy", mmap_mode="r"), np.load(tmp_path / "label.npy", "r"))
+    fortran = np.memmap(tmp_path / "f.raw", np.int16, "w+", shape=(30, 20), order="F")
+    fortran[:] = np.arange(600).reshape(30, 20)
+    data = TiledDataset(
+        [maps, [maps[0][:, :30, :20], fortran], (maps[0][:, :50], maps[1][:50])],
+        TileGeometry(44, 28),
+    )
+    payload = pickle.dumps(data)
+    assert len(payload) < 100_000  # 300 KB of arrays on disk, views of maps included
+    copy = pickle.loads(payload)
+    assert isinstance(copy.dataset[0][0], np.memmap) and copy.dataset[0][0].filename
+    assert copy.dataset[1][1].flags.f_contiguous  # order "F" kept
+    assert copy.dataset[0][0].flags.writeable is False  # mode "r" kept
+    for i in range(len(data)):
+        for a, b in zip(data[i], copy[i], strict=True):
+            assert torch.equal(a, b)

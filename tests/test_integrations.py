@@ -118,3 +118,15 @@ def test_lightning_cli_print_config_round_trips(tmp_path):
         "output_size": 124,
         "step": None,
     }
+
+
+def test_lightning_writes_a_tile_grid_hyperparameter(tmp_path):
+    """Lightning's hparams handling refuses frozen dataclasses; TileGrid is a plain value."""
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+    from unet_transforms import TileGeometry, TileGrid
+
+    grid = TileGrid((100, 90), TileGeometry(44, 28), align="start")
+    save_hparams_to_yaml(tmp_path / "hparams.yaml", {"grid": grid})
+    written = yaml.safe_load((tmp_path / "hparams.yaml").read_text())["grid"]
+    assert from_config(written) == grid

@@ -5,7 +5,7 @@ overlap-tile plan of one image), :func:`mirror_pad`, and the torchvision v2 tran
 :class:`MirrorExtrapolate`, :class:`OverlapTileCrop` and :class:`PairedTileCrop`.
 """
 
-from .config import from_config, to_config
+from .config import allow_in_torch_load, from_config, to_config
 from .dataset import TiledDataset
 from .deformation import Deformation
 from .functional import crop_tile, mirror_pad
@@ -14,6 +14,7 @@ from .grid import Tile, TileGrid, TileIndexError, tile_at
 from .inference import TTA, predict_tiled
 from .merging import TileMerger
 from .planning import plan_geometry
+from .sampling import ForegroundSampler, LabelSampler
 from .transforms import (
     LabelAsImageWarning,
     MirrorExtrapolate,
@@ -21,6 +22,10 @@ from .transforms import (
     PairedTileCrop,
 )
 from .weightmap import WeightMap, unet_weight_map
+
+# plain values that Lightning keeps in checkpoints as hyperparameters
+allow_in_torch_load(TileGeometry, TileGrid, LabelSampler, ForegroundSampler)
+del allow_in_torch_load, ForegroundSampler, LabelSampler
 
 __version__ = "0.1.0"
 

@@ -15,11 +15,13 @@ and never evaluates an expression.
 
 from __future__ import annotations
 
+import enum
 import functools
 import importlib
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -66,6 +68,7 @@ TORCHVISION_TRANSFORMS = (
 _TV_PREFIX = "torchvision.transforms.v2."
 _DTYPE = "unet_transforms.config.torch_dtype"
 _RESERVED = re.compile(r"^_\w*_$")
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 # --------------------------------------------------------------------------- objects
@@ -98,10 +101,24 @@ class Configurable:
             # __init__ reports a bad call; unpickling calls __new__ without arguments
             # and restores the recorded arguments with the rest of the state.
             return self
-        arguments = dict(bound.arguments)
-        arguments.pop(next(iter(arguments)))  # self
+        params = _init_signature(cls).parameters  # type: ignore[arg-type]
+        arguments: dict[str, Any] = {}
+        for name, value in list(bound.arguments.items())[1:]:  # without self
+            if params[name].kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(value)  # **options: each one its own key, as given
+            else:
+                arguments[name] = value
+        positional = 0  # recorded arguments given by position (*args counts as one)
+        for name in list(bound.arguments)[1:]:
+            kind = params[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                positional += 1
+                break
+            if positional >= len(args) or kind not in _POSITIONAL:
+                break
+            positional += 1
         object.__setattr__(self, "_config_args", {k: _snapshot(v) for k, v in arguments.items()})
-        object.__setattr__(self, "_config_positional", len(args))
+        object.__setattr__(self, "_config_positional", positional)
         return self
 
     def to_config(self) -> dict[str, Any]:
@@ -112,7 +129,19 @@ class Configurable:
                 dataset without ``to_config``); the message names the argument.
         """
         target = _target_name(type(self))
-        return {"_target_": target, **_encode_args(self._recorded_args(), type(self).__name__)}
+        args = self._recorded_args()
+        for param in _init_signature(type(self)).parameters.values():  # type: ignore[arg-type]
+            if (
+                param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY)
+                and param.name != "self"
+            ):
+                raise TypeError(
+                    f"{type(self).__name__} cannot be described as a config: a config gives "
+                    f"arguments by keyword, and {type(self).__name__}.__init__ takes "
+                    f"{'*' if param.kind is param.VAR_POSITIONAL else ''}{param.name} by "
+                    "position only (define to_config() to describe it)"
+                )
+        return {"_target_": target, **_encode_args(args, type(self).__name__)}
 
     def _recorded_args(self) -> dict[str, Any]:
         try:
@@ -123,12 +152,29 @@ class Configurable:
                 "built by calling the class)"
             ) from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # numpy values among the recorded arguments (sizes given as arrays) as lists, so
+        # that torch.load(weights_only=True) reads the object back (allow_in_torch_load)
+        getstate = getattr(super(), "__getstate__", None)  # object's, from Python 3.11
+        state = dict((getstate() if getstate is not None else None) or self.__dict__)
+        if "_config_args" in state:
+            state["_config_args"] = {
+                k: v.tolist() if isinstance(v, np.ndarray | np.generic) else v
+                for k, v in state["_config_args"].items()
+            }
+        return state
+
     def __repr__(self) -> str:
         args = self._recorded_args()
-        parts = [
-            repr(v) if i < self._config_positional else f"{k}={v!r}"
-            for i, (k, v) in enumerate(args.items())
-        ]
+        params = _init_signature(type(self)).parameters  # type: ignore[arg-type]
+        parts: list[str] = []
+        for i, (k, v) in enumerate(args.items()):
+            if i >= self._config_positional:
+                parts.append(f"{k}={v!r}")
+            elif k in params and params[k].kind is inspect.Parameter.VAR_POSITIONAL:
+                parts.extend(map(repr, v))  # *args, as given
+            else:
+                parts.append(repr(v))
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
@@ -251,16 +297,23 @@ def _encode_args(args: Mapping[str, Any], owner: str) -> dict[str, Any]:
 
 def _encode(value: Any, path: str) -> Any:
     """``value`` as plain data; ``path`` names it in errors."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, np.generic | np.ndarray | torch.Tensor) and _is_plain_array(value):
         return value.tolist()  # a number or a short list of them, e.g. sizes
+    if isinstance(value, enum.Enum):  # e.g. v2.InterpolationMode: torchvision takes its name
+        return _encode(value.value, path)
+    for plain in (bool, int, float, str):  # subclasses (numpy scalars are handled above)
+        if isinstance(value, plain):
+            return plain(value) if plain is not str else str.__str__(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, torch.nn.ModuleList | torch.nn.Sequential):
+        value = list(value)  # torchvision's scriptable form of a list of transforms
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, torch.dtype):
         return {"_target_": _DTYPE, "name": str(value).removeprefix("torch.")}
-    if isinstance(value, v2.InterpolationMode):
-        return value.value  # torchvision takes the mode's name as a str
     if _is_omegaconf(value):  # e.g. the list Hydra gives a Compose; items may be objects
         value = dict(value.items()) if isinstance(value, Mapping) else list(value)
     if isinstance(value, list | tuple):
@@ -283,9 +336,18 @@ def _encode(value: Any, path: str) -> Any:
 
 
 def _is_plain_array(value: np.generic | np.ndarray | torch.Tensor) -> bool:
-    """A scalar or a 1-D array of at most 16 entries, not image data (tv_tensors)."""
+    """A scalar, a 1-D array of at most 16 entries or a 2-D integer array of at most 16
+    columns (one size per row), not image data (tv_tensors)."""
     if isinstance(value, tv_tensors.TVTensor | torch.nn.Parameter):
         return False
+    if value.ndim == 2:
+        integer = (
+            not (value.dtype.is_floating_point or value.dtype.is_complex)
+            and value.dtype != torch.bool
+            if isinstance(value, torch.Tensor)
+            else value.dtype.kind in "iu"
+        )
+        return integer and value.shape[1] <= 16
     return value.ndim == 0 or (value.ndim == 1 and value.shape[0] <= 16)
 
 
@@ -456,6 +518,12 @@ def _resolve(target: str, path: str, allowed: dict[str, Any]) -> Any:
     if target in registry:
         return registry[target]
     if target not in allowed:
+        # a callable allowed as itself, named by another public path than the module
+        # that defines it (torchvision.transforms.v2.RandomResizedCrop is defined in
+        # torchvision.transforms.v2._geometry); looked up in loaded modules only
+        loaded = _loaded(target)
+        if loaded is not None and any(loaded is obj for obj in allowed.values()):
+            return loaded
         raise ValueError(
             f"{_where(path)}_target_ {target!r} is not allowed: from_config builds the "
             "library's public names and the torchvision transforms in "
@@ -464,6 +532,22 @@ def _resolve(target: str, path: str, allowed: dict[str, Any]) -> Any:
     if allowed[target] is None:
         allowed[target] = _import(target, path)
     return allowed[target]
+
+
+def _loaded(dotted: str) -> Any:
+    """What ``dotted`` names among the modules already imported, without importing or
+    running a module's ``__getattr__``; ``None`` if nothing."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        obj: Any = sys.modules.get(".".join(parts[:split]))
+        if obj is None:
+            continue
+        for attr in parts[split:]:
+            obj = inspect.getattr_static(obj, attr, None)
+            if obj is None:
+                return None
+        return obj
+    return None
 
 
 def _import(dotted: str, path: str) -> Any:
@@ -560,6 +644,26 @@ def _locate(message: str, path: str, target: str, names: list[str]) -> str:
         if re.match(rf"{re.escape(name)}\b", message):
             return f"{path}.{message}" if path else message
     return f"{path or '<config>'} ({target}): {message}"
+
+
+def allow_in_torch_load(*classes: type) -> None:
+    """Lets ``torch.load(weights_only=True)``, torch's default, read instances of the
+    given plain value classes (Lightning keeps hyperparameters such as a
+    :class:`TileGeometry` in its checkpoints). Does nothing on a torch without
+    ``torch.serialization.add_safe_globals``.
+
+    Example:
+        >>> import io
+        >>> from unet_transforms import TileGeometry
+        >>> buffer = io.BytesIO()
+        >>> torch.save({"geometry": TileGeometry(572, 388)}, buffer)
+        >>> _ = buffer.seek(0)
+        >>> torch.load(buffer)["geometry"]
+        TileGeometry(572, 388)
+    """
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is not None:
+        add(list(classes))
 
 
 def _register_yaml() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import mmap
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -72,7 +73,9 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
     ``tv_tensors.Image`` and a ``tv_tensors.Mask``) is given to
     :class:`PairedTileCrop` as it is.
 
-    Works with ``DataLoader(num_workers > 0)`` and pickles.
+    Works with ``DataLoader(num_workers > 0)`` and pickles; numpy memory maps in a
+    list, tuple or dict dataset are pickled as their file (path, dtype, offset, shape),
+    not their contents, so that ``spawn`` workers map the file again.
 
     Args:
         dataset: A map-style dataset (``__len__`` and ``__getitem__``), or its config
@@ -183,6 +186,14 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self._pixels: list[int] = []  # cumulative pixel counts, to draw samples by size
         for size in self.sizes:
             self._pixels.append((self._pixels[-1] if self._pixels else 0) + math.prod(size))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["dataset"] = _memmaps_by_file(state["dataset"])
+        if "dataset" in state.get("_config_args", {}):
+            args = state["_config_args"]
+            state["_config_args"] = {**args, "dataset": _memmaps_by_file(args["dataset"])}
+        return state
 
     def __len__(self) -> int:
         if self.tiles_per_epoch is not None:
@@ -470,3 +481,27 @@ def _from_pil(x: Any, *, is_label: bool) -> Any:
         return tvF.pil_to_tensor(x)
     arr = np.array(x)  # writable: shared with a tensor, as arrays in memory are
     return arr if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+class _MemmapFile:
+    """A numpy memory map of a whole file region, pickled as the call that maps it again."""
+
+    def __init__(self, array: np.memmap) -> None:
+        order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        mode = "r+" if array.mode == "w+" else array.mode  # w+ would empty the file
+        self.args = (array.filename, array.dtype, mode, array.offset, array.shape, order)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return np.memmap, self.args
+
+
+def _memmaps_by_file(value: Any) -> Any:
+    """``value`` with the memory maps in its lists, tuples and dicts as :class:`_MemmapFile`
+    (views of a map, which numpy cannot map again, are left as they are)."""
+    if isinstance(value, np.memmap) and isinstance(value.base, mmap.mmap) and value.filename:
+        return _MemmapFile(value)
+    if type(value) in (list, tuple):
+        return type(value)(_memmaps_by_file(v) for v in value)
+    if type(value) is dict:
+        return {k: _memmaps_by_file(v) for k, v in value.items()}
+    return value

@@ -6,7 +6,7 @@ import math
 import operator
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -149,7 +149,6 @@ def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
     return sizes
 
 
-@dataclass(frozen=True, init=False, repr=False)
 class TileGrid(Configurable):
     """The overlap-tile plan for one image: the single place where windows are computed.
 
@@ -176,11 +175,13 @@ class TileGrid(Configurable):
         ((0, 388), (388, 776))
     """
 
+    # a plain immutable value (not a dataclass), as TileGeometry: Lightning's
+    # hyperparameter handling refuses frozen dataclasses
     image_size: tuple[int, ...]
     geometry: TileGeometry
     align: Align
-    shape: tuple[int, ...] = field(init=False, compare=False)
-    origin: tuple[int, ...] = field(init=False, compare=False, repr=False)
+    shape: tuple[int, ...]
+    origin: tuple[int, ...]
 
     def __init__(
         self,
@@ -206,6 +207,24 @@ class TileGrid(Configurable):
         object.__setattr__(self, "align", align)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "origin", origin)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"TileGrid is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"TileGrid is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TileGrid):
+            return NotImplemented
+        return (self.image_size, self.geometry, self.align) == (
+            other.image_size,
+            other.geometry,
+            other.align,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.image_size, self.geometry, self.align))
 
     # ------------------------------------------------------------------ tiles
     def __len__(self) -> int:
@@ -353,8 +372,9 @@ class TileGrid(Configurable):
             One ``range`` of grid positions per axis (empty where no tile intersects).
 
         Raises:
-            ValueError: If ``window`` is unknown or ``box`` does not have one
-                ``(start, stop)`` pair with ``start < stop`` per axis.
+            TypeError: If ``box`` is not a sequence of int ``(start, stop)`` pairs.
+            ValueError: If ``window`` is unknown or ``box`` does not have one pair with
+                ``start < stop`` per axis.
 
         Example:
             >>> grid = TileGrid((10, 10), TileGeometry(8, 6, step=4), align="start")

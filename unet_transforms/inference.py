@@ -150,8 +150,8 @@ def predict_tiled(
             thread count: to float tolerance, as with ``batch_size``). On a CPU,
             ``workers=2`` with one torch thread each uses two cores better than one
             call with two threads (``benchmarks/bench_inference.py``). With one
-            worker, an image that is not in memory (memory map, zarr, h5py) is read a
-            batch ahead by a reader thread.
+            worker and no ``tta``, an image that is not in memory (memory map, zarr,
+            h5py) is read a batch ahead by a reader thread.
         resume: With a zarr ``out`` that an interrupted run of the same call was
             writing into: the storage units already stored are kept and their tiles
             skipped (zarr stores a unit whole or not at all), so the result equals an
@@ -164,7 +164,8 @@ def predict_tiled(
 
     Raises:
         TypeError: If ``image`` is not array-like or complex, ``model`` is not a module,
-            ``amp``/``progress`` are not bools, or ``out`` cannot hold the result.
+            ``amp``/``progress`` are not bools, ``device`` is not a ``torch.device``, str
+            or None, or ``out`` cannot hold the result.
         ValueError: If the image's shape does not fit the geometry, ``batch_size`` is not
             positive, ``device`` is not a device or not the model's, the model or the
             image is on the meta device, the model returns an unexpected shape,

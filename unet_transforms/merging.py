@@ -414,7 +414,7 @@ class TileMerger(Configurable):
 
     Raises:
         TypeError: If ``grid`` is not a TileGrid, ``out`` is not array-like, or
-            ``blend`` or ``resume`` has the wrong type.
+            ``blend``, ``region`` or ``resume`` has the wrong type.
         ValueError: If ``output`` or ``blend`` is unknown, the weights are not positive
             on the keep window, ``region`` is not inside the image, ``out``'s spatial
             shape is not the region's, or ``resume=True`` without a zarr ``out``.

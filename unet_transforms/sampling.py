@@ -162,7 +162,8 @@ class Sampler:
         self._cache = _Cache()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        getstate = getattr(super(), "__getstate__", None)  # object's, from Python 3.11
+        state = dict((getstate() if getstate is not None else None) or self.__dict__)
         state.pop("_cache", None)
         return state
 
@@ -409,7 +410,11 @@ class LabelSampler(Configurable, Sampler):
         if not isinstance(weights, Mapping):
             return super().to_config()
         clone = copy.copy(self)
-        args = {**self._config_args, "class_weights": {str(k): v for k, v in weights.items()}}
+        keys = (k if isinstance(k, str) else as_int("class_weights key", k) for k in weights)
+        args = {
+            **self._config_args,
+            "class_weights": {str(k): v for k, v in zip(keys, weights.values(), strict=True)},
+        }
         object.__setattr__(clone, "_config_args", args)
         return Configurable.to_config(clone)
 
@@ -510,10 +515,14 @@ def _check_weights(
                 f"class_weights gives the ignored class {cls} (ignore_index) weight {weight!r}: "
                 "its pixels are never centres"
             )
+        if cls in checked:
+            raise ValueError(f"class_weights gives class {cls} twice, got {weights!r}")
         checked[cls] = w
     if not any(w > 0 for w in checked.values()):
         raise ValueError(f"class_weights must give some class a positive weight, got {weights!r}")
-    return checked
+    # in class order: the draws do not depend on the order the mapping was written in
+    # (YAML writers sort keys, JSON keeps them)
+    return dict(sorted(checked.items()))
 
 
 class WeightedSampler(Configurable, Sampler):

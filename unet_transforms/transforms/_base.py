@@ -98,10 +98,11 @@ def _is_array(inpt: object) -> bool:
     """A numpy array or array-like (memmap, zarr, dask, h5py): not a tensor, not a scalar."""
     if isinstance(inpt, np.ndarray):
         return True
+    # tensors first: reading .shape of a strided nested tensor raises RuntimeError
     return (
-        hasattr(inpt, "__array__")
+        not isinstance(inpt, torch.Tensor | PIL.Image.Image | np.generic)
+        and hasattr(inpt, "__array__")
         and hasattr(inpt, "shape")
-        and not isinstance(inpt, torch.Tensor | PIL.Image.Image | np.generic)
     )
 
 
