@@ -20,7 +20,7 @@ import tifffile
 import torch
 
 from unet_transforms import TileGeometry, TileGrid
-from unet_transforms.cli import main
+from unet_transforms.cli import CLIError, main
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -473,7 +473,7 @@ def test_ctrl_c_while_writing_prints_one_line_and_keeps_the_old_result(tmp_path)
     script = f"""
 import sys, time
 import PIL.ImageFile
-from unet_transforms.cli import main
+from unet_transforms.cli import CLIError, main
 
 real = PIL.ImageFile._save
 
@@ -918,3 +918,106 @@ def test_segment_warns_about_nan_pixels(tmp_path):
     tifffile.imwrite(tmp_path / "in.tif", clean)
     result = run_here(*args, "-o", str(tmp_path / "out.png"))
     assert result.returncode == 0 and "NaN" not in result.stderr
+
+
+def test_a_one_channel_model_checks_the_format_for_labels_0_and_1(tmp_path, no_inference):
+    # a sigmoid model gives labels 0 and 1; the format was checked for label 0 only, so
+    # GIF passed and wrote every foreground pixel as 0
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "in.png")
+    checkpoint = small_checkpoint(tmp_path, out_channels=1)
+    result = segment(tmp_path / "in.png", checkpoint, tmp_path / "mask.gif")
+    assert_one_line_error(result, "GIF cannot hold a label image")
+    assert no_inference == []
+
+
+def test_16_bit_images_pillow_reads_in_other_modes(tmp_path):
+    from unet_transforms.cli import read_image
+
+    pixels = np.random.default_rng(0).integers(0, 65536, (12, 9), dtype=np.uint16)
+    with open(tmp_path / "in.pgm", "wb") as f:  # a 16-bit PGM: Pillow's 32-bit mode "I"
+        f.write(b"P5 9 12 65535\n" + pixels.astype(">u2").tobytes())
+    read = read_image(str(tmp_path / "in.pgm"))
+    assert read.dtype == np.uint16  # divided by 65535, not 2**31 - 1
+    np.testing.assert_array_equal(read[0], pixels)
+    # a 16-bit RGB PNG: Pillow keeps 8 bits of each sample, so it is refused
+    rows = b"".join(b"\x00" + np.repeat(row, 3).astype(">u2").tobytes() for row in pixels)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 9, 12, 16, 2, 0, 0, 0)
+    (tmp_path / "rgb16.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(CLIError, match="16-bit colour or grey\\+alpha PNG"):
+        read_image(str(tmp_path / "rgb16.png"))
+
+
+def test_outputs_refused_before_inference_same_path_long_name_complex(tmp_path, no_inference):
+    PIL.Image.new("L", (20, 10)).save(tmp_path / "img.png")
+    checkpoint = small_checkpoint(tmp_path)
+    before = (tmp_path / "img.png").read_bytes()
+    for command in ("segment", "preview"):
+        options = ["--checkpoint", str(checkpoint)] if command == "segment" else []
+        if command == "preview":
+            options = ["--unet-input", "204"]
+        result = run_here(
+            command, str(tmp_path / "img.png"), *options, "-o", f"{tmp_path}/./img.png"
+        )
+        assert_one_line_error(result, "is the input image")
+    assert (tmp_path / "img.png").read_bytes() == before
+    result = segment(tmp_path / "img.png", checkpoint, tmp_path / ("m" * 300 + ".png"))
+    assert_one_line_error(result, "bytes a file name may have")
+    tifffile.imwrite(tmp_path / "c.tif", np.ones((10, 20), np.complex64))
+    result = segment(tmp_path / "c.tif", checkpoint, tmp_path / "c.png")
+    assert_one_line_error(result, "image must have a boolean, integer or floating dtype")
+    assert no_inference == []
+
+
+def test_to_gray_for_a_model_that_does_not_say_its_channels(tmp_path):
+    from unet_transforms.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 2, 1)
+    save_checkpoint(
+        tmp_path / "c.pt",
+        net,
+        TileGeometry(8, 8),
+        model_config={
+            "_target_": "torch.nn.Conv2d",
+            "in_channels": 1,
+            "out_channels": 2,
+            "kernel_size": 1,
+        },
+    )
+    rgb = rgb_image(tmp_path / "rgb.png")
+    result = segment(
+        tmp_path / "rgb.png",
+        tmp_path / "c.pt",
+        tmp_path / "m.png",
+        "--to-gray",
+        "--allow",
+        "torch.nn.Conv2d",
+    )
+    assert result.returncode == 0, result.stderr
+    gray = (rgb.astype(np.float32) / 255).mean(0, keepdims=True, dtype=np.float32)
+    labels = expected(net.eval(), TileGeometry(8, 8), gray, output="labels")
+    with PIL.Image.open(tmp_path / "m.png") as written:
+        np.testing.assert_array_equal(np.asarray(written), labels)
+
+
+def test_a_compiled_model_is_saved_as_the_model_it_wraps(tmp_path):
+    from unet_transforms.checkpoint import load_checkpoint, save_checkpoint
+    from unet_transforms.models import UNet
+
+    net = UNet(1, 2, depth=1, base_channels=1)
+    save_checkpoint(tmp_path / "c.pt", torch.compile(net), net.geometry(input_size=18))
+    loaded, _, _ = load_checkpoint(tmp_path / "c.pt")
+    for (name, a), (other, b) in zip(
+        net.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert name == other and torch.equal(a, b)

@@ -96,6 +96,9 @@ def save_checkpoint(
     target = destination(path)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    compiled = getattr(model, "_orig_mod", None)  # torch.compile's wrapper
+    if isinstance(compiled, torch.nn.Module):
+        model = compiled  # its state dict without the wrapper's "_orig_mod." prefix
     geometry = as_geometry(geometry)
     if isinstance(model, UNet) and geometry.ndim != model.ndim:
         raise ValueError(

@@ -83,9 +83,19 @@ def read_image(path: str, *, max_pixels: int | None = _DEFAULT_MAX_PIXELS) -> np
         with _pillow_size_check_off(), PIL.Image.open(path) as opened:
             image: PIL.Image.Image = opened
             _check_pixels(path, image.size, max_pixels)
+            tiles = getattr(image, "tile", None)  # how the file's samples are decoded
+            raw = tiles[0].args if image.format == "PNG" and tiles else None
+            if isinstance(raw, str) and raw.endswith(";16B") and raw != "I;16B":
+                raise CLIError(
+                    f"{path} is a 16-bit colour or grey+alpha PNG, which Pillow reads with "
+                    "8 bits per sample only: save it as a 16-bit TIFF (or a grey PNG)"
+                )
             if image.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "HSV", "1"):
                 image = image.convert("RGB" if image.mode not in ("LA", "1") else "L")
             array = np.asarray(image)
+            if image.mode == "I" and image.format in ("PNG", "PPM"):
+                # 16-bit grey (a PGM, say) in Pillow's 32-bit mode: 16-bit pixels
+                array = array.astype(np.uint16)
     except (OSError, ValueError) as e:
         raise CLIError(f"cannot read {path} as an image: {e}") from e
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
@@ -253,11 +263,12 @@ def _broadcast(value: Any, ndim: int) -> Any:
     return (value,) * ndim if isinstance(value, int) else value
 
 
-def _check_output(path: str, *, classes: int | None = None) -> None:
+def _check_output(path: str, *, classes: int | None = None, image: str | None = None) -> None:
     """Refuses outputs that cannot be written, before any work (creating nothing).
 
     ``classes``: the number of classes of a label image, which the file format must
-    hold without loss; ``None`` for an RGB picture (the preview).
+    hold without loss; ``None`` for an RGB picture (the preview). ``image``: the input
+    image's path, which the output must not replace.
     """
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise CLIError(
@@ -270,11 +281,23 @@ def _check_output(path: str, *, classes: int | None = None) -> None:
         raise CLIError(
             f"-o/--output needs an image file extension such as .png or .tif, got {path!r}"
         )
+    if image is not None and os.path.exists(path) and os.path.samefile(image, path):
+        raise CLIError(f"-o/--output {path!r} is the input image: give another file name")
     parent = os.path.dirname(os.path.abspath(path))
     missing = _missing_folders(path)
     existing = os.path.dirname(missing[-1]) if missing else parent
     if not os.path.isdir(existing):
         raise CLIError(f"cannot write {path}: {existing} is a file, not a folder")
+    try:
+        longest = int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no such limit on this system
+        longest = None
+    for name in [os.path.basename(path), *map(os.path.basename, missing)]:
+        if longest is not None and len(os.fsencode(name)) > longest:
+            raise CLIError(
+                f"cannot write {path}: the name {name[:40]!r}... is longer than the "
+                f"{longest} bytes a file name may have there"
+            )
     try:  # in the deepest existing folder: the missing ones are created when writing
         check_writable(os.path.join(existing, os.path.basename(path)))
     except OSError as e:
@@ -436,7 +459,7 @@ def _preview(args: argparse.Namespace) -> int:
     from .viz import MAX_TILES, draw_tiles
 
     tiles: Any = "all" if not args.tiles else args.tiles
-    _check_output(args.output)
+    _check_output(args.output, image=args.image)
     picture = draw_tiles(
         image,
         geometry,
@@ -474,13 +497,20 @@ def _segment(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CLIError(f"checkpoint {args.checkpoint!r}: {e}") from e
     image = read_image(args.image, max_pixels=args.max_pixels)
+    if image.dtype.kind not in "biuf":
+        raise CLIError(
+            f"image must have a boolean, integer or floating dtype, got {image.dtype} "
+            f"({args.image})"
+        )
     nan = int(np.isnan(image).sum()) if np.issubdtype(image.dtype, np.floating) else 0
     pixels = image.size
     ndim = image.ndim - 1
     if ndim != geometry.ndim:
         raise CLIError(f"the checkpoint is for {geometry.ndim}-D images, {args.image} is {ndim}-D")
     in_channels = getattr(model, "in_channels", None)
-    channels = in_channels if type(in_channels) is int else image.shape[0]
+    # a model that does not say: the image's channels, or one with --to-gray
+    unknown = 1 if args.to_gray else image.shape[0]
+    channels = in_channels if type(in_channels) is int else unknown
     if args.to_gray and channels != 1:
         raise CLIError(
             f"--to-gray averages the image's channels into one, for a 1-channel model; "
@@ -503,13 +533,13 @@ def _segment(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"a 3-D segmentation is written as TIFF: give -o *.tif, got {args.output}"
             )
-        # a model without out_channels: the format is checked for two classes now and
-        # again before writing if the result holds more
+        # at least two classes (a one-channel model gives 0 and 1); a model without
+        # out_channels: checked again before writing if the result holds more
         out_channels = getattr(model, "out_channels", None)
-        classes = out_channels if type(out_channels) is int and out_channels >= 1 else 2
-        _check_output(args.output, classes=classes)
+        classes = max(out_channels, 2) if type(out_channels) is int else 2
+        _check_output(args.output, classes=classes, image=args.image)
     else:
-        _check_float_output(args.output, args.output_kind)
+        _check_float_output(args.output, args.output_kind, image=args.image)
     device = parse_device(args.device) or torch.device("cpu")
     if device.type == "meta":
         raise CLIError("--device meta computes no values; use cpu or an accelerator")
@@ -537,8 +567,8 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {result.shape} float32 {args.output_kind}")
     else:
         checked, classes = classes, max(classes, int(result.max()) + 1 if result.size else 1)
-        if _label_dtype(classes) != _label_dtype(checked):
-            _check_output(args.output, classes=classes)
+        if classes > checked:
+            _check_output(args.output, classes=classes, image=args.image)
         labels = result.astype(_label_dtype(classes))
         _write_labels(labels, args.output)
         counts = np.bincount(labels.ravel(), minlength=classes)
@@ -573,7 +603,7 @@ def _normalize(image: np.ndarray, record: dict[str, Any] | None, *, to_gray: boo
     return x
 
 
-def _check_float_output(path: str, kind: str) -> None:
+def _check_float_output(path: str, kind: str, *, image: str | None = None) -> None:
     """Refuses an output that cannot hold float32 ``kind``, before any work."""
     if not path.lower().endswith((".tif", ".tiff")):
         raise CLIError(
@@ -585,7 +615,7 @@ def _check_float_output(path: str, kind: str) -> None:
         raise CLIError(
             f"--output-kind {kind} needs tifffile: pip install 'unet-transforms[io]'"
         ) from e
-    _check_output(path, classes=1)
+    _check_output(path, classes=1, image=image)
 
 
 def _write_float(values: np.ndarray, path: str) -> None:
