@@ -288,3 +288,17 @@ def test_absurd_depths_are_refused_at_once(depth):
     with pytest.raises(ValueError, match="depth must be at most 62"):
         TileGeometry.unet(output_size=388, depth=depth, ndim=3)
     assert time.perf_counter() - start < 5  # a backstop only: depth=10**6 used to hang
+
+
+def test_as_geometry_takes_jsonargparse_class_path_form():
+    """LightningCLI passes {'class_path', 'init_args'} on as a plain mapping where its own
+    type check refuses an integral float such as 212.0."""
+    from unet_transforms.geometry import as_geometry
+
+    for path in ("unet_transforms.TileGeometry", "unet_transforms.geometry.TileGeometry"):
+        value = {"class_path": path, "init_args": {"input_size": 212.0, "output_size": 124}}
+        assert as_geometry(value) == TileGeometry(212, 124)
+    with pytest.raises(TypeError, match="geometry.init_args must be a mapping"):
+        as_geometry({"class_path": "unet_transforms.TileGeometry", "init_args": [212]})
+    with pytest.raises(TypeError, match="unknown key 'class_path'"):  # other classes
+        as_geometry({"class_path": "os.system", "init_args": {}})

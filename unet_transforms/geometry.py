@@ -341,13 +341,17 @@ class TileGeometry(Configurable):
         return cls(inp, out_size, step=step)
 
 
+_PATHS = ("unet_transforms.TileGeometry", "unet_transforms.geometry.TileGeometry")
+
+
 def as_geometry(value: object, name: str = "geometry") -> TileGeometry:
     """A :class:`TileGeometry` from itself or from plain data, as configs give it.
 
     Accepts a ``TileGeometry``; a mapping of its arguments
     (``{"input_size": 572, "output_size": 388, "step": 384}``, also with the
-    ``"_target_"`` that :meth:`TileGeometry.to_config` writes); or ``{"unet": {...}}``
-    with the arguments of :meth:`TileGeometry.unet`.
+    ``"_target_"`` that :meth:`TileGeometry.to_config` writes); ``{"unet": {...}}``
+    with the arguments of :meth:`TileGeometry.unet`; or jsonargparse's
+    ``{"class_path": "unet_transforms.TileGeometry", "init_args": {...}}``.
 
     Args:
         value: The geometry or its plain form.
@@ -372,6 +376,13 @@ def as_geometry(value: object, name: str = "geometry") -> TileGeometry:
             f"{type(value).__name__} {value!r}"
         )
     args = dict(value)
+    if set(args) <= {"class_path", "init_args"} and args.get("class_path") in _PATHS:
+        # jsonargparse's form, which LightningCLI passes on as a plain mapping where its
+        # own type check refuses an argument (an integral float such as 212.0)
+        init_args = args.get("init_args", {})
+        if not isinstance(init_args, Mapping):
+            raise TypeError(f"{name}.init_args must be a mapping, got {init_args!r}")
+        args = dict(init_args)
     target = args.pop("_target_", "unet_transforms.TileGeometry")
     if target != "unet_transforms.TileGeometry":
         raise TypeError(f"{name}._target_ must be 'unet_transforms.TileGeometry', got {target!r}")
