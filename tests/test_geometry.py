@@ -298,7 +298,7 @@ def test_as_geometry_takes_jsonargparse_class_path_form():
     for path in ("unet_transforms.TileGeometry", "unet_transforms.geometry.TileGeometry"):
         value = {"class_path": path, "init_args": {"input_size": 212.0, "output_size": 124}}
         assert as_geometry(value) == TileGeometry(212, 124)
-    with pytest.raises(TypeError, match="geometry.init_args must be a mapping"):
+    with pytest.raises(TypeError, match=r"geometry\.init_args must be a mapping"):
         as_geometry({"class_path": "unet_transforms.TileGeometry", "init_args": [212]})
     with pytest.raises(TypeError, match="unknown key 'class_path'"):  # other classes
         as_geometry({"class_path": "os.system", "init_args": {}})
