@@ -719,3 +719,9 @@ def test_make_params_draw_nothing_for_the_identity():
 def test_make_params_checks_the_axes():
     with pytest.raises(ValueError, match=r"deform\.grid must have 3 entries"):
         Deformation(grid=(3, 3)).make_params(3)
+
+
+def test_deforming_a_complex_image_is_a_type_error():
+    crop = OverlapTileCrop(TileGeometry(6, 4), index=0, deform=Deformation(sigma=2.0))
+    with pytest.raises(TypeError, match="a deformed input must be real"):
+        crop(torch.randn(1, 9, 9, dtype=torch.complex64))

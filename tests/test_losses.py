@@ -211,3 +211,19 @@ def test_shape_and_argument_errors(args, kwargs, error, match):
 def test_type_errors(logits, target, weights, match):
     with pytest.raises(TypeError, match=match):
         weighted_cross_entropy(logits, target, weights)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+@pytest.mark.parametrize("ignore_index", [None, 255])
+def test_wide_unsigned_targets_equal_their_int64_values(dtype, ignore_index):
+    """16-bit masks (ImageMaskFolder reads PNG mode I;16 as uint16) reach the loss."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 4)
+    target = torch.randint(0, 3, (2, 5, 4))
+    target[0, 0, 0] = 255
+    if ignore_index is None:
+        target[0, 0, 0] = 1
+    weights = torch.rand(2, 5, 4)
+    expected = weighted_cross_entropy(logits, target, weights, ignore_index=ignore_index)
+    got = weighted_cross_entropy(logits, target.to(dtype), weights, ignore_index=ignore_index)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

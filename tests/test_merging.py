@@ -475,3 +475,26 @@ def test_labels_do_not_depend_on_the_default_dtype():
     finally:
         torch.set_default_dtype(previous)
     assert labels.tolist() == [[299, 0], [0, 258]]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32])
+def test_labels_of_wide_unsigned_outputs(dtype):
+    grid = TileGrid((6, 5), TileGeometry(8, 8, step=4))
+    merger = TileMerger(grid, output="labels")
+    outputs = []
+    for tile in grid:
+        out = torch.randint(0, 1000, (3, 8, 8)).to(dtype)
+        outputs.append(out)
+        merger.add(tile, out)
+    reference = TileMerger(grid, output="labels")
+    for tile, out in zip(grid, outputs):
+        reference.add(tile, out.to(torch.int64))
+    assert torch.equal(merger.result(), reference.result())
+
+
+def test_an_out_whose_elements_share_memory_is_refused_before_any_tile():
+    grid = TileGrid((6, 5), TileGeometry(8, 8, step=4))
+    for out in (torch.zeros(2, 1, 1).expand(2, 6, 5), torch.zeros(2, 6, 1).expand(2, 6, 5)):
+        with pytest.raises(ValueError, match="out must not have elements that share memory"):
+            TileMerger(grid, out=out)
+    TileMerger(grid, out=torch.zeros(1, 6, 5).expand(1, 6, 5))  # size-1 axes may be anything

@@ -580,3 +580,35 @@ def test_index_accepts_samplers_only_from_the_module():
         PairedTileCrop(GEOMETRY, index=object())
     grid = TileGrid((17, 11), GEOMETRY)
     assert PairedTileCrop(GEOMETRY, index=len(grid) - 1).index == len(grid) - 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda w: w.numpy().astype(np.uint16),
+        lambda w: w.to(torch.uint16),
+        lambda w: w.numpy().astype(np.uint32),
+        lambda w: np.ascontiguousarray(w.numpy()[::-1, ::-1])[::-1, ::-1],  # negative strides
+        lambda w: w.numpy().astype(">f4"),  # big-endian
+    ],
+    ids=["uint16-numpy", "uint16-tensor", "uint32-numpy", "negative-strides", "big-endian"],
+)
+def test_weighted_sampler_reads_every_weight_map_its_docstring_accepts(make):
+    weights = torch.zeros(9, 9)
+    weights[1, 3] = 8  # the only pixel with weight: every window is centred on it
+    crop = PairedTileCrop(TileGeometry(5, 3), index=WeightedSampler("w"))
+    image = torch.arange(81.0).reshape(1, 9, 9)
+    out = crop({"image": tv_tensors.Image(image), "w": make(weights)})
+    assert out["image"][0, 2, 2] == image[0, 1, 3]
+
+
+def test_a_label_changed_behind_torchs_back_is_a_clear_error():
+    label = torch.zeros(20, 20, dtype=torch.long)
+    label[2, 2] = 1
+    crop = PairedTileCrop(TileGeometry(6, 4), index=LabelSampler({1: 1.0}))
+    crop(torch.zeros(1, 20, 20), label)
+    label.numpy()[2, 2], label.numpy()[15, 15] = 0, 1  # the version counter is unchanged
+    with pytest.raises(ValueError, match=r"pass a new tensor \(label\.clone\(\)\)"):
+        crop(torch.zeros(1, 20, 20), label)
+    out = crop(torch.zeros(1, 20, 20), label.clone())  # a new tensor is read afresh
+    assert out[1].sum() == 1

@@ -90,6 +90,21 @@ def holds_int(dtype: torch.dtype, value: int) -> bool:
     return info.min <= value <= info.max
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def as_int64_if_wide_unsigned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as int64 if it is uint16, uint32 or uint64 (torch implements few ops for
+    those: no ``aminmax``, ``min``, ``gt`` or ``masked_fill`` on the CPU), else ``t``.
+
+    Example:
+        >>> import torch
+        >>> as_int64_if_wide_unsigned(torch.tensor([1], dtype=torch.uint16)).dtype
+        torch.int64
+    """
+    return t.to(torch.int64) if t.dtype in _WIDE_UNSIGNED else t
+
+
 def is_one_of(value: object, choices: tuple[str, ...]) -> bool:
     """Whether ``value`` is one of the string ``choices``; never asks an array for its
     truth value (``np.array([1]) in ("a",)`` raises numpy's own error).

@@ -65,7 +65,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
     ``(H, W)``; for a 3-D geometry, images ``(C, D, H, W)`` or ``(D, H, W)`` and
     labels ``(D, H, W)``. Items come back as ``tv_tensors.Image`` (always with a
     channel axis), ``tv_tensors.Mask`` and :class:`~unet_transforms.WeightMap`, then
-    the ``rest`` unchanged, in the sample's container type (tuple, list, namedtuple),
+    the ``rest`` unchanged, in the sample's container type (tuple, list, namedtuple;
+    numpy uint16 and uint32 arrays become int32 and int64 tensors, the same values),
     so ``v2.ToDtype({tv_tensors.Image: ...})`` and flips treat them as image and
     labels (torchvision's 2-D transforms treat a volume's depth as a batch axis). The
     weights are a floating-point map; they get the label's window, filled as

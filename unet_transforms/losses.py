@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import holds_int, is_int, is_one_of
+from ._checks import as_int64_if_wide_unsigned, holds_int, is_int, is_one_of
 
 __all__ = ["weighted_cross_entropy"]
 
@@ -117,11 +117,11 @@ def weighted_cross_entropy(
         )
 
     valid = None
-    index = target
+    index = as_int64_if_wide_unsigned(target)  # e.g. 16-bit masks read from PNG
     # an ignore_index the target's dtype cannot hold matches no pixel
     if ignore_index is not None and holds_int(target.dtype, int(ignore_index)):
-        valid = target != int(ignore_index)
-        index = target.masked_fill(~valid, 0)
+        valid = index != int(ignore_index)
+        index = index.masked_fill(~valid, 0)
     classes = logits.shape[1]
     if index.numel():
         lo, hi = (int(v) for v in torch.aminmax(index))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._boxes import intersect, relative, slices
-from ._checks import is_int
+from ._checks import as_int64_if_wide_unsigned, is_int
 from ._chunks import ChunkWriter, is_zarr, storage_unit, stored_units, unit_boxes
 from ._model import check_flag, numpy_dtype, parse_device
 from .config import Configurable
@@ -212,6 +212,7 @@ def _argmax_channels(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """
     if values.dtype == torch.bool:
         values = values.to(torch.uint8)
+    values = as_int64_if_wide_unsigned(values)
     channels = values.shape[0]
     if (
         not values.is_cpu
@@ -532,6 +533,18 @@ class TileMerger(Configurable):
             raise ValueError(
                 "out must be writable, got a read-only numpy array (a memmap opened with "
                 "mode 'r'? open it with 'r+')"
+            )
+        strides = (
+            out.stride()
+            if isinstance(out, torch.Tensor)
+            else out.strides
+            if isinstance(out, np.ndarray)
+            else ()
+        )
+        if any(stride == 0 and size > 1 for stride, size in zip(strides, out.shape, strict=False)):
+            raise ValueError(
+                "out must not have elements that share memory (a stride of 0, as expand() or "
+                "broadcast_to() give); allocate it with torch.empty or numpy.empty"
             )
         nd = len(self._size)
         shape = tuple(int(s) for s in out.shape)

@@ -38,8 +38,9 @@ import torch
 from torchvision.transforms.v2 import functional as tvF
 
 from ._boxes import unravel
-from ._checks import as_int, holds_int, is_int
+from ._checks import as_int, as_int64_if_wide_unsigned, holds_int, is_int
 from .config import Configurable
+from .functional._tile import torch_compatible
 from .weightmap import WeightMap
 
 __all__ = [
@@ -145,7 +146,9 @@ class Sampler:
     cumulative weights) is cached per label tensor, keyed by its memory, shape, strides
     and version counter, for as long as that memory is in use (so
     ``tv_tensors.Mask(label)`` made anew per call finds it); bounded, and not pickled.
-    In-place changes made through numpy to a tensor's memory are not seen by the cache.
+    In-place changes that torch's version counter does not see (made through numpy, or
+    through ``tensor.data``) are not seen by the cache: pass a new tensor
+    (``label.clone()``) after such a change.
 
     Example:
         >>> import torch
@@ -278,7 +281,8 @@ def _as_tensor(value: Any) -> torch.Tensor:
         pil: torch.Tensor = tvF.pil_to_tensor(value)
         return pil
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
+        # native byte order and non-negative strides, which torch.from_numpy needs
+        return torch.from_numpy(np.ascontiguousarray(torch_compatible(value)))
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"expected a tensor, PIL image or numpy array, got {type(value).__name__}")
     plain: torch.Tensor = value.as_subclass(torch.Tensor)
@@ -316,7 +320,14 @@ def _draw_count(
     i = int(torch.searchsorted(row_cum, r, right=True))
     k = int(r) - (int(row_cum[i - 1]) if i else 0)
     coords = unravel(i, size[:-1])
-    col = int(row(coords).nonzero()[k, 0])
+    hits = row(coords).nonzero()
+    if k >= len(hits):
+        raise ValueError(
+            "the label changed in place where torch's version counter does not see it "
+            "(through numpy or tensor.data) after the sampler cached its class locations: "
+            "pass a new tensor (label.clone()) after such a change"
+        )
+    col = int(hits[k, 0])
     return (*coords, col)
 
 
@@ -467,10 +478,8 @@ class LabelSampler(Configurable, Sampler):
 
 def _present_classes(value: torch.Tensor) -> list[int]:
     flat = value.reshape(-1)
-    if flat.dtype == torch.bool:
-        flat = flat.view(torch.uint8)
-    elif flat.dtype in (torch.uint16, torch.uint32, torch.uint64):
-        flat = flat.to(torch.int64)  # torch reduces these in few ops (no aminmax)
+    # bool and wide unsigned dtypes have no aminmax
+    flat = flat.view(torch.uint8) if flat.dtype == torch.bool else as_int64_if_wide_unsigned(flat)
     lo, hi = (int(v) for v in torch.aminmax(flat))
     if hi - lo < 2**16:
         # counted from the smallest value: bincount's length is the largest value + 1
@@ -585,6 +594,7 @@ class WeightedSampler(Configurable, Sampler):
 
     def _table(self, value: torch.Tensor) -> tuple[torch.Tensor, int]:
         if value.dtype != torch.bool:
+            value = as_int64_if_wide_unsigned(value)
             low = value.min()
             if not bool(torch.isfinite(value).all()) or float(low) < 0:
                 raise ValueError(

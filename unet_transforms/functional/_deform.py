@@ -644,6 +644,11 @@ def interpolation_for(inpt: Any, interpolation: Interpolation) -> Interpolation:
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The float dtype a value is interpolated in: float64 where float32 loses digits."""
+    if dtype.is_complex:  # grid_sample takes real values only
+        raise TypeError(
+            f"a deformed input must be real to be interpolated, got dtype {dtype}: deform "
+            "the real and imaginary parts (torch.view_as_real) as channels"
+        )
     if dtype == torch.float64 or (not dtype.is_floating_point and dtype.itemsize >= 4):
         return torch.float64
     return torch.float32

@@ -388,7 +388,8 @@ def crop_tile(
             ``None`` mirrors them.
 
     Returns:
-        The window, of the same type as the input (arrays come back as tensors).
+        The window, of the same type as the input (arrays come back as tensors; uint16
+        and uint32 arrays as int32 and int64 tensors, the same values).
 
     Raises:
         TypeError: For unsupported input types.
