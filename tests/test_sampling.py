@@ -612,3 +612,11 @@ def test_a_label_changed_behind_torchs_back_is_a_clear_error():
         crop(torch.zeros(1, 20, 20), label)
     out = crop(torch.zeros(1, 20, 20), label.clone())  # a new tensor is read afresh
     assert out[1].sum() == 1
+    # ForegroundSampler drew windows without foreground from its stale window sums
+    label = torch.zeros(20, 20, dtype=torch.long)
+    label[2, 2] = 1
+    crop = PairedTileCrop(TileGeometry(6, 4), index=ForegroundSampler(probability=1.0))
+    crop(torch.zeros(1, 20, 20), label)
+    label.data[2, 2], label.data[15, 15] = 0, 1
+    with pytest.raises(ValueError, match=r"pass a new tensor \(label\.clone\(\)\)"):
+        crop(torch.zeros(1, 20, 20), label)

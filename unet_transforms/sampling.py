@@ -310,6 +310,13 @@ def _row_cum(rows: torch.Tensor) -> torch.Tensor:
     return rows.reshape(-1).cumsum(0)
 
 
+_STALE = (
+    "the label changed in place where torch's version counter does not see it (through "
+    "numpy or tensor.data) after the sampler cached what it derived from it: pass a new "
+    "tensor (label.clone()) after such a change"
+)
+
+
 def _draw_count(
     row_cum: torch.Tensor, size: tuple[int, ...], row: Callable[[tuple[int, ...]], torch.Tensor]
 ) -> tuple[int, ...]:
@@ -322,11 +329,7 @@ def _draw_count(
     coords = unravel(i, size[:-1])
     hits = row(coords).nonzero()
     if k >= len(hits):
-        raise ValueError(
-            "the label changed in place where torch's version counter does not see it "
-            "(through numpy or tensor.data) after the sampler cached its class locations: "
-            "pass a new tensor (label.clone()) after such a change"
-        )
+        raise ValueError(_STALE)
     col = int(hits[k, 0])
     return (*coords, col)
 
@@ -678,7 +681,25 @@ class ForegroundSampler(Configurable, Sampler):
                 f"no window of size {output_size} holds {self.min_fraction:g} of foreground"
             )
             return None
-        return _draw_count(row_cum, size, lambda coords: valid[coords])
+        centre = _draw_count(row_cum, size, lambda coords: valid[coords])
+        # the drawn window, checked against the label as it is now (cheap: one window)
+        window: tuple[Any, ...] = (
+            ...,
+            *(
+                slice(max(0, c - o // 2), max(0, c - o // 2 + o))
+                for c, o in zip(centre, output_size, strict=True)
+            ),
+        )
+        foreground = value[window] != self.background
+        if value.ndim > len(size):
+            foreground = foreground.reshape(-1, *foreground.shape[-len(size) :]).any(0)
+        if int(foreground.sum()) < self._need(output_size):
+            raise ValueError(_STALE)
+        return centre
+
+    def _need(self, output_size: tuple[int, ...]) -> int:
+        """The fewest foreground pixels a window of ``output_size`` must hold."""
+        return max(1, math.ceil(round(self.min_fraction * math.prod(output_size), 6)))
 
     def _table(
         self, value: torch.Tensor, size: tuple[int, ...], output_size: tuple[int, ...]
@@ -686,9 +707,7 @@ class ForegroundSampler(Configurable, Sampler):
         foreground = value != self.background
         if value.ndim > len(size):
             foreground = foreground.reshape(-1, *size).any(0)
-        volume = math.prod(output_size)
-        need = max(1, math.ceil(round(self.min_fraction * volume, 6)))
-        valid = _window_sums(foreground, output_size) >= need
+        valid = _window_sums(foreground, output_size) >= self._need(output_size)
         row_cum = _row_cum(torch.count_nonzero(valid.reshape(-1, size[-1]), dim=-1))
         return (valid, row_cum), valid.numel() + row_cum.numel() * 8 + 64
 
