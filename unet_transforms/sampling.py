@@ -148,7 +148,9 @@ class Sampler:
     ``tv_tensors.Mask(label)`` made anew per call finds it); bounded, and not pickled.
     In-place changes that torch's version counter does not see (made through numpy, or
     through ``tensor.data``) are not seen by the cache: pass a new tensor
-    (``label.clone()``) after such a change.
+    (``label.clone()``) after such a change. ``LabelSampler`` and ``ForegroundSampler``
+    check each drawn centre against the label as it is and raise a ``ValueError`` that
+    says so where it no longer fits.
 
     Example:
         >>> import torch
