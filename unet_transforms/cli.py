@@ -776,8 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status.
 
     Every error becomes one line on stderr and a non-zero status: 2 for an error, 130
-    for an interruption (Ctrl-C once the command runs, after its imports). Files are written atomically, so an error or an
-    interruption leaves an existing output as it was.
+    for an interruption (Ctrl-C once the command runs, after its imports). Files are
+    written atomically, so an error or an interruption leaves an existing output as it
+    was.
 
     Example:
         >>> main(["plan", "--image-size", "512", "512", "--unet-input", "572", "--json"])

@@ -392,8 +392,9 @@ class TileMerger(Configurable):
     place and each keep window is divided by its sum of weights (and turned into
     probabilities) once its last tile is added, so nothing else is held. Otherwise
     (labels, or an ``out``) each keep window is summed, post-processed (``output``) and
-    written as soon as its last tile is added, so besides the result only the parts of the keep windows still
-    open are held (about one row of tiles when adding in grid order).
+    written as soon as its last tile is added, so besides the result only the parts of
+    the keep windows still open are held (about one row of tiles when adding in grid
+    order).
 
     Args:
         grid: The tile plan.

@@ -40,7 +40,6 @@ from torchvision.transforms.v2 import functional as tvF
 from ._boxes import unravel
 from ._checks import as_int, as_int64_if_wide_unsigned, holds_int, is_int
 from .config import Configurable
-from .functional._tile import torch_compatible
 from .weightmap import WeightMap
 
 __all__ = [
@@ -283,8 +282,13 @@ def _as_tensor(value: Any) -> torch.Tensor:
         pil: torch.Tensor = tvF.pil_to_tensor(value)
         return pil
     if isinstance(value, np.ndarray):
-        # native byte order and non-negative strides, which torch.from_numpy needs
-        return torch.from_numpy(np.ascontiguousarray(torch_compatible(value)))
+        # a copy only where torch.from_numpy needs one (another byte order, a negative
+        # stride): a shared array keeps its address, which the sampler caches key on
+        if not value.dtype.isnative:
+            value = value.astype(value.dtype.newbyteorder("="))
+        elif any(stride < 0 for stride in value.strides):
+            value = value.copy()
+        return torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"expected a tensor, PIL image or numpy array, got {type(value).__name__}")
     plain: torch.Tensor = value.as_subclass(torch.Tensor)
