@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._checks import as_int, as_list_if_1d, is_int
+from ._value import ImmutableValue
 from .config import Configurable
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _is_sequence(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-class TileGeometry(Configurable):
+class TileGeometry(ImmutableValue, Configurable):
     """The tile geometry of a network: what goes in, what comes out, and the tile stride.
 
     A network with unpadded ("valid") convolutions maps an ``input_size`` tile to a
@@ -73,6 +74,7 @@ class TileGeometry(Configurable):
         (384, 384)
     """
 
+    _value_fields = ("input_size", "output_size", "step")
     input_size: tuple[int, ...]
     output_size: tuple[int, ...]
     step: tuple[int, ...]
@@ -117,21 +119,6 @@ class TileGeometry(Configurable):
         object.__setattr__(self, "input_size", inp)
         object.__setattr__(self, "output_size", out)
         object.__setattr__(self, "step", stp)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"TileGeometry is immutable: cannot set {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TileGeometry):
-            return NotImplemented
-        return (self.input_size, self.output_size, self.step) == (
-            other.input_size,
-            other.output_size,
-            other.step,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.input_size, self.output_size, self.step))
 
     @classmethod
     def _compact(

@@ -13,6 +13,7 @@ import torch
 
 from ._boxes import unravel
 from ._checks import as_list_if_1d, is_int, is_one_of
+from ._value import ImmutableValue
 from .config import Configurable
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import Box, as_box, crop_tile, spatial_shape
@@ -149,7 +150,7 @@ def _image_size(image_size: object, ndim: int) -> tuple[int, ...]:
     return sizes
 
 
-class TileGrid(Configurable):
+class TileGrid(ImmutableValue, Configurable):
     """The overlap-tile plan for one image: the single place where windows are computed.
 
     Per axis the grid has ``ceil(size / step)`` tiles. Each tile has three nested,
@@ -175,8 +176,7 @@ class TileGrid(Configurable):
         ((0, 388), (388, 776))
     """
 
-    # a plain immutable value (not a dataclass), as TileGeometry: Lightning's
-    # hyperparameter handling refuses frozen dataclasses
+    _value_fields = ("image_size", "geometry", "align")
     image_size: tuple[int, ...]
     geometry: TileGeometry
     align: Align
@@ -207,24 +207,6 @@ class TileGrid(Configurable):
         object.__setattr__(self, "align", align)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "origin", origin)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"TileGrid is immutable: cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"TileGrid is immutable: cannot delete {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TileGrid):
-            return NotImplemented
-        return (self.image_size, self.geometry, self.align) == (
-            other.image_size,
-            other.geometry,
-            other.align,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.image_size, self.geometry, self.align))
 
     # ------------------------------------------------------------------ tiles
     def __len__(self) -> int:
