@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -255,10 +257,90 @@ def test_memmap_samples_are_sliced_not_copied_whole(tmp_path, monkeypatch):
     for k in range(len(tiles)):
         out_image, out_label = tiles[k]
         assert torch.equal(out_image, expected[k][0])
-        assert out_label.dtype == torch.int32  # uint16 read as int32, values kept
+        assert out_label.dtype == torch.uint16  # read as it is stored, values kept
         assert torch.equal(out_label.long(), expected[k][1])
     assert copied and max(copied) <= 20 * 20  # only windows were copied
     assert not mapped[0].flags.writeable and np.array_equal(mapped[0], image)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+@pytest.mark.parametrize("store", ["memmap", "array", "big-endian"])
+def test_wide_unsigned_arrays_keep_their_dtype_so_scaling_is_right(tmp_path, dtype, store):
+    # uint16 arrays used to come back as int32, so ToDtype(scale=True), the step the
+    # docs recommend, divided 16-bit images by 2**31 - 1 instead of 65535
+    from torchvision.transforms import v2
+
+    image = np.full((30, 40), 30000, dtype)
+    label = (np.arange(30 * 40).reshape(30, 40) % 3).astype(dtype)
+    if store == "memmap":
+        np.save(tmp_path / "image.npy", image)
+        image = np.load(tmp_path / "image.npy", mmap_mode="r")
+    elif store == "big-endian":
+        image = image.astype(np.dtype(dtype).newbyteorder(">"))
+    scale = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+    lazy = TiledDataset([(image, label)], GEOMETRY, mask_fill=7, transforms=scale)
+    eager = TiledDataset(
+        [(torch.from_numpy(np.array(image, dtype)), torch.from_numpy(label))],
+        GEOMETRY,
+        mask_fill=7,
+        transforms=scale,
+    )
+    for k in range(len(lazy)):
+        (out_image, out_label), (want_image, want_label) = lazy[k], eager[k]
+        assert out_label.dtype == want_label.dtype == getattr(torch, np.dtype(dtype).name)
+        assert torch.equal(out_image, want_image) and torch.equal(out_label, want_label)
+        assert out_image.dtype == torch.float32
+        if dtype == np.uint16:  # torchvision scales uint16 (not uint32) by its maximum
+            assert torch.allclose(out_image, torch.tensor(30000 / 65535))
+
+
+@pytest.mark.parametrize("store", ["array", "memmap", "tensor"])
+@pytest.mark.parametrize("kind", ["LabelSampler", "ForegroundSampler"])
+def test_samplers_cache_numpy_labels_across_items(tmp_path, monkeypatch, store, kind):
+    # each item made a new tensor of a numpy label, so the sampler's cache (kept while
+    # the tensor's storage lived) never hit: the class table was rebuilt per item
+    from unet_transforms import sampling
+
+    sampler_type = getattr(sampling, kind)
+    calls = []
+    table = sampler_type._table
+    monkeypatch.setattr(
+        sampler_type, "_table", lambda self, *a: calls.append(1) or table(self, *a)
+    )
+    label = np.zeros((60, 50), np.uint8)
+    label[20:30, 10:25] = 1
+    image = np.zeros((1, 60, 50), np.float32)
+    if store == "memmap":
+        np.save(tmp_path / "label.npy", label)
+        label = np.load(tmp_path / "label.npy", mmap_mode="r")  # read-only: no warning
+    elif store == "tensor":
+        label, image = torch.from_numpy(label), torch.from_numpy(image)
+    sampler = (
+        sampling.LabelSampler({1: 1}) if kind == "LabelSampler" else sampler_type(probability=1.0)
+    )
+    tiles = TiledDataset([(image, label)], GEOMETRY, index=sampler, tiles_per_epoch=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        items = [tiles[k] for k in range(8)]
+    assert len(calls) == 1  # built once, for eight items
+    assert all(bool((lab == 1).any()) for _, lab in items)
+
+
+def test_a_numpy_label_changed_in_place_is_detected_not_drawn_from_stale():
+    from unet_transforms.sampling import LabelSampler
+
+    label = np.zeros((60, 50), np.uint8)
+    label[5, 5] = 1
+    tiles = TiledDataset(
+        [(np.zeros((1, 60, 50), np.float32), label)],
+        GEOMETRY,
+        index=LabelSampler({1: 1}),
+        tiles_per_epoch=2,
+    )
+    tiles[0]
+    label[5, 5], label[40, 40] = 0, 1  # numpy has no version counter
+    with pytest.raises(ValueError, match=r"changed in place.*array.copy\(\)"):
+        tiles[1]
 
 
 def test_zarr_samples():
@@ -366,18 +448,49 @@ def test_random_items_equal_the_random_crop_under_one_seed():
         tiles[25]
 
 
-def test_random_samples_are_drawn_in_proportion_to_their_pixels():
+@pytest.mark.parametrize("index", ["random", "sampler"])
+def test_random_samples_are_drawn_by_their_windows_or_pixels(index):
+    from unet_transforms.sampling import ForegroundSampler
+
     sizes = [(10, 10), (10, 30), (20, 20)]  # 100, 300 and 400 pixels
     samples = [
         (torch.full((1, *s), float(i)), torch.zeros(s, dtype=torch.int64))
         for i, s in enumerate(sizes)
     ]
-    tiles = TiledDataset(samples, GEOMETRY, index="random", tiles_per_epoch=1500, sizes=sizes)
+    sampler = ForegroundSampler(probability=0.0)  # draws no centre, weights by pixels
+    tiles = TiledDataset(
+        samples,
+        GEOMETRY,
+        index="random" if index == "random" else sampler,
+        tiles_per_epoch=1500,
+        sizes=sizes,
+    )
     torch.manual_seed(0)
     counts = np.bincount([int(tiles[k][0][0, 0, 0]) for k in range(len(tiles))], minlength=3)
-    expected = np.array([100, 300, 400]) / 800 * len(tiles)
+    # "random": the windows overlapping each sample, (h + 8 - 1) * (w + 8 - 1)
+    weights = [17 * 17, 17 * 37, 27 * 27] if index == "random" else [100, 300, 400]
+    expected = np.array(weights) / sum(weights) * len(tiles)
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 13.8  # p = 0.001 for 2 degrees of freedom
+
+
+def test_random_tiles_cover_pixels_of_small_and_large_samples_equally():
+    # drawn by pixel count, the pixels of a 300 x 300 sample were covered 3.9 times as
+    # often as those of a 30 x 30 one (README: "covers every pixel equally")
+    geometry = TileGeometry(60, 40)
+    sizes = [(30, 30), (300, 300)]
+    samples = [
+        (torch.full((1, *s), float(i)), torch.zeros(s, dtype=torch.uint8))
+        for i, s in enumerate(sizes)
+    ]
+    tiles = TiledDataset(samples, geometry, index="random", tiles_per_epoch=4000, mask_fill=1)
+    torch.manual_seed(0)
+    covered = [0, 0]
+    for k in range(len(tiles)):
+        image, label = tiles[k]
+        covered[int(image[0, 0, 0])] += int((label == 0).sum())  # pixels inside the sample
+    per_pixel = [c / math.prod(s) for c, s in zip(covered, sizes, strict=True)]
+    assert per_pixel[1] / per_pixel[0] == pytest.approx(1.0, abs=0.15)
 
 
 def test_random_tiles_differ_across_dataloader_workers(tmp_path):

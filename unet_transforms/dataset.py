@@ -45,11 +45,14 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
       ``s`` (``locate(k)``), every tile of every sample once per epoch, as
       :class:`PairedTileCrop` with ``index=t`` crops it.
     - **Random** (``index="random"`` or a sampler, with ``tiles_per_epoch=N``):
-      ``len(dataset) == N``; each item draws a sample, in proportion to its pixel
-      count, and a window in it as :class:`PairedTileCrop` with that ``index`` draws
-      one, from torch's global RNG (``torch.manual_seed`` and DataLoader worker
-      seeding govern it). With one sample no sample is drawn, so an item equals
-      ``PairedTileCrop(geometry, index=index)(image, label)`` under the same seed.
+      ``len(dataset) == N``; each item draws a sample, then a window in it as
+      :class:`PairedTileCrop` with that ``index`` draws one, from torch's global RNG (``torch.manual_seed`` and DataLoader worker
+      seeding govern it). With ``"random"`` a sample is drawn in proportion to the
+      number of windows that overlap it, ``prod(size + output_size - 1)``, so that
+      every pixel of every sample is covered equally often; with a sampler, in
+      proportion to its pixel count (and the sampler's rule applies within it). With
+      one sample no sample is drawn, so an item equals ``PairedTileCrop(geometry,
+      index=index)(image, label)`` under the same seed.
 
     Samples that are a tuple or list ``(image, label, *rest)`` or ``(image, label,
     weights, *rest)`` are cropped through array slicing: image, label and weights may
@@ -66,7 +69,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
     labels ``(D, H, W)``. Items come back as ``tv_tensors.Image`` (always with a
     channel axis), ``tv_tensors.Mask`` and :class:`~unet_transforms.WeightMap`, then
     the ``rest`` unchanged, in the sample's container type (tuple, list, namedtuple;
-    numpy uint16 and uint32 arrays become int32 and int64 tensors, the same values),
+    numpy arrays become tensors of the same dtype: a 16-bit image stays uint16),
     so ``v2.ToDtype({tv_tensors.Image: ...})`` and flips treat them as image and
     labels (torchvision's 2-D transforms treat a volume's depth as a batch axis). The
     weights are a floating-point map; they get the label's window, filled as
@@ -184,9 +187,16 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.offsets: list[int] = [0]
         for grid in self.grids:
             self.offsets.append(self.offsets[-1] + len(grid))
-        self._pixels: list[int] = []  # cumulative pixel counts, to draw samples by size
+        # cumulative weights to draw samples by: for "random" the number of windows that
+        # overlap each sample (then every pixel of every sample is covered equally
+        # often), for a sampler its pixel count (the centres it draws from)
+        out = self.geometry.output_size
+        self._pixels: list[int] = []
         for size in self.sizes:
-            self._pixels.append((self._pixels[-1] if self._pixels else 0) + math.prod(size))
+            weight = math.prod(
+                n + o - 1 if self.index == "random" else n for n, o in zip(size, out, strict=True)
+            )
+            self._pixels.append((self._pixels[-1] if self._pixels else 0) + weight)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -256,7 +266,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             window = self.grids[s][tile]
         else:
             if self.index != "random":  # a sampler reads the whole label
-                leaves[1] = _whole(leaves[1])
+                leaves[1] = _whole(sample[1], leaves[1])
             window = self._draw(leaves)
         out = self._crop_leaves(leaves, window)
         if self.transforms is not None:
@@ -451,10 +461,12 @@ def _check_weights(weights: Any) -> Any:
     return weights
 
 
-def _whole(label: Any) -> torch.Tensor:
-    """A label as one tensor for a sampler: tensors and arrays in memory shared (so the
-    sampler's per-tensor cache of class locations serves every item), others read."""
-    label = _shared(label, maps=True)
+def _whole(raw: Any, label: Any) -> Any:
+    """The whole label for a sampler: a numpy array (a memory map too) as it is, so that
+    the sampler's cache of class locations, kept per array, serves every item; tensors
+    as they are; other array-likes read whole."""
+    if isinstance(raw, np.ndarray):
+        return raw
     return label if isinstance(label, torch.Tensor) else to_tensor_region(label, ())
 
 

@@ -244,8 +244,15 @@ class _Cache:
         self._entries: OrderedDict[tuple[Any, ...], tuple[Any, Any, int]] = OrderedDict()
 
     def get(
-        self, tensor: torch.Tensor, extra: object, build: Callable[[], tuple[Any, int]]
+        self,
+        tensor: torch.Tensor,
+        owner: np.ndarray | None,
+        extra: object,
+        build: Callable[[], tuple[Any, int]],
     ) -> Any:
+        """``build()``'s value for ``tensor``, built once while its memory is in use;
+        ``owner``, the numpy array ``tensor`` shares its memory with, keeps the entry (each
+        ``torch.from_numpy`` of it is a new storage object, alive for one call only)."""
         try:
             key = (
                 tensor.data_ptr(),
@@ -258,7 +265,7 @@ class _Cache:
             )
             # the storage's Python object lives as long as any tensor uses the memory
             # (torch preserves it): wrappers such as tv_tensors.Mask(label) share it
-            ref: Any = weakref.ref(tensor.untyped_storage())
+            ref: Any = weakref.ref(owner if owner is not None else tensor.untyped_storage())
         except (RuntimeError, TypeError, NotImplementedError):  # e.g. inference tensors
             return build()[0]
         entry = self._entries.get(key)
@@ -288,11 +295,27 @@ def _as_tensor(value: Any) -> torch.Tensor:
             value = value.astype(value.dtype.newbyteorder("="))
         elif any(stride < 0 for stride in value.strides):
             value = value.copy()
+        if not value.flags.writeable:  # a read-only map: samplers only read it
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+                return torch.from_numpy(value)
         return torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"expected a tensor, PIL image or numpy array, got {type(value).__name__}")
     plain: torch.Tensor = value.as_subclass(torch.Tensor)
     return plain
+
+
+def _cache_source(raw: Any, value: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The tensor (and numpy owner) a sampler's cache entry is kept for: the caller's
+    tensor, or for a numpy array (a memory map too) converted without a copy, the
+    array itself, which is the same object across calls where a tensor made from it is
+    not."""
+    if isinstance(raw, torch.Tensor):
+        return raw, None
+    if isinstance(raw, np.ndarray) and raw.size and value.data_ptr() == raw.ctypes.data:
+        return value, raw
+    return value, None
 
 
 def _leading(value: torch.Tensor, size: tuple[int, ...], what: str) -> torch.Tensor:
@@ -319,7 +342,7 @@ def _row_cum(rows: torch.Tensor) -> torch.Tensor:
 _STALE = (
     "the label changed in place where torch's version counter does not see it (through "
     "numpy or tensor.data) after the sampler cached what it derived from it: pass a new "
-    "tensor (label.clone()) after such a change"
+    "tensor or array (label.clone(), array.copy()) after such a change"
 )
 
 
@@ -449,7 +472,7 @@ class LabelSampler(Configurable, Sampler):
                 f"dtype, got {value.dtype}"
             )
         table: dict[int, torch.Tensor] = self._cache.get(
-            label if isinstance(label, torch.Tensor) else value, None, lambda: self._table(value)
+            *_cache_source(label, value), None, lambda: self._table(value)
         )
         if not isinstance(self.class_weights, dict):  # "balanced"
             weights = dict.fromkeys(table, 1.0)
@@ -593,9 +616,7 @@ class WeightedSampler(Configurable, Sampler):
         value = _leading(_as_tensor(raw), size, f"the weight map {self.key!r}")
         if value.dtype.is_complex:
             raise TypeError(f"the weight map {self.key!r} must be real, got {value.dtype}")
-        row_cum = self._cache.get(
-            raw if isinstance(raw, torch.Tensor) else value, None, lambda: self._table(value)
-        )
+        row_cum = self._cache.get(*_cache_source(raw, value), None, lambda: self._table(value))
         if float(row_cum[-1]) <= 0:
             self._fall_back(f"the weight map {self.key!r} is zero everywhere")
             return None
@@ -678,7 +699,7 @@ class ForegroundSampler(Configurable, Sampler):
                 f"last {len(size)} axes, got shape {tuple(value.shape)}"
             )
         valid, row_cum = self._cache.get(
-            label if isinstance(label, torch.Tensor) else value,
+            *_cache_source(label, value),
             output_size,
             lambda: self._table(value, size, output_size),
         )

@@ -288,17 +288,14 @@ def _result_dtype(x: Any) -> np.dtype[Any]:
 
 
 def torch_compatible(arr: np.ndarray) -> np.ndarray:
-    """``arr`` in native byte order, with uint16/uint32 widened to int32/int64.
+    """``arr`` in native byte order (the only one torch has); dtype and values unchanged.
 
-    Those are the dtypes torch's indexing, flipping and arithmetic handle; the values
-    are unchanged.
+    uint16 and uint32 stay unsigned (torch.uint16/uint32), as tensors do: widening them
+    to int32/int64 made ``v2.ToDtype(..., scale=True)`` divide by the wider type's
+    maximum, 32768 times too dark for 16-bit images.
     """
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if arr.dtype == np.uint16:
-        arr = arr.astype(np.int32)
-    elif arr.dtype == np.uint32:
-        arr = arr.astype(np.int64)
     return arr
 
 
@@ -388,8 +385,8 @@ def crop_tile(
             ``None`` mirrors them.
 
     Returns:
-        The window, of the same type as the input (arrays come back as tensors; uint16
-        and uint32 arrays as int32 and int64 tensors, the same values).
+        The window, of the same type as the input (arrays come back as tensors of the
+        same dtype, in native byte order).
 
     Raises:
         TypeError: For unsupported input types.
