@@ -176,19 +176,53 @@ def test_arrays_pass_where_a_plain_tensor_would_pass():
         "image": make_image(),
         "mask": make_mask(),
         "ids": np.arange(3),
-        "plain": make_tensor((3, *DEFAULT_SIZE)),
+        "plain": make_tensor((3, 4)),
         "score": np.float32(0.5),
     }
     out = check_transform(PairedTileCrop(GEOMETRY, index=INDEX), sample)
     assert out["ids"] is sample["ids"] and out["plain"] is sample["plain"]
     assert out["image"].shape == (3, 14, 14) and out["mask"].shape == (6, 6)
     # after the first plain tensor of a sample without an image, arrays pass as well
-    first, extra = make_tensor((3, *DEFAULT_SIZE)), np.zeros(DEFAULT_SIZE)
+    first, extra = make_tensor((3, *DEFAULT_SIZE)), np.zeros((2, 5))
     out_first, out_extra = OverlapTileCrop(GEOMETRY, index=INDEX)([first, extra])
     assert out_first.shape == (3, 14, 14) and out_extra is extra
     # a classification target is not an array: (image, class index) pairs work
     out_image, target = PairedTileCrop(GEOMETRY, index=INDEX)(make_image(), np.int64(3))
     assert out_image.shape == (3, 14, 14) and target == 3
+
+
+LEFT_BEHIND = {
+    "three plain tensors": lambda i, lab: (i, lab, lab.float()),
+    "one tuple argument": lambda i, lab: ((i, lab),),
+    "plain pair and a name": lambda i, lab: (i, lab, "name"),
+    "dict of plain tensors": lambda i, lab: ({"image": i, "label": lab},),
+    "Image and plain label in a dict": lambda i, lab: (
+        {"image": tv_tensors.Image(i), "label": lab},
+    ),
+    "Image, Mask and plain weights": lambda i, lab: (
+        tv_tensors.Image(i),
+        tv_tensors.Mask(lab),
+        lab.float(),
+    ),
+    "Image, Mask and an array": lambda i, lab: (
+        {"image": tv_tensors.Image(i), "mask": tv_tensors.Mask(lab), "w": lab.numpy()},
+    ),
+}
+
+
+@pytest.mark.parametrize("transform", [PairedTileCrop, OverlapTileCrop, MirrorExtrapolate])
+@pytest.mark.parametrize("case", LEFT_BEHIND)
+def test_maps_torchvision_would_leave_behind_are_refused(transform, case):
+    # these came back with the label (or weights) uncropped and no warning: an
+    # unaligned pair
+    image = make_tensor((3, *DEFAULT_SIZE))
+    label = make_tensor(DEFAULT_SIZE, torch.int64, seed=1)
+    if transform is MirrorExtrapolate:
+        t = MirrorExtrapolate(geometry=GEOMETRY)
+    else:
+        t = transform(GEOMETRY, index=INDEX)
+    with pytest.raises(TypeError, match=r"of shape \(17, 11\).*tv_tensors\.Mask"):
+        t(*LEFT_BEHIND[case](image, label))
 
 
 def test_image_with_plain_label_crops_the_label():
@@ -201,9 +235,9 @@ def test_image_with_plain_label_crops_the_label():
     out_video, out_label = PairedTileCrop(GEOMETRY, index=INDEX)(video, label)
     assert out_video.shape == (2, 3, 14, 14) and out_label.shape == (6, 6)
     # the pair rule holds for two positional arguments; in one container torchvision's
-    # rule holds: a plain tensor next to an Image passes through
-    out = PairedTileCrop(GEOMETRY, index=INDEX)([image, label])
-    assert out[1] is label
+    # rule would pass the plain label through uncropped: refused, not left unaligned
+    with pytest.raises(TypeError, match=r"would pass through untouched"):
+        PairedTileCrop(GEOMETRY, index=INDEX)([image, label])
 
 
 def test_plain_image_with_an_image_target_crops_both_and_warns():

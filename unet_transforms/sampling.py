@@ -188,6 +188,11 @@ class Sampler:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement draw_centre")
 
+    def read_maps(self) -> list[Any]:
+        """The leaves of the bound sample that the sampler reads and the transform
+        passes through (the transforms do not refuse them as left-behind maps)."""
+        return []
+
     def output_start(
         self, size: Sequence[int], output_size: Sequence[int], labels: list[Any]
     ) -> list[int]:
@@ -571,23 +576,28 @@ class WeightedSampler(Configurable, Sampler):
 
     The map is carried in a dict sample under ``key`` (a tensor or numpy array of the
     image's spatial size, axes before the spatial ones of size 1, non-negative and
-    finite); it may be a plain tensor (passed through) or a label-like
-    :class:`~unet_transforms.WeightMap` (then also cropped). A map that is zero
-    everywhere gives a fair random window (one :class:`SamplerFallbackWarning`).
+    finite); a plain tensor or array is read and passed through as it is, a
+    :class:`~unet_transforms.WeightMap` is also cropped to the label's window. A map
+    that is zero everywhere gives a fair random window (one
+    :class:`SamplerFallbackWarning`).
 
     Args:
         key: The dict key of the weight map.
 
     Example:
         >>> import torch
-        >>> from unet_transforms import PairedTileCrop, TileGeometry
+        >>> from torchvision import tv_tensors
+        >>> from unet_transforms import PairedTileCrop, TileGeometry, WeightMap
         >>> crop = PairedTileCrop(TileGeometry(12, 4), index=WeightedSampler("where"))
         >>> where = torch.zeros(40, 40)
         >>> where[3, 5] = 1.0
         >>> image = torch.arange(1600.0).reshape(1, 40, 40)
-        >>> out = crop({"image": image, "label": torch.zeros(40, 40), "where": where})
+        >>> label = tv_tensors.Mask(torch.zeros(40, 40))
+        >>> out = crop({"image": image, "label": label, "where": WeightMap(where)})
         >>> int(out["image"].select(0, 0)[6, 6])  # the output's centre pixel: (3, 5)
         125
+        >>> out["where"].shape  # the label's window
+        torch.Size([4, 4])
     """
 
     def __init__(self, key: str) -> None:
@@ -595,6 +605,11 @@ class WeightedSampler(Configurable, Sampler):
         if not isinstance(key, str):
             raise TypeError(f"key must be a str (a dict key), got {type(key).__name__} {key!r}")
         self.key = key
+
+    def read_maps(self) -> list[Any]:
+        sample = _SAMPLE.get()
+        found = None if sample is None else _find(sample, self.key)
+        return [] if found is None else [found[0]]
 
     def draw_centre(
         self, size: tuple[int, ...], output_size: tuple[int, ...], labels: list[Any]

@@ -88,6 +88,10 @@ class ImageRole(_Role):
     ``tv_tensors.Image`` or ``Video`` (torchvision would pass the plain tensor through)."""
 
 
+# leaves that take torchvision's "image" slot: a plain tensor next to one is not transformed
+_IMAGE_LEAVES = (tv_tensors.Image, tv_tensors.Video, PIL.Image.Image, ImageRole)
+
+
 def _is_plain(inpt: object) -> bool:
     return isinstance(inpt, PIL.Image.Image) or (
         isinstance(inpt, torch.Tensor) and not isinstance(inpt, tv_tensors.TVTensor)
@@ -255,6 +259,9 @@ class TileTransform(v2.Transform):
     - Numpy arrays (and array-likes) are never transformed: one that would be (either
       argument of ``t(image, target)``, or the first plain leaf of a sample without an
       image) raises ``TypeError``; elsewhere it passes through, as in torchvision.
+    - A plain tensor or array that passes through although it has the spatial size of
+      the transformed inputs (a label or weights that would come back uncropped)
+      raises ``TypeError``, except a sampler's weight map (``WeightedSampler``).
     - tv_tensor subclasses are dispatched along their MRO, as torchvision does: a
       subclass of ``Mask`` or ``Image`` is transformed as its base class; a subclass of
       ``TVTensor`` itself passes through untouched unless a kernel was registered for it
@@ -312,8 +319,10 @@ class TileTransform(v2.Transform):
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         """Refuses arrays where a plain tensor would be transformed; warns (once) about
-        Images standing in for labels. Called by ``forward`` with every leaf."""
+        Images standing in for labels, and refuses maps that would be left behind.
+        Called by ``forward`` with every leaf."""
         self._check_arrays(flat_inputs)
+        self._check_left_behind(flat_inputs)
         if not self.pairs_labels or self._warned_label_as_image:
             return
         images = sum(isinstance(x, tv_tensors.Image | ImageRole) for x in flat_inputs)
@@ -334,13 +343,50 @@ class TileTransform(v2.Transform):
                 stacklevel=3,
             )
 
+    def _check_left_behind(self, flat_inputs: list[Any]) -> None:
+        """Refuses a plain tensor or array that torchvision's rule passes through
+        untouched although it has the spatial size of the inputs transformed: a map
+        (a label, weights) that would come back uncropped, out of line with the image's
+        window. Plain leaves of other shapes (class vectors, scalars) pass through."""
+        loose = [x for x in flat_inputs if type(x) is torch.Tensor or _is_array(x)]
+        if not loose or (
+            len(loose) == 1
+            and type(loose[0]) is torch.Tensor
+            and not any(isinstance(x, _IMAGE_LEAVES) for x in flat_inputs)
+        ):
+            return  # none, or the one plain tensor, which torchvision's rule transforms
+        ids = {id(x) for x in loose} - {id(x) for x in self.read_maps()}
+        needs = self._needs_transform_list(flat_inputs)
+        moved = [x for x, n in zip(flat_inputs, needs, strict=True) if n]
+        if not moved:
+            return
+        size = self.spatial_size(moved)  # raises for what forward would raise for
+        first, _ = self.unwrap(moved[0])
+        ndim = self.spatial_ndim
+        for x, n in zip(flat_inputs, needs, strict=True):
+            shape = tuple(getattr(x, "shape", ()))
+            if n or id(x) not in ids or len(shape) < ndim or shape[-ndim:] != size:
+                continue
+            kind = "plain tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+            moved_kind = "plain tensor" if type(first) is torch.Tensor else type(first).__name__
+            raise TypeError(
+                f"{type(self).__name__} got a {kind} of shape {shape}, the spatial size "
+                f"of the {moved_kind} it transforms, which torchvision's rule "
+                "would pass through untouched (only the first plain tensor of a sample "
+                "is transformed), out of line with the window. Mark labels as "
+                "tv_tensors.Mask and weights as unet_transforms.WeightMap, or call the "
+                "transform as t(image, label) with two arguments"
+            )
+
+    def read_maps(self) -> list[Any]:
+        """Leaves of the sample being transformed that are read, not transformed (a
+        sampler's weight map), and so may pass through whatever their size."""
+        return []
+
     def _check_arrays(self, flat_inputs: list[Any]) -> None:
         """torchvision's plain-tensor rule with arrays counted as plain tensors: an array
         in the slot where a plain tensor would be transformed is an error."""
-        slot_open = not any(
-            isinstance(x, tv_tensors.Image | tv_tensors.Video | PIL.Image.Image | ImageRole)
-            for x in flat_inputs
-        )
+        slot_open = not any(isinstance(x, _IMAGE_LEAVES) for x in flat_inputs)
         for inpt in flat_inputs:
             if not slot_open:
                 return

@@ -125,6 +125,9 @@ class OverlapTileCrop(Configurable, TileTransform):
                 return super().forward(*inputs)
         return super().forward(*inputs)
 
+    def read_maps(self) -> list[Any]:
+        return self.index.read_maps() if isinstance(self.index, Sampler) else []
+
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         params = self.tile_params(flat_inputs)
         if self.deform is not None:
