@@ -725,3 +725,33 @@ def test_deforming_a_complex_image_is_a_type_error():
     crop = OverlapTileCrop(TileGeometry(6, 4), index=0, deform=Deformation(sigma=2.0))
     with pytest.raises(TypeError, match="a deformed input must be real"):
         crop(torch.randn(1, 9, 9, dtype=torch.complex64))
+
+
+def test_flips_are_drawn_with_probability_one_half():
+    # Deformation(flip=True) documents "mirror each axis with probability 1/2";
+    # no test looked at the drawn frequency.
+    torch.manual_seed(0)
+    d = Deformation(sigma=0.0, flip=True)
+    flips = torch.tensor([d.make_params(2)["flips"] for _ in range(4000)], dtype=torch.float64)
+    assert flips.shape == (4000, 2)
+    assert ((flips.mean(0) - 0.5).abs() < 0.03).all()  # sd 0.008: about 4 sd
+
+
+def test_3d_displacement_is_the_separable_bicubic_upsampling():
+    # the 3-D field without its displacement (rigid only) went unnoticed: the 2-D
+    # field is compared with F.interpolate, the 3-D one only checked for shapes.
+    from unet_transforms.functional._deform import cubic_matrix
+
+    torch.manual_seed(0)
+    coarse = torch.randn(3, 3, 4, 2)
+    size = (7, 9, 5)
+    got = deformation_coords(size, displacement=coarse) - deformation_coords(size)
+    want = torch.einsum(
+        "ia,jb,kc,nabc->nijk",
+        cubic_matrix(3, 7),
+        cubic_matrix(4, 9),
+        cubic_matrix(2, 5),
+        coarse,
+    )
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(got[:, -1, -1, -1], coarse[:, -1, -1, -1], atol=1e-5)  # corners

@@ -498,3 +498,35 @@ def test_an_out_whose_elements_share_memory_is_refused_before_any_tile():
         with pytest.raises(ValueError, match="out must not have elements that share memory"):
             TileMerger(grid, out=out)
     TileMerger(grid, out=torch.zeros(1, 6, 5).expand(1, 6, 5))  # size-1 axes may be anything
+
+
+def _owner_map(grid):
+    owner = torch.full(grid.image_size, -1.0)
+    for tile in grid:
+        window = tuple(slice(max(a, 0), max(b, 0)) for a, b in tile.keep_box)
+        owner[window] = float(tile.index)
+    return owner
+
+
+def test_crop_merge_takes_each_pixel_from_its_keep_window_not_the_last_output():
+    # stitching that writes a tile's whole output window instead of its keep
+    # window. Identity tiles (grid.extract) agree on the overlaps and cannot see it.
+    grid = TileGrid((13, 11), TileGeometry(8, 6, step=3))
+    owner = _owner_map(grid)
+    assert (owner >= 0).all()
+    for order in (list(range(len(grid))), list(reversed(range(len(grid))))):
+        merger = TileMerger(grid)
+        for i in order:
+            merger.add(i, torch.full((1, 6, 6), float(i)))
+        assert torch.equal(merger.result()[0], owner)
+
+
+def test_one_channel_labels_threshold_strictly_above_one_half():
+    # ``sigmoid > 0.5`` (documented) vs ``>= 0.5``: a logit of 0 is background.
+    grid = TileGrid((7, 5), TileGeometry(6, 4, step=3))
+    for blend in ("crop", "gaussian"):
+        merger = TileMerger(grid, output="labels", blend=blend)
+        for i in merger.tile_indices():
+            merger.add(i, torch.zeros(1, 4, 4))
+        labels = merger.result()
+        assert labels.dtype == torch.uint8 and not labels.any()
