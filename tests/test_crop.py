@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 
-from unet_transforms import MirrorExtrapolate, PairedTileCrop, TileGeometry, TileGrid
+from unet_transforms import MirrorExtrapolate, PairedTileCrop, TileGeometry, TileGrid, WeightMap
 from unet_transforms.functional import crop_tile
 
-from common import DTYPES, make_image, make_mask, make_tensor
+from common import DTYPES, make_image, make_tensor
 
 
 def oracle(x: np.ndarray, box, mode: str = "reflect", fill=None) -> np.ndarray:
@@ -208,13 +208,40 @@ def test_bad_inputs():
 
 def test_2d_tv_tensors_cannot_follow_a_3d_tile():
     geometry = TileGeometry((6, 6, 6), (4, 4, 4))
-    for inpt in (make_image((10, 10)), make_mask((10, 10))):
-        with pytest.raises(TypeError, match=r"is 2-D .* pass volumes as plain tensors"):
-            PairedTileCrop(geometry, index=0)(inpt)
-    with pytest.raises(TypeError, match=r"tv_tensors\.Image is 2-D .* cannot follow a 3-D tile"):
+    with pytest.raises(TypeError, match=r"channel axis .* got shape \(3, 10, 10\)"):
+        PairedTileCrop(geometry, index=0)(make_image((10, 10)))  # (C, H, W): a 2-D image
+    with pytest.raises(TypeError, match=r"channel axis .* \(a 2-D image\?\)"):
         MirrorExtrapolate([(1, 1)] * 3)(make_image((10, 10)))
+    video = tv_tensors.Video(torch.rand(2, 1, 10, 10))
+    with pytest.raises(TypeError, match=r"tv_tensors\.Video is 2-D .* cannot follow a 3-D"):
+        PairedTileCrop(geometry, index=0)(video)
     volume = PairedTileCrop(geometry, index=0)(torch.rand(3, 10, 10))  # a plain tensor is 3-D
     assert volume.shape == (6, 6, 6)
+
+
+def test_3d_images_masks_and_weight_maps_are_cropped_aligned():
+    # Mask and WeightMap were refused as 2-D in a 3-D tile, so a volume's weight map
+    # could not travel with its label (t(image, label) was the only paired call)
+    geometry = TileGeometry((9, 9, 9), (5, 5, 3))
+    values = torch.arange(6 * 7 * 8).reshape(6, 7, 8)
+    crop = PairedTileCrop(geometry, index=1, mask_fill=None)
+    for sample in (
+        (tv_tensors.Image(values[None].double()), tv_tensors.Mask(values), WeightMap(values)),
+        {
+            "image": tv_tensors.Image(values[None].double()),
+            "label": tv_tensors.Mask(values),
+            "w": WeightMap(values.double()),
+        },
+    ):
+        out = list(crop(sample).values()) if isinstance(sample, dict) else crop(*sample)
+        image, label, weights = out
+        assert type(image) is tv_tensors.Image and image.shape == (1, 9, 9, 9)
+        assert type(label) is tv_tensors.Mask and label.shape == (5, 5, 3)
+        assert type(weights) is WeightMap and torch.equal(weights.long(), label)
+        inner = tuple(slice(m, m + o) for m, o in zip(geometry.margin, geometry.output_size))
+        assert torch.equal(image[0][inner].long(), label)  # the centre of the image window
+    plain_image, mask = crop(values[None].double(), tv_tensors.Mask(values))
+    assert torch.equal(plain_image[0][inner].long(), mask)
 
 
 def _quietly(make):

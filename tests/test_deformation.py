@@ -755,3 +755,28 @@ def test_3d_displacement_is_the_separable_bicubic_upsampling():
     )
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.allclose(got[:, -1, -1, -1], coarse[:, -1, -1, -1], atol=1e-5)  # corners
+
+
+def test_3d_mask_and_weight_map_are_deformed_with_the_label_field():
+    # 3-D Masks and WeightMaps were refused, so a volume's weights could not be deformed
+    geometry = TileGeometry((12, 12, 12), (6, 6, 6))
+    values = torch.arange(8 * 9 * 10).reshape(8, 9, 10)
+    crop = PairedTileCrop(
+        geometry,
+        index=0,
+        mask_fill={tv_tensors.Mask: -1, WeightMap: -2.0},
+        deform=Deformation(sigma=3.0, rotation=20.0, flip=True),
+    )
+    torch.manual_seed(0)
+    for _ in range(5):
+        image, label, weights = crop(
+            tv_tensors.Image(values[None].double()),
+            tv_tensors.Mask(values),
+            WeightMap(values.double()),
+        )
+        assert image.shape == (1, 12, 12, 12) and label.shape == weights.shape == (6, 6, 6)
+        inside = label != -1
+        assert torch.equal(inside, weights != -2.0)  # the same field, the same fill
+        # weights are interpolated, labels nearest: the same point of the field
+        # within about one voxel of each other: steps of 90, 10 and 1 along D, H and W
+        assert (weights[inside] - label[inside].double()).abs().max() < 90 + 10 + 1 + 5

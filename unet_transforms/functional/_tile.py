@@ -115,10 +115,15 @@ def spatial_shape(inpt: Any, ndim: int, name: str = "inpt") -> tuple[int, ...]:
         if ndim != 2:
             raise TypeError(f"{type(inpt).__name__} are 2-D; they cannot follow a {ndim}-D tile")
         return tuple(inpt.canvas_size)
-    if isinstance(inpt, tv_tensors.Image | tv_tensors.Video | tv_tensors.Mask) and ndim != 2:
+    if isinstance(inpt, tv_tensors.Video) and ndim != 2:
         raise TypeError(
-            f"tv_tensors.{type(inpt).__name__} is 2-D (its last two axes are H, W); it cannot "
-            f"follow a {ndim}-D tile: pass volumes as plain tensors (C, D, H, W)"
+            f"tv_tensors.Video is 2-D (its axes are T, C, H, W); it cannot follow a {ndim}-D "
+            "tile: pass volumes as plain tensors (C, D, H, W), tv_tensors.Image or Mask"
+        )
+    if isinstance(inpt, tv_tensors.Image) and ndim > 2 and inpt.ndim < ndim + 1:
+        raise TypeError(
+            f"a tv_tensors.Image following a {ndim}-D tile has a channel axis before its "
+            f"{ndim} spatial axes, (C, D, H, W); got shape {tuple(inpt.shape)} (a 2-D image?)"
         )
     if isinstance(inpt, PIL.Image.Image):
         if ndim != 2:
