@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 
 import unet_transforms
 from unet_transforms import (
+    Deformation,
     MirrorExtrapolate,
     OverlapTileCrop,
     PairedTileCrop,
@@ -31,7 +32,7 @@ from unet_transforms import (
 )
 from unet_transforms.config import TORCHVISION_TRANSFORMS, Configurable, torch_dtype
 from unet_transforms.models import UNet
-from unet_transforms.sampling import ForegroundSampler, LabelSampler
+from unet_transforms.sampling import ForegroundSampler, LabelSampler, WeightedSampler
 
 from common import geometries, grids, make_image, make_mask
 
@@ -731,8 +732,10 @@ def test_label_sampler_draws_do_not_depend_on_key_order_and_keys_are_written_as_
         TileGrid(np.array([100, 90]), {"input_size": 44, "output_size": 28}, align="start"),
         LabelSampler({1: 9, 0: 1}, ignore_index=255),
         ForegroundSampler(),
+        WeightedSampler("w"),
+        Deformation(sigma=np.float64(8.0), rotation=10.0, flip=True),
     ],
-    ids=["geometry", "grid", "label-sampler", "foreground-sampler"],
+    ids=["geometry", "grid", "label-sampler", "foreground-sampler", "weighted", "deformation"],
 )
 def test_value_objects_load_with_torch_load_weights_only(value):
     """Lightning keeps hyperparameters in checkpoints; torch.load reads them with

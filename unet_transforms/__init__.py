@@ -14,7 +14,7 @@ from .grid import Tile, TileGrid, TileIndexError, tile_at
 from .inference import TTA, predict_tiled
 from .merging import TileMerger
 from .planning import plan_geometry
-from .sampling import ForegroundSampler, LabelSampler
+from .sampling import ForegroundSampler, LabelSampler, WeightedSampler
 from .transforms import (
     LabelAsImageWarning,
     MirrorExtrapolate,
@@ -24,8 +24,10 @@ from .transforms import (
 from .weightmap import WeightMap, unet_weight_map
 
 # plain values that Lightning keeps in checkpoints as hyperparameters
-allow_in_torch_load(TileGeometry, TileGrid, LabelSampler, ForegroundSampler)
-del allow_in_torch_load, ForegroundSampler, LabelSampler
+allow_in_torch_load(
+    TileGeometry, TileGrid, Deformation, LabelSampler, ForegroundSampler, WeightedSampler
+)
+del allow_in_torch_load, ForegroundSampler, LabelSampler, WeightedSampler
 
 __version__ = "0.1.0"
 
