@@ -462,6 +462,7 @@ CONFIG_CASES = [
     LabelSampler([1.0, 2.0]),
     LabelSampler("balanced"),
     ForegroundSampler(min_fraction=0.05, probability=0.5, background=2.0),
+    ForegroundSampler(probability=1.0, ignore_index=255),
     WeightedSampler("w"),
 ]
 
@@ -553,6 +554,12 @@ def test_samplers_draw_from_torchs_rng():
         (lambda: ForegroundSampler(probability="1"), TypeError, r"probability must be a number"),
         (lambda: ForegroundSampler(background=None), TypeError, r"background must be a number"),
         (lambda: WeightedSampler(3), TypeError, r"key must be a str \(a dict key\), got int 3"),
+        (lambda: ForegroundSampler(ignore_index="x"), TypeError, r"ignore_index must be an int"),
+        (
+            lambda: ForegroundSampler(background=255, ignore_index=255),
+            ValueError,
+            r"ignore_index must differ from background, got 255",
+        ),
     ],
 )
 def test_bad_arguments(factory, error, match):
@@ -624,3 +631,19 @@ def test_a_label_changed_behind_torchs_back_is_a_clear_error():
     label.data[2, 2], label.data[15, 15] = 0, 1
     with pytest.raises(ValueError, match=r"pass a new tensor or array \(label\.clone\(\)"):
         crop(torch.zeros(1, 20, 20), label)
+
+
+def test_foreground_sampler_does_not_count_ignored_pixels_as_foreground():
+    # unlabelled rows (255) counted as foreground: 399 of 500 windows held only them
+    label = torch.zeros(60, 60, dtype=torch.uint8)
+    label[:3] = 255
+    label[40:44, 20:24] = 1
+    crop = PairedTileCrop(
+        TileGeometry(14, 8), index=ForegroundSampler(probability=1.0, ignore_index=255)
+    )
+    torch.manual_seed(0)
+    for _ in range(100):
+        _, out = crop(torch.zeros(1, 60, 60), label)
+        assert (out == 1).any()
+    counted = PairedTileCrop(TileGeometry(14, 8), index=ForegroundSampler(probability=1.0))
+    assert not all((counted(torch.zeros(1, 60, 60), label)[1] == 1).any() for _ in range(100))

@@ -670,15 +670,17 @@ class ForegroundSampler(Configurable, Sampler):
 
     With probability ``probability`` the centre is drawn uniformly among the pixels
     whose window's output holds at least ``min_fraction`` of non-``background`` label
-    pixels (pixels outside the image count as background); otherwise (and when no window
-    holds that much, with one :class:`SamplerFallbackWarning`) a fair random window. A
-    label with channels (axes before the spatial ones) is foreground where any channel
-    is not ``background``.
+    pixels (pixels outside the image, and ``ignore_index`` pixels, count as background);
+    otherwise (and when no window holds that much, with one
+    :class:`SamplerFallbackWarning`) a fair random window. A label with channels (axes
+    before the spatial ones) is foreground where any channel is foreground.
 
     Args:
         min_fraction: Fraction of the output window, in ``(0, 1]``.
         probability: Probability of a foreground window, in ``[0, 1]``.
         background: The background label value.
+        ignore_index: A label value that is not foreground either (e.g. 255 for
+            unlabelled pixels), or ``None``.
 
     Example:
         >>> import torch
@@ -692,7 +694,11 @@ class ForegroundSampler(Configurable, Sampler):
     """
 
     def __init__(
-        self, min_fraction: float = 0.01, probability: float = 0.9, background: float = 0
+        self,
+        min_fraction: float = 0.01,
+        probability: float = 0.9,
+        background: float = 0,
+        ignore_index: int | None = None,
     ) -> None:
         Sampler.__init__(self)
         self.min_fraction = _check_number(min_fraction, "min_fraction", 0.0, 1.0, True)
@@ -700,6 +706,22 @@ class ForegroundSampler(Configurable, Sampler):
         if isinstance(background, bool) or not isinstance(background, numbers.Real):
             raise TypeError(f"background must be a number, got {type(background).__name__}")
         self.background: float = background
+        self.ignore_index: int | None = (
+            None if ignore_index is None else as_int("ignore_index", ignore_index)
+        )
+        if self.ignore_index is not None and self.ignore_index == background:
+            raise ValueError(
+                f"ignore_index must differ from background, got {ignore_index!r} for both"
+            )
+
+    def _foreground(self, value: torch.Tensor, spatial: int) -> torch.Tensor:
+        """Where ``value`` (spatial axes last, channels before) is foreground."""
+        foreground = value != self.background
+        if self.ignore_index is not None:
+            foreground &= value != self.ignore_index
+        if value.ndim > spatial:
+            foreground = foreground.reshape(-1, *foreground.shape[-spatial:]).any(0)
+        return foreground
 
     def draw_centre(
         self, size: tuple[int, ...], output_size: tuple[int, ...], labels: list[Any]
@@ -732,9 +754,7 @@ class ForegroundSampler(Configurable, Sampler):
                 for c, o in zip(centre, output_size, strict=True)
             ),
         )
-        foreground = value[window] != self.background
-        if value.ndim > len(size):
-            foreground = foreground.reshape(-1, *foreground.shape[-len(size) :]).any(0)
+        foreground = self._foreground(value[window], len(size))
         if int(foreground.sum()) < self._need(output_size):
             raise ValueError(_STALE)
         return centre
@@ -746,9 +766,7 @@ class ForegroundSampler(Configurable, Sampler):
     def _table(
         self, value: torch.Tensor, size: tuple[int, ...], output_size: tuple[int, ...]
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
-        foreground = value != self.background
-        if value.ndim > len(size):
-            foreground = foreground.reshape(-1, *size).any(0)
+        foreground = self._foreground(value, len(size))
         valid = _window_sums(foreground, output_size) >= self._need(output_size)
         row_cum = _row_cum(torch.count_nonzero(valid.reshape(-1, size[-1]), dim=-1))
         return (valid, row_cum), valid.numel() + row_cum.numel() * 8 + 64
