@@ -739,3 +739,36 @@ def test_memory_maps_pickle_by_file_not_contents(tmp_path):
     for i in range(len(data)):
         for a, b in zip(data[i], copy[i], strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("store", ["array", "zarr", "tensor"])
+def test_weighted_sampler_reads_the_weights_of_tuple_samples(tmp_path, store):
+    # TiledDataset drew outside the sampler's binding: "call the transform on a dict
+    # sample (make_params alone does not see it)", though index takes any sampler
+    from unet_transforms.sampling import WeightedSampler
+
+    image = np.random.default_rng(0).random((1, 60, 60), dtype=np.float32)
+    label = np.zeros((60, 60), np.int64)
+    weights = np.zeros((60, 60), np.float32)
+    weights[30, 45] = 1.0  # the one pixel every window must be centred on
+    if store == "zarr":
+        stored = zarr.create_array(
+            tmp_path / "w.zarr", shape=(60, 60), chunks=(30, 30), dtype="f4"
+        )
+        stored[:] = weights
+        weights = stored
+    elif store == "tensor":
+        weights = torch.from_numpy(weights)
+    geometry = TileGeometry(30, 10)
+    tiles = TiledDataset(
+        [(image, label, weights)], geometry, index=WeightedSampler("weights"), tiles_per_epoch=5
+    )
+    torch.manual_seed(0)
+    for k in range(len(tiles)):
+        out_image, _, out_weights = tiles[k]
+        assert out_weights[5, 5] == 1.0 and out_weights.sum() == 1.0  # centre: out // 2
+        assert torch.equal(out_image[0, 10 + 5, 10 + 5], torch.tensor(image[0, 30, 45]))
+    with pytest.raises(ValueError, match=r"found no 'where' in the sample"):
+        TiledDataset(
+            [(image, label, weights)], geometry, index=WeightedSampler("where"), tiles_per_epoch=1
+        )[0]

@@ -21,6 +21,7 @@ from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import to_tensor_region, torch_compatible
 from .geometry import TileGeometry
 from .grid import Align, Tile, TileGrid, TileIndexError
+from .sampling import Sampler, WeightedSampler
 from .transforms import PairedTileCrop
 from .transforms._base import (
     ImageRole,
@@ -265,8 +266,10 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         if tile is not None:
             window = self.grids[s][tile]
         else:
-            if self.index != "random":  # a sampler reads the whole label
+            if self.index != "random":  # a sampler reads the whole label (or weights)
                 leaves[1] = _whole(sample[1], leaves[1])
+                if isinstance(self.index, WeightedSampler) and len(leaves) > 2:
+                    leaves[2] = _whole(sample[2], leaves[2])
             window = self._draw(leaves)
         out = self._crop_leaves(leaves, window)
         if self.transforms is not None:
@@ -279,8 +282,16 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         )
 
     def _draw(self, leaves: list[Any]) -> Tile:
-        """The window the dataset's index draws for an ``(image, label)`` pair."""
-        params = self._crop.make_params([ImageRole(leaves[0]), LabelRole(leaves[1])])
+        """The window the dataset's index draws for an ``(image, label[, weights])``
+        sample; a sampler sees it as ``{"image", "label", "weights"}`` (so that
+        ``WeightedSampler("weights")`` reads the weights)."""
+        flat = [ImageRole(leaves[0]), LabelRole(leaves[1])]
+        if isinstance(self.index, Sampler):
+            named = dict(zip(("image", "label", "weights"), leaves, strict=False))
+            with self.index.bound_to((named,)):
+                params = self._crop.make_params(flat)
+        else:
+            params = self._crop.make_params(flat)
         tile: Tile = params["tiles"][0]
         return tile
 

@@ -577,8 +577,10 @@ class WeightedSampler(Configurable, Sampler):
     The map is carried in a dict sample under ``key`` (a tensor or numpy array of the
     image's spatial size, axes before the spatial ones of size 1, non-negative and
     finite); a plain tensor or array is read and passed through as it is, a
-    :class:`~unet_transforms.WeightMap` is also cropped to the label's window. A map
-    that is zero everywhere gives a fair random window (one
+    :class:`~unet_transforms.WeightMap` is also cropped to the label's window. In a
+    :class:`~unet_transforms.TiledDataset`, an ``(image, label, weights)`` sample is
+    seen as ``{"image", "label", "weights"}``: ``WeightedSampler("weights")`` draws
+    from its weights. A map that is zero everywhere gives a fair random window (one
     :class:`SamplerFallbackWarning`).
 
     Args:
