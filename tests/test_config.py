@@ -183,15 +183,30 @@ def test_tiled_dataset_round_trips_with_a_configurable_base(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "img" / "a.npy", rng.random((30, 20), dtype=np.float32))
     np.save(tmp_path / "lbl" / "a.npy", rng.integers(0, 3, (30, 20), dtype=np.uint8))
-    base = unet_transforms.datasets.ImageMaskFolder(tmp_path / "img", tmp_path / "lbl")
-    dataset = TiledDataset(base, {"input_size": 20, "output_size": 12}, mask_fill=255)
+    from unet_transforms.datasets import ImageMaskFolder
+
+    base = ImageMaskFolder(tmp_path / "img", tmp_path / "lbl")
+    dataset = TiledDataset(
+        base,
+        {"input_size": 20, "output_size": 12},
+        mask_fill=255,
+        deform=Deformation(sigma=0.0, flip=True),
+    )
     config = dataset.to_config()
+    assert config["deform"] == {
+        "_target_": "unet_transforms.Deformation",
+        "sigma": 0.0,
+        "flip": True,
+    }
     assert config["dataset"]["_target_"] == "unet_transforms.datasets.ImageMaskFolder"
     assert config["dataset"]["images"] == str(tmp_path / "img")
     rebuilt = from_config(json_round_trip(config))
     assert rebuilt.to_config() == config and len(rebuilt) == len(dataset)
     for i in range(len(dataset)):
-        for a, b in zip(dataset[i], rebuilt[i], strict=True):
+        torch.manual_seed(i)
+        items = dataset[i]
+        torch.manual_seed(i)
+        for a, b in zip(items, rebuilt[i], strict=True):
             assert type(a) is type(b) and torch.equal(a, b)
     # the base dataset given as a config is built from it
     from_base_config = TiledDataset(base.to_config(), TileGeometry(20, 12))

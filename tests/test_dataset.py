@@ -772,3 +772,55 @@ def test_weighted_sampler_reads_the_weights_of_tuple_samples(tmp_path, store):
         TiledDataset(
             [(image, label, weights)], geometry, index=WeightedSampler("where"), tiles_per_epoch=1
         )[0]
+
+
+@pytest.mark.parametrize("index", [None, "random"])
+def test_deform_on_the_lazy_path_matches_tensors_and_paired_tile_crop(tmp_path, index):
+    # TiledDataset had no deform=: the paper's elastic deformation was unavailable for
+    # memory maps and zarr, and transforms= only saw the tile, not the border around it
+    from unet_transforms import Deformation, PairedTileCrop
+
+    geometry = TileGeometry(30, 10)
+    values = np.arange(60 * 70).reshape(60, 70)
+    image, label, weights = values[None].astype(np.float64), values, values.astype(np.float32)
+    np.save(tmp_path / "image.npy", image)
+    mapped = np.load(tmp_path / "image.npy", mmap_mode="r")
+    deform = Deformation(sigma=3.0, rotation=15.0, flip=True)
+    fill = {tv_tensors.Mask: -1, WeightMap: -2.0}
+    kwargs = {"index": index, "tiles_per_epoch": 6} if index else {}
+    lazy = TiledDataset(
+        [(mapped, label, weights)], geometry, deform=deform, mask_fill=fill, **kwargs
+    )
+    tensors = [(torch.from_numpy(a) for a in (image, label, weights))]
+    eager = TiledDataset([tuple(*tensors)], geometry, deform=deform, mask_fill=fill, **kwargs)
+    plain = TiledDataset([(mapped, label, weights)], geometry, mask_fill=fill, **kwargs)
+    moved = 0
+    for k in range(6):
+        torch.manual_seed(k)
+        out = lazy[k]
+        torch.manual_seed(k)
+        want = eager[k]
+        assert [type(x) for x in out] == [tv_tensors.Image, tv_tensors.Mask, WeightMap]
+        assert [x.shape for x in out] == [(1, 30, 30), (10, 10), (10, 10)]
+        # the lazy path resamples through the dense field, tensors through its factors
+        assert torch.allclose(out[0], want[0], rtol=0, atol=5e-3)
+        assert torch.equal(out[1], want[1]) and torch.equal(out[2], want[2])
+        assert torch.equal(out[1] != -1, out[2] != -2.0)  # one field, one fill
+        torch.manual_seed(k)
+        moved += not torch.equal(out[0], plain[k][0])
+    assert moved >= 5  # deformed, not the plain crop
+    if index == "random":  # one sample: an item is PairedTileCrop's under the same seed
+        crop = PairedTileCrop(geometry, index="random", deform=deform, mask_fill=-1)
+        single = TiledDataset(
+            [(torch.from_numpy(image), torch.from_numpy(label))],
+            geometry,
+            index="random",
+            tiles_per_epoch=1,
+            deform=deform,
+            mask_fill=-1,
+        )
+        torch.manual_seed(3)
+        got = single[0]
+        torch.manual_seed(3)
+        expected = crop(torch.from_numpy(image), torch.from_numpy(label))
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))

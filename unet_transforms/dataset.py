@@ -17,6 +17,8 @@ from torchvision.transforms.v2 import functional as tvF
 
 from ._checks import as_int, as_list_if_1d, is_int
 from .config import Configurable, from_config
+from .deformation import Deformation
+from .functional._deform import Interpolation
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import to_tensor_region, torch_compatible
 from .geometry import TileGeometry
@@ -102,6 +104,10 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         sizes: The spatial size of each sample, in order (e.g. ``((2000, 3000),
             (1500, 2000))``): skips reading every sample at construction to learn it.
             Each item checks its sample against it.
+        deform: A :class:`~unet_transforms.Deformation` drawn per item, as
+            :class:`PairedTileCrop` applies it: image, label and weights are resampled
+            from one field over the input window, each reading only the region the
+            field reaches (arrays stay lazy); labels nearest, weights bilinear.
 
     Raises:
         TypeError: For a ``dataset`` without ``__len__`` and ``__getitem__``, a
@@ -138,6 +144,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         index: Any = None,
         tiles_per_epoch: int | None = None,
         sizes: Sequence[Sequence[int]] | None = None,
+        deform: Deformation | None = None,
     ) -> None:
         if transforms is not None and not callable(transforms):
             raise TypeError(
@@ -169,7 +176,9 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             mode=mode,
             align=align,
             mask_fill=mask_fill,
+            deform=deform,
         )
+        self.deform = self._crop.deform
         self._fills = (
             label_fill(self.mask_fill, LabelRole(None)),
             label_fill(self.mask_fill, WeightMap(torch.zeros(1, 1))),
@@ -265,25 +274,32 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self._check_size(s, self._named(s, self._sample_size, sample, leaves))
         if tile is not None:
             window = self.grids[s][tile]
+            field = None if self.deform is None else self._crop.draw_field()
         else:
             if self.index != "random":  # a sampler reads the whole label (or weights)
                 leaves[1] = _whole(sample[1], leaves[1])
                 if isinstance(self.index, WeightedSampler) and len(leaves) > 2:
                     leaves[2] = _whole(sample[2], leaves[2])
-            window = self._draw(leaves)
-        out = self._crop_leaves(leaves, window)
+            window, field = self._draw(leaves)
+        out = self._crop_leaves(leaves, window, field)
         if self.transforms is not None:
             out = self.transforms(*out)
         return rebuild([*out, *rest])
 
     def _grid_crop(self, tile: int) -> PairedTileCrop:
         return PairedTileCrop(
-            self.geometry, index=tile, mode=self.mode, align=self.align, mask_fill=self.mask_fill
+            self.geometry,
+            index=tile,
+            mode=self.mode,
+            align=self.align,
+            mask_fill=self.mask_fill,
+            deform=self.deform,
         )
 
-    def _draw(self, leaves: list[Any]) -> Tile:
+    def _draw(self, leaves: list[Any]) -> tuple[Tile, Any]:
         """The window the dataset's index draws for an ``(image, label[, weights])``
-        sample; a sampler sees it as ``{"image", "label", "weights"}`` (so that
+        sample, and its deformation field (``None`` without ``deform``); a sampler sees
+        the sample as ``{"image", "label", "weights"}`` (so that
         ``WeightedSampler("weights")`` reads the weights)."""
         flat = [ImageRole(leaves[0]), LabelRole(leaves[1])]
         if isinstance(self.index, Sampler):
@@ -293,19 +309,30 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         else:
             params = self._crop.make_params(flat)
         tile: Tile = params["tiles"][0]
-        return tile
+        return tile, params.get("fields", [None])[0]
 
-    def _crop_leaves(self, leaves: list[Any], tile: Tile) -> tuple[Any, ...]:
+    def _crop_leaves(self, leaves: list[Any], tile: Tile, field: Any) -> tuple[Any, ...]:
         """The image's input window (an Image), the label's and the weights' output
-        windows (a Mask and a WeightMap)."""
-        image = self._crop.crop(leaves[0], tile.input_box, None).as_subclass(torch.Tensor)
+        windows (a Mask and a WeightMap), deformed by ``field`` if given (each reads
+        only the region the field reaches: arrays stay lazy)."""
+
+        def window(leaf: Any, box: Any, fill: float | None, kind: type | None) -> Any:
+            if field is None:
+                return self._crop.crop(leaf, box, fill)
+            # labels nearest, weights bilinear, as their types choose for tensors
+            how: Interpolation | None = None
+            if kind is not None:
+                how = "nearest" if kind is tv_tensors.Mask else "bilinear"
+            return self._crop.deformed(leaf, kind is not None, tile, box, fill, field, how)
+
+        image = window(leaves[0], tile.input_box, None, None).as_subclass(torch.Tensor)
         if image.ndim == self.geometry.ndim:
             image = image.unsqueeze(0)  # one channel
         out: list[Any] = [image.as_subclass(tv_tensors.Image)]
         for leaf, fill, kind in zip(
             leaves[1:], self._fills, (tv_tensors.Mask, WeightMap), strict=False
         ):
-            cropped = self._crop.crop(leaf, tile.output_box, fill)
+            cropped = window(leaf, tile.output_box, fill, kind)
             out.append(cropped.as_subclass(torch.Tensor).as_subclass(kind))
         return tuple(out)
 

@@ -140,13 +140,14 @@ class OverlapTileCrop(Configurable, TileTransform):
                     )
             # one field per tile, over the input window (labels take its centre part)
             # (factored in 2-D: each leaf computes only the part of the field it reads)
-            params["fields"] = [self._field() for _ in params["tiles"]]
+            params["fields"] = [self.draw_field() for _ in params["tiles"]]
         return params
 
-    def _field(self) -> torch.Tensor | FactoredField:
-        """One deformation's source coordinates over the input window: kept factored in
-        2-D (each leaf computes only the part of the field it reads, its ``dense()`` is
-        what ``deform.sample`` returns from the same draws), dense in 3-D."""
+    def draw_field(self) -> torch.Tensor | FactoredField:
+        """One deformation's source coordinates over the input window, for
+        :meth:`deformed`: kept factored in 2-D (each leaf computes only the part of the
+        field it reads, its ``dense()`` is what ``deform.sample`` returns from the same
+        draws), dense in 3-D."""
         assert self.deform is not None
         size = self.geometry.input_size
         params = self.deform.make_params(len(size))
@@ -210,19 +211,21 @@ class OverlapTileCrop(Configurable, TileTransform):
         box: Box,
         fill: float | None,
         field: torch.Tensor | FactoredField,
+        interpolation: Interpolation | None = None,
     ) -> Any:
         """The window ``box`` of ``tile``, deformed by ``field`` (over the input window):
-        the source region it reaches is read mirrored (or filled), then sampled once."""
+        the source region it reaches is read mirrored (or filled), then sampled once.
+        ``interpolation`` overrides the one the value's type chooses (for arrays, which
+        have no label types)."""
         origin = tuple(start for start, _ in tile.input_box)
         window = tuple(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True))
-        interpolation: Interpolation = (
-            self.deform.interpolation if self.deform is not None else "bilinear"
-        )
-        if is_label and not isinstance(value, tv_tensors.Mask):
-            interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
-        interpolation = interpolation_for(value, interpolation)
+        if interpolation is None:
+            interpolation = self.deform.interpolation if self.deform is not None else "bilinear"
+            if is_label and not isinstance(value, tv_tensors.Mask):
+                interpolation = "nearest"  # a plain or PIL label (Mask types choose theirs)
+            interpolation = interpolation_for(value, interpolation)
         if fill is not None and interpolation != "nearest":
-            return self.deformed_with_fill(value, tile, box, fill, field)
+            return self.deformed_with_fill(value, tile, box, fill, field, interpolation)
         if isinstance(field, FactoredField):
             if _factored_ok(value):
                 self.check_fill(value, fill)  # as the crop would, wherever the box lies
@@ -250,13 +253,14 @@ class OverlapTileCrop(Configurable, TileTransform):
         box: Box,
         fill: float,
         field: torch.Tensor | FactoredField,
+        interpolation: Interpolation,
     ) -> Any:
         """A label sampled smoothly (a weight map) with a fill: the fill goes exactly where
         a nearest-sampled label's fill goes (pixels whose nearest source pixel lies outside
         the image), and elsewhere the values interpolate the mirrored label, never the
         fill (which would weight valid pixels next to the border by up to the fill)."""
         fill_value = self.check_fill(value, fill)
-        values = self.deformed(value, True, tile, box, None, field)
+        values = self.deformed(value, True, tile, box, None, field, interpolation)
         # a plain label is sampled nearest: 1 inside the image, the fill 0 outside
         spatial = tuple(value.shape[value.ndim - len(box) :])
         ones = torch.ones((), dtype=torch.uint8).expand(spatial)
