@@ -191,6 +191,9 @@ def test_tiled_dataset_round_trips_with_a_configurable_base(tmp_path):
         {"input_size": 20, "output_size": 12},
         mask_fill=255,
         deform=Deformation(sigma=0.0, flip=True),
+        index="random",
+        tiles_per_epoch=4,
+        sample_weights=np.array([2.0]),
     )
     config = dataset.to_config()
     assert config["deform"] == {
@@ -198,6 +201,7 @@ def test_tiled_dataset_round_trips_with_a_configurable_base(tmp_path):
         "sigma": 0.0,
         "flip": True,
     }
+    assert config["sample_weights"] == [2.0]
     assert config["dataset"]["_target_"] == "unet_transforms.datasets.ImageMaskFolder"
     assert config["dataset"]["images"] == str(tmp_path / "img")
     rebuilt = from_config(json_round_trip(config))
@@ -210,7 +214,7 @@ def test_tiled_dataset_round_trips_with_a_configurable_base(tmp_path):
             assert type(a) is type(b) and torch.equal(a, b)
     # the base dataset given as a config is built from it
     from_base_config = TiledDataset(base.to_config(), TileGeometry(20, 12))
-    assert len(from_base_config) == len(dataset)
+    assert len(from_base_config) == len(base) * 6  # every grid tile of 30 x 20: 3 x 2
 
 
 def test_an_object_that_cannot_be_described_is_named():

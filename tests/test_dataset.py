@@ -824,3 +824,46 @@ def test_deform_on_the_lazy_path_matches_tensors_and_paired_tile_crop(tmp_path, 
         torch.manual_seed(3)
         expected = crop(torch.from_numpy(image), torch.from_numpy(label))
         assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_sample_weights_set_how_often_each_sample_is_drawn():
+    # class weights apply within the drawn sample; sample_weights let users balance
+    # across samples (e.g. by each sample's pixels of a rare class)
+    from unet_transforms.sampling import LabelSampler
+
+    sizes = [(20, 20), (20, 20), (30, 30)]
+    samples = [
+        (torch.full((1, *s), float(i)), torch.zeros(s, dtype=torch.int64))
+        for i, s in enumerate(sizes)
+    ]
+    for index in ("random", LabelSampler()):
+        tiles = TiledDataset(
+            samples, GEOMETRY, index=index, tiles_per_epoch=1000, sample_weights=[1, 0, 3.0]
+        )
+        torch.manual_seed(0)
+        counts = np.bincount([int(tiles[k][0][0, 0, 0]) for k in range(len(tiles))], minlength=3)
+        assert counts[1] == 0  # weight 0: never
+        expected = np.array([250.0, 750.0])
+        chi2 = float((((counts[[0, 2]] - expected) ** 2) / expected).sum())
+        assert chi2 < 10.8  # p = 0.001, 1 degree of freedom
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"sample_weights": [1, 1]}, ValueError, r"one weight per sample \(3\), got 2"),
+        ({"sample_weights": [1, -1, 1]}, ValueError, r"sample_weights\[1\] must be finite"),
+        ({"sample_weights": [1, math.nan, 1]}, ValueError, r"sample_weights\[1\] must be"),
+        ({"sample_weights": [0, 0, 0]}, ValueError, r"some sample a positive weight"),
+        ({"sample_weights": [1, "a", 1]}, TypeError, r"sample_weights\[1\] must be a number"),
+        ({"sample_weights": "abc"}, TypeError, r"sample_weights must be a sequence"),
+        ({"sample_weights": [1, 1, 1], "index": None}, ValueError, r"with index=None"),
+    ],
+)
+def test_bad_sample_weights(kwargs, error, match):
+    samples = [(torch.zeros(1, 5, 5), torch.zeros(5, 5, dtype=torch.int64))] * 3
+    options = {"index": "random", "tiles_per_epoch": 2, **kwargs}
+    if options["index"] is None:
+        del options["tiles_per_epoch"]
+    with pytest.raises(error, match=match):
+        TiledDataset(samples, GEOMETRY, **options)

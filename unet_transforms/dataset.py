@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import mmap
+import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -104,6 +105,10 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         sizes: The spatial size of each sample, in order (e.g. ``((2000, 3000),
             (1500, 2000))``): skips reading every sample at construction to learn it.
             Each item checks its sample against it.
+        sample_weights: How often a random dataset draws each sample, one non-negative
+            weight per sample (e.g. its pixels of a rare class, for class balance
+            across samples); by default in proportion to the windows that overlap it
+            (``"random"``) or its pixels (a sampler).
         deform: A :class:`~unet_transforms.Deformation` drawn per item, as
             :class:`PairedTileCrop` applies it: image, label and weights are resampled
             from one field over the input window, each reading only the region the
@@ -145,6 +150,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         tiles_per_epoch: int | None = None,
         sizes: Sequence[Sequence[int]] | None = None,
         deform: Deformation | None = None,
+        sample_weights: Sequence[float] | None = None,
     ) -> None:
         if transforms is not None and not callable(transforms):
             raise TypeError(
@@ -168,6 +174,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.mask_fill = check_mask_fill(mask_fill)
         self.index = _check_index(index)
         self.tiles_per_epoch = _check_tiles_per_epoch(tiles_per_epoch, self.index)
+        self._sample_cum = _check_sample_weights(sample_weights, self.index, len(dataset))
         # one crop for the dataset: its index draws random windows; grid tiles are
         # looked up in the grids below and cropped with its crop()
         self._crop = PairedTileCrop(
@@ -258,6 +265,13 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self._item_index(index)
         if len(self._pixels) == 1:
             return self._item(0, None)
+        if self._sample_cum is not None:  # the user's weights
+            cum = self._sample_cum
+            u = float(torch.rand((), dtype=torch.float64)) * cum[-1]
+            # cum[s - 1] <= u < cum[s]: a sample of positive weight (u == total after
+            # rounding: the last such sample)
+            sample = bisect.bisect_right(cum, min(u, math.nextafter(cum[-1], 0)))
+            return self._item(sample, None)
         draw = int(torch.randint(self._pixels[-1], ()).item())
         return self._item(bisect.bisect_right(self._pixels, draw), None)
 
@@ -403,6 +417,39 @@ def _check_tiles_per_epoch(tiles_per_epoch: object, index: object) -> int | None
     if n < 1:
         raise ValueError(f"tiles_per_epoch must be >= 1, got {n}")
     return n
+
+
+def _check_sample_weights(weights: object, index: object, n: int) -> list[float] | None:
+    """The cumulative sums of ``sample_weights`` (``None`` if not given)."""
+    if weights is None:
+        return None
+    if index is None:
+        raise ValueError(
+            "sample_weights sets how often a random dataset (index='random' or a sampler) "
+            "draws each sample; with index=None every grid tile is one item"
+        )
+    weights = as_list_if_1d(weights)
+    if isinstance(weights, str | bytes | Mapping) or not hasattr(weights, "__len__"):
+        raise TypeError(
+            f"sample_weights must be a sequence of numbers, got {type(weights).__name__}"
+        )
+    if len(weights) != n:
+        raise ValueError(
+            f"sample_weights must give one weight per sample ({n}), got {len(weights)}"
+        )
+    cum: list[float] = []
+    total = 0.0
+    values: list[Any] = list(weights)  # type: ignore[call-overload]
+    for i, w in enumerate(values):
+        if isinstance(w, bool) or not isinstance(w, numbers.Real):
+            raise TypeError(f"sample_weights[{i}] must be a number, got {type(w).__name__}")
+        if not (math.isfinite(w) and float(w) >= 0):
+            raise ValueError(f"sample_weights[{i}] must be finite and >= 0, got {w!r}")
+        total += float(w)
+        cum.append(total)
+    if total <= 0:
+        raise ValueError("sample_weights must give some sample a positive weight, got all 0")
+    return cum
 
 
 def _check_sizes(sizes: object, n: int, ndim: int) -> list[tuple[int, ...]]:
