@@ -753,8 +753,19 @@ def test_label_sampler_draws_do_not_depend_on_key_order_and_keys_are_written_as_
         ForegroundSampler(),
         WeightedSampler("w"),
         Deformation(sigma=np.float64(8.0), rotation=10.0, flip=True),
+        Deformation(scale=(np.float64(0.9), 1.1), grid=(np.int64(3), 4)),
+        LabelSampler({np.int64(1): np.float64(9.0), 0: 1}),
     ],
-    ids=["geometry", "grid", "label-sampler", "foreground-sampler", "weighted", "deformation"],
+    ids=[
+        "geometry",
+        "grid",
+        "label-sampler",
+        "foreground-sampler",
+        "weighted",
+        "deformation",
+        "numpy-in-tuples",
+        "numpy-keys",
+    ],
 )
 def test_value_objects_load_with_torch_load_weights_only(value):
     """Lightning keeps hyperparameters in checkpoints; torch.load reads them with

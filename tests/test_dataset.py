@@ -294,7 +294,7 @@ def test_wide_unsigned_arrays_keep_their_dtype_so_scaling_is_right(tmp_path, dty
             assert torch.allclose(out_image, torch.tensor(30000 / 65535))
 
 
-@pytest.mark.parametrize("store", ["array", "memmap", "tensor"])
+@pytest.mark.parametrize("store", ["read-only array", "memmap", "tensor", "writable array"])
 @pytest.mark.parametrize("kind", ["LabelSampler", "ForegroundSampler"])
 def test_samplers_cache_numpy_labels_across_items(tmp_path, monkeypatch, store, kind):
     # each item made a new tensor of a numpy label, so the sampler's cache (kept while
@@ -315,6 +315,8 @@ def test_samplers_cache_numpy_labels_across_items(tmp_path, monkeypatch, store, 
         label = np.load(tmp_path / "label.npy", mmap_mode="r")  # read-only: no warning
     elif store == "tensor":
         label, image = torch.from_numpy(label), torch.from_numpy(image)
+    elif store == "read-only array":
+        label.flags.writeable = False
     sampler = (
         sampling.LabelSampler({1: 1}) if kind == "LabelSampler" else sampler_type(probability=1.0)
     )
@@ -322,25 +324,46 @@ def test_samplers_cache_numpy_labels_across_items(tmp_path, monkeypatch, store, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         items = [tiles[k] for k in range(8)]
-    assert len(calls) == 1  # built once, for eight items
+    # built once for eight items; a writable array (no change counter) per item
+    assert len(calls) == (8 if store == "writable array" else 1)
     assert all(bool((lab == 1).any()) for _, lab in items)
 
 
-def test_a_numpy_label_changed_in_place_is_detected_not_drawn_from_stale():
-    from unet_transforms.sampling import LabelSampler
+def test_a_writable_numpy_label_changed_in_place_is_read_afresh():
+    # a cache kept per array drew from the old table after an in-place change (numpy
+    # has no change counter): writable arrays are not cached
+    from unet_transforms.sampling import LabelSampler, WeightedSampler
 
     label = np.zeros((60, 50), np.uint8)
     label[5, 5] = 1
-    tiles = TiledDataset(
-        [(np.zeros((1, 60, 50), np.float32), label)],
-        GEOMETRY,
-        index=LabelSampler({1: 1}),
-        tiles_per_epoch=2,
-    )
-    tiles[0]
-    label[5, 5], label[40, 40] = 0, 1  # numpy has no version counter
-    with pytest.raises(ValueError, match=r"changed in place.*array.copy\(\)"):
-        tiles[1]
+    weights = np.zeros((60, 50), np.float32)
+    weights[5, 5] = 1.0
+    image = np.zeros((1, 60, 50), np.float32)
+    geometry = TileGeometry(12, 4)
+    for index, key in ((LabelSampler({1: 1}), 1), (WeightedSampler("weights"), 2)):
+        tiles = TiledDataset(
+            [(image, label, weights)], geometry, index=index, tiles_per_epoch=2, mask_fill=9
+        )
+        assert tiles[0][key][2, 2] == 1  # the centre: (5, 5)
+        label[5, 5], label[40, 30], weights[5, 5], weights[40, 30] = 0, 1, 0.0, 1.0
+        out = tiles[1]
+        assert out[key][2, 2] == 1 and out[1][2, 2] == 1  # the centre: (40, 30)
+        label[40, 30], label[5, 5], weights[40, 30], weights[5, 5] = 0, 1, 0.0, 1.0
+
+
+def test_weighted_sampler_detects_a_map_changed_behind_torchs_back():
+    # the cached row sums were used with the new row: a zero-weight pixel was drawn
+    from unet_transforms import PairedTileCrop
+    from unet_transforms.sampling import WeightedSampler
+
+    where = torch.zeros(40, 40)
+    where[3, 5] = 1.0
+    crop = PairedTileCrop(TileGeometry(12, 4), index=WeightedSampler("where"))
+    sample = {"image": tv_tensors.Image(torch.zeros(1, 40, 40)), "where": where}
+    crop(sample)
+    where.numpy()[3, 5], where.numpy()[30, 33] = 0.0, 1.0  # the version counter is unchanged
+    with pytest.raises(ValueError, match=r"changed in place"):
+        crop(sample)
 
 
 def test_zarr_samples():

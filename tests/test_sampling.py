@@ -647,3 +647,23 @@ def test_foreground_sampler_does_not_count_ignored_pixels_as_foreground():
         assert (out == 1).any()
     counted = PairedTileCrop(TileGeometry(14, 8), index=ForegroundSampler(probability=1.0))
     assert not all((counted(torch.zeros(1, 60, 60), label)[1] == 1).any() for _ in range(100))
+
+
+@pytest.mark.parametrize(
+    ("background", "ignore_index"), [(0, -100), (-1, None), (0, 300)], ids=["ignore", "bg", "big"]
+)
+def test_foreground_sampler_values_outside_the_dtype_match_no_pixel(background, ignore_index):
+    # uint8 compared with -100 wrapped to 156: class 156 was ignored (or, as background
+    # -1, 255 was background) and the sampler fell back to fair windows
+    label = torch.zeros(60, 60, dtype=torch.uint8)
+    label[40:44, 20:24] = 156
+    if background == -1:
+        label[label == 0] = 255  # every other pixel is a real class, not background
+    sampler = ForegroundSampler(probability=1.0, background=background, ignore_index=ignore_index)
+    crop = PairedTileCrop(TileGeometry(14, 8), index=sampler)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        for _ in range(20):
+            _, out = crop(torch.zeros(1, 60, 60), label)
+            assert (out == 156).any() or background == -1

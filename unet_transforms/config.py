@@ -72,6 +72,18 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 
 
 # --------------------------------------------------------------------------- objects
+def _without_numpy_scalars(value: Any) -> Any:
+    """``value`` with numpy scalars as builtins, inside lists, tuples and dicts too (keys
+    included); arrays inside them (a dataset's samples) are left as they are."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+        return type(value)(_without_numpy_scalars(v) for v in value)
+    if isinstance(value, dict):
+        return {_without_numpy_scalars(k): _without_numpy_scalars(v) for k, v in value.items()}
+    return value
+
+
 class Configurable:
     """Mixin that records constructor arguments as given: ``to_config()`` and repr.
 
@@ -159,7 +171,7 @@ class Configurable:
         state = dict((getstate() if getstate is not None else None) or self.__dict__)
         if "_config_args" in state:
             state["_config_args"] = {
-                k: v.tolist() if isinstance(v, np.ndarray | np.generic) else v
+                k: v.tolist() if isinstance(v, np.ndarray) else _without_numpy_scalars(v)
                 for k, v in state["_config_args"].items()
             }
         return state

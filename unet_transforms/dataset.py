@@ -73,7 +73,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
     labels ``(D, H, W)``. Items come back as ``tv_tensors.Image`` (always with a
     channel axis), ``tv_tensors.Mask`` and :class:`~unet_transforms.WeightMap`, then
     the ``rest`` unchanged, in the sample's container type (tuple, list, namedtuple;
-    numpy arrays become tensors of the same dtype: a 16-bit image stays uint16),
+    numpy arrays become tensors of the same dtype: a 16-bit image stays uint16, so a
+    negative ``mask_fill`` needs a signed label dtype),
     so ``v2.ToDtype({tv_tensors.Image: ...})`` and flips treat them as image and
     labels (torchvision's 2-D transforms treat a volume's depth as a batch axis). The
     weights are a floating-point map; they get the label's window, filled as

@@ -313,12 +313,18 @@ def _as_tensor(value: Any) -> torch.Tensor:
 
 def _cache_source(raw: Any, value: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
     """The tensor (and numpy owner) a sampler's cache entry is kept for: the caller's
-    tensor, or for a numpy array (a memory map too) converted without a copy, the
-    array itself, which is the same object across calls where a tensor made from it is
-    not."""
+    tensor, or for a read-only numpy array (a memory map opened with ``mode="r"``, an
+    array with ``flags.writeable = False``) converted without a copy, the array itself,
+    which is the same object across calls where a tensor made from it is not. A
+    writable array, which could change unseen, gets a new entry per call."""
     if isinstance(raw, torch.Tensor):
         return raw, None
-    if isinstance(raw, np.ndarray) and raw.size and value.data_ptr() == raw.ctypes.data:
+    if (
+        isinstance(raw, np.ndarray)
+        and not raw.flags.writeable  # numpy has no change counter: read-only arrays only
+        and raw.size
+        and value.data_ptr() == raw.ctypes.data
+    ):
         return value, raw
     return value, None
 
@@ -376,6 +382,9 @@ def _draw_weight(
     i = _search(row_cum, torch.rand((), dtype=torch.float64) * row_cum[-1])
     coords = unravel(i, size[:-1])
     weights = row(coords).to(torch.float64).cumsum(0)
+    cached = row_cum[i] - (row_cum[i - 1] if i else 0)
+    if not torch.isclose(weights[-1], cached, rtol=1e-6, atol=0):
+        raise ValueError(_STALE)  # the row's weights are not those the table summed
     col = _search(weights, torch.rand((), dtype=torch.float64) * weights[-1])
     return (*coords, col)
 
@@ -718,9 +727,9 @@ class ForegroundSampler(Configurable, Sampler):
 
     def _foreground(self, value: torch.Tensor, spatial: int) -> torch.Tensor:
         """Where ``value`` (spatial axes last, channels before) is foreground."""
-        foreground = value != self.background
+        foreground = _differs(value, self.background)
         if self.ignore_index is not None:
-            foreground &= value != self.ignore_index
+            foreground &= _differs(value, self.ignore_index)
         if value.ndim > spatial:
             foreground = foreground.reshape(-1, *foreground.shape[-spatial:]).any(0)
         return foreground
@@ -772,6 +781,15 @@ class ForegroundSampler(Configurable, Sampler):
         valid = _window_sums(foreground, output_size) >= self._need(output_size)
         row_cum = _row_cum(torch.count_nonzero(valid.reshape(-1, size[-1]), dim=-1))
         return (valid, row_cum), valid.numel() + row_cum.numel() * 8 + 64
+
+
+def _differs(value: torch.Tensor, scalar: float) -> torch.Tensor:
+    """``value != scalar``, all ``True`` where an integer ``scalar`` does not fit
+    ``value``'s dtype (torch would wrap it: -100 compares as 156 in uint8)."""
+    integral = not (value.dtype.is_floating_point or value.dtype.is_complex)
+    if integral and is_int(scalar) and not holds_int(value.dtype, int(scalar)):
+        return torch.ones(value.shape, dtype=torch.bool, device=value.device)
+    return value != scalar
 
 
 def _window_sums(mask: torch.Tensor, output_size: tuple[int, ...]) -> torch.Tensor:

@@ -375,7 +375,9 @@ class TileTransform(v2.Transform):
                 "would pass through untouched (only the first plain tensor of a sample "
                 "is transformed), out of line with the window. Mark labels as "
                 "tv_tensors.Mask and weights as unet_transforms.WeightMap, or call the "
-                "transform as t(image, label) with two arguments"
+                "transform as t(image, label) with two arguments; to pass a value of "
+                "that shape through on purpose, wrap it in a tv_tensors.TVTensor "
+                "subclass of your own (passed through untouched)"
             )
 
     def read_maps(self) -> list[Any]:

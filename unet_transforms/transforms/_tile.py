@@ -68,8 +68,10 @@ class OverlapTileCrop(Configurable, TileTransform):
     :class:`~unet_transforms.transforms._base.TileTransform`): torchvision's, plus
     ``t(image, target)`` with a plain tensor or PIL target, which is the label (plain
     tensor labels come back as ``tv_tensors.Mask``); numpy arrays are refused there.
-    Spatial axes are the trailing ``geometry.ndim`` axes (2-D for tv_tensors and PIL,
-    3-D for plain tensors). Bounding boxes and key points are translated to the window.
+    Spatial axes are the trailing ``geometry.ndim`` axes: a 3-D geometry takes plain
+    tensors, ``tv_tensors.Image`` ``(C, D, H, W)``, ``Mask`` and ``WeightMap``; PIL
+    images, videos, bounding boxes and key points are 2-D only. Bounding boxes and key
+    points are translated to the window.
 
     Args:
         geometry: The :class:`TileGeometry`.
