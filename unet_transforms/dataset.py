@@ -19,7 +19,6 @@ from torchvision.transforms.v2 import functional as tvF
 from ._checks import as_int, as_list_if_1d, is_int
 from .config import Configurable, from_config
 from .deformation import Deformation
-from .functional._deform import Interpolation
 from .functional._mirror import MirrorMode, check_mode
 from .functional._tile import to_tensor_region, torch_compatible
 from .geometry import TileGeometry
@@ -334,11 +333,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         def window(leaf: Any, box: Any, fill: float | None, kind: type | None) -> Any:
             if field is None:
                 return self._crop.crop(leaf, box, fill)
-            # labels nearest, weights bilinear, as their types choose for tensors
-            how: Interpolation | None = None
-            if kind is not None:
-                how = "nearest" if kind is tv_tensors.Mask else "bilinear"
-            return self._crop.deformed(leaf, kind is not None, tile, box, fill, field, how)
+            # interpolated as the type it comes back as (arrays have no label types)
+            return self._crop.deformed(leaf, kind is not None, tile, box, fill, field, kind)
 
         image = window(leaves[0], tile.input_box, None, None).as_subclass(torch.Tensor)
         if image.ndim == self.geometry.ndim:

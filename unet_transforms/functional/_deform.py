@@ -631,11 +631,15 @@ def _extremes(coords: torch.Tensor) -> tuple[list[float], list[float]]:
     return low, high
 
 
-def interpolation_for(inpt: Any, interpolation: Interpolation) -> Interpolation:
-    """Labels by type: masks nearest, weight maps bilinear; PIL index/bit images nearest."""
-    if isinstance(inpt, WeightMap):
+def interpolation_for(
+    inpt: Any, interpolation: Interpolation, as_type: type | None = None
+) -> Interpolation:
+    """Labels by type: masks nearest, weight maps bilinear; PIL index/bit images nearest.
+    ``as_type`` stands for ``type(inpt)`` (an array read as a ``Mask`` or ``WeightMap``)."""
+    kind = as_type or type(inpt)
+    if issubclass(kind, WeightMap):
         return "bilinear"
-    if isinstance(inpt, tv_tensors.Mask):
+    if issubclass(kind, tv_tensors.Mask):
         return "nearest"
     if isinstance(inpt, PIL.Image.Image) and inpt.mode in _NEAREST_PIL_MODES:
         return "nearest"

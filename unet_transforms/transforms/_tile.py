@@ -213,21 +213,22 @@ class OverlapTileCrop(Configurable, TileTransform):
         box: Box,
         fill: float | None,
         field: torch.Tensor | FactoredField,
-        interpolation: Interpolation | None = None,
+        as_type: type | None = None,
     ) -> Any:
         """The window ``box`` of ``tile``, deformed by ``field`` (over the input window):
         the source region it reaches is read mirrored (or filled), then sampled once.
-        ``interpolation`` overrides the one the value's type chooses (for arrays, which
-        have no label types)."""
+        ``as_type`` stands for ``type(value)`` when choosing the interpolation (an array
+        read as a ``Mask`` or ``WeightMap``)."""
         origin = tuple(start for start, _ in tile.input_box)
         window = tuple(slice(a - o, b - o) for (a, b), o in zip(box, origin, strict=True))
-        if interpolation is None:
-            interpolation = self.deform.interpolation if self.deform is not None else "bilinear"
-            if is_label and not isinstance(value, tv_tensors.Mask):
-                interpolation = "nearest"  # a plain or PIL label (Mask types choose theirs)
-            interpolation = interpolation_for(value, interpolation)
+        interpolation: Interpolation = (
+            self.deform.interpolation if self.deform is not None else "bilinear"
+        )
+        if is_label and not issubclass(as_type or type(value), tv_tensors.Mask):
+            interpolation = "nearest"  # a plain or PIL label (Mask types choose their own)
+        interpolation = interpolation_for(value, interpolation, as_type)
         if fill is not None and interpolation != "nearest":
-            return self.deformed_with_fill(value, tile, box, fill, field, interpolation)
+            return self.deformed_with_fill(value, tile, box, fill, field, as_type)
         if isinstance(field, FactoredField):
             if _factored_ok(value):
                 self.check_fill(value, fill)  # as the crop would, wherever the box lies
@@ -255,14 +256,14 @@ class OverlapTileCrop(Configurable, TileTransform):
         box: Box,
         fill: float,
         field: torch.Tensor | FactoredField,
-        interpolation: Interpolation,
+        as_type: type | None = None,
     ) -> Any:
         """A label sampled smoothly (a weight map) with a fill: the fill goes exactly where
         a nearest-sampled label's fill goes (pixels whose nearest source pixel lies outside
         the image), and elsewhere the values interpolate the mirrored label, never the
         fill (which would weight valid pixels next to the border by up to the fill)."""
         fill_value = self.check_fill(value, fill)
-        values = self.deformed(value, True, tile, box, None, field, interpolation)
+        values = self.deformed(value, True, tile, box, None, field, as_type)
         # a plain label is sampled nearest: 1 inside the image, the fill 0 outside
         spatial = tuple(value.shape[value.ndim - len(box) :])
         ones = torch.ones((), dtype=torch.uint8).expand(spatial)
