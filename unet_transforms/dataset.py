@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import mmap
 import numbers
@@ -49,8 +50,8 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
       :class:`PairedTileCrop` with ``index=t`` crops it.
     - **Random** (``index="random"`` or a sampler, with ``tiles_per_epoch=N``):
       ``len(dataset) == N``; each item draws a sample, then a window in it as
-      :class:`PairedTileCrop` with that ``index`` draws one, from torch's global RNG (``torch.manual_seed`` and DataLoader worker
-      seeding govern it). With ``"random"`` a sample is drawn in proportion to the
+      :class:`PairedTileCrop` with that ``index`` draws one, from torch's global RNG
+      (``torch.manual_seed`` and DataLoader worker seeding govern it). With ``"random"`` a sample is drawn in proportion to the
       number of windows that overlap it, ``prod(size + output_size - 1)``, so that
       every pixel of every sample is covered equally often; with a sampler, in
       proportion to its pixel count (and the sampler's rule applies within it). With
@@ -174,7 +175,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.mask_fill = check_mask_fill(mask_fill)
         self.index = _check_index(index)
         self.tiles_per_epoch = _check_tiles_per_epoch(tiles_per_epoch, self.index)
-        self._sample_cum = _check_sample_weights(sample_weights, self.index, len(dataset))
+        given = _check_sample_weights(sample_weights, self.index, len(dataset))
         # one crop for the dataset: its index draws random windows; grid tiles are
         # looked up in the grids below and cropped with its crop()
         self._crop = PairedTileCrop(
@@ -204,16 +205,20 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         self.offsets: list[int] = [0]
         for grid in self.grids:
             self.offsets.append(self.offsets[-1] + len(grid))
-        # cumulative weights to draw samples by: for "random" the number of windows that
-        # overlap each sample (then every pixel of every sample is covered equally
-        # often), for a sampler its pixel count (the centres it draws from)
+        # cumulative weights to draw samples by: the user's, else for "random" the
+        # number of windows that overlap each sample (then every pixel of every sample
+        # is covered equally often), for a sampler its pixel count (the centres it
+        # draws from)
         out = self.geometry.output_size
-        self._pixels: list[int] = []
-        for size in self.sizes:
-            weight = math.prod(
-                n + o - 1 if self.index == "random" else n for n, o in zip(size, out, strict=True)
+        self._sample_cum: list[int] | list[float] = given or list(
+            itertools.accumulate(
+                math.prod(
+                    n + o - 1 if self.index == "random" else n
+                    for n, o in zip(size, out, strict=True)
+                )
+                for size in self.sizes
             )
-            self._pixels.append((self._pixels[-1] if self._pixels else 0) + weight)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -263,17 +268,15 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             sample, tile = self.locate(index)
             return self._item(sample, tile)
         self._item_index(index)
-        if len(self._pixels) == 1:
+        cum = self._sample_cum
+        if len(cum) == 1:
             return self._item(0, None)
-        if self._sample_cum is not None:  # the user's weights
-            cum = self._sample_cum
-            u = float(torch.rand((), dtype=torch.float64)) * cum[-1]
-            # cum[s - 1] <= u < cum[s]: a sample of positive weight (u == total after
-            # rounding: the last such sample)
-            sample = bisect.bisect_right(cum, min(u, math.nextafter(cum[-1], 0)))
-            return self._item(sample, None)
-        draw = int(torch.randint(self._pixels[-1], ()).item())
-        return self._item(bisect.bisect_right(self._pixels, draw), None)
+        if isinstance(cum[-1], int):  # exact counts
+            draw: float = int(torch.randint(cum[-1], ()).item())
+        else:  # the user's weights; cum[s - 1] <= draw < cum[s]: a positive weight
+            draw = float(torch.rand((), dtype=torch.float64)) * cum[-1]
+            draw = min(draw, math.nextafter(cum[-1], 0))  # u == total after rounding
+        return self._item(bisect.bisect_right(cum, draw), None)
 
     def _item(self, s: int, tile: int | None) -> Any:
         """Sample ``s`` cropped to its grid tile ``tile``, or to a drawn window (None)."""
