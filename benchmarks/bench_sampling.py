@@ -11,8 +11,10 @@ TorchIO: ``LabelSampler`` with classes 0 and 1 equally likely.
 Part 2: time per sample on a 4096 x 4096 float32 image and int64 label (about 0.9 %
 foreground in blobs), TileGeometry(572, 388). Samplers draw from the same label tensor
 (its class locations cached after the first call; "first call" builds them on a
-fresh label). MONAI and TorchIO crop 572 x 572 from image and label; they recompute
-their indices / probability map on every call (their default use).
+fresh label). The same label as a numpy array in a TiledDataset: read-only (cached per
+array) and writable (read every item: numpy has no change counter). MONAI and TorchIO
+crop 572 x 572 from image and label; they recompute their indices / probability map on
+every call (their default use).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from unet_transforms import PairedTileCrop, TileGeometry
+from unet_transforms import PairedTileCrop, TiledDataset, TileGeometry
 from unet_transforms.sampling import ForegroundSampler, LabelSampler
 
 from _common import footer, header, parser, round_robin, table
@@ -152,6 +154,20 @@ def part2(n: int, repeats: int) -> None:
         "LabelSampler('balanced')": lambda: balanced(image, mask),
         "ForegroundSampler()": lambda: foreground(image, mask),
     }
+    # the same label as numpy in a TiledDataset: read-only (memory maps opened with
+    # mode="r" are) keeps the class locations per array, writable is read every item
+    pixels_np = image.as_subclass(torch.Tensor).numpy()
+    for name, label_np in (("read-only", label.numpy().copy()), ("writable", label.numpy())):
+        if name == "read-only":
+            label_np.flags.writeable = False
+        tiles = TiledDataset(
+            [(pixels_np, label_np)],
+            geometry,
+            index=LabelSampler({0: 1, 1: 1}),
+            tiles_per_epoch=1,
+            sizes=[(n, n)],
+        )
+        candidates[f"TiledDataset, LabelSampler, {name} numpy label"] = lambda t=tiles: t[0]
     try:
         from monai.transforms import RandCropByPosNegLabeld
 
