@@ -321,14 +321,21 @@ def test_samplers_cache_numpy_labels_across_items(tmp_path, monkeypatch, store, 
         sampling.LabelSampler({1: 1}) if kind == "LabelSampler" else sampler_type(probability=1.0)
     )
     tiles = TiledDataset([(image, label)], GEOMETRY, index=sampler, tiles_per_epoch=8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         items = [tiles[k] for k in range(8)]
-    # built once for eight items; a writable array (no change counter) per item
+    # built once for eight items; a writable array (no change counter) per item, with
+    # one warning that says how to have it cached
     assert len(calls) == (8 if store == "writable array" else 1)
+    messages = [str(w.message) for w in caught]
+    if store == "writable array":
+        assert len(messages) == 1 and "label.flags.writeable = False" in messages[0]
+    else:
+        assert messages == []
     assert all(bool((lab == 1).any()) for _, lab in items)
 
 
+@pytest.mark.filterwarnings("ignore:TiledDataset. the label of dataset")  # writable, on purpose
 def test_a_writable_numpy_label_changed_in_place_is_read_afresh():
     # a cache kept per array drew from the old table after an in-place change (numpy
     # has no change counter): writable arrays are not cached
@@ -663,6 +670,7 @@ def test_samplers_pick_the_windows_and_read_the_label_whole():
     sampler = sampling.LabelSampler({0: 0, 1: 1})
     tiles = TiledDataset([arrays], GEOMETRY, index=sampler, tiles_per_epoch=20, mask_fill=-1)
     assert arrays[0].reads == [] and arrays[1].reads == []
+    label.flags.writeable = False  # cached per array (a writable one warns)
     in_memory = TiledDataset([(image, label)], GEOMETRY, index=sampler, tiles_per_epoch=20)
     for k in range(len(tiles)):
         torch.manual_seed(k)
@@ -772,6 +780,7 @@ def test_weighted_sampler_reads_the_weights_of_tuple_samples(tmp_path, store):
 
     image = np.random.default_rng(0).random((1, 60, 60), dtype=np.float32)
     label = np.zeros((60, 60), np.int64)
+    label.flags.writeable = False  # cached per array (a writable one warns)
     weights = np.zeros((60, 60), np.float32)
     weights[30, 45] = 1.0  # the one pixel every window must be centred on
     if store == "zarr":

@@ -8,6 +8,7 @@ import math
 import mmap
 import numbers
 import operator
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -187,6 +188,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
             deform=deform,
         )
         self.deform = self._crop.deform
+        self._warned_writable = False
         self._fills = (
             label_fill(self.mask_fill, LabelRole(None)),
             label_fill(self.mask_fill, WeightMap(torch.zeros(1, 1))),
@@ -295,6 +297,7 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         else:
             if self.index != "random":  # a sampler reads the whole label (or weights)
                 leaves[1] = _whole(sample[1], leaves[1])
+                self._warn_if_writable(s, sample[1])
                 if isinstance(self.index, WeightedSampler) and len(leaves) > 2:
                     leaves[2] = _whole(sample[2], leaves[2])
             window, field = self._draw(leaves)
@@ -302,6 +305,20 @@ class TiledDataset(Configurable, torch.utils.data.Dataset[Any]):
         if self.transforms is not None:
             out = self.transforms(*out)
         return rebuild([*out, *rest])
+
+    def _warn_if_writable(self, s: int, label: Any) -> None:
+        """Warns once that a writable numpy label is read whole for every item."""
+        if isinstance(label, np.ndarray) and label.flags.writeable and not self._warned_writable:
+            self._warned_writable = True
+            warnings.warn(
+                f"TiledDataset: the label of dataset[{s}] is a writable numpy array, so "
+                f"{type(self.index).__name__} finds its class locations anew for every "
+                "item (numpy cannot tell it whether the array changed): about the cost "
+                "of the sampler's first call, each item. Make labels read-only "
+                "(label.flags.writeable = False; np.load(..., mmap_mode='r') is) or "
+                "tensors to have them cached. (Warned once per dataset.)",
+                stacklevel=4,
+            )
 
     def _grid_crop(self, tile: int) -> PairedTileCrop:
         return PairedTileCrop(
